@@ -1,0 +1,211 @@
+"""Settings: one TOML file plus ``QUORUM_*`` environment variables (pydantic-settings).
+
+The file is ``$QUORUM_CONFIG`` or ``./quorum.toml`` when present; without one the built-in
+defaults below apply. Environment variables win over the file (``QUORUM_REDIS_URL``,
+``QUORUM_ORCHESTRATION__DEADLINE_S``, ``QUORUM_PROVIDERS__OPENAI__MODEL``...). API keys are never
+settings: adapters read them from the environment variable named by ``api_key_env``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from orchestration.errors import ConfigError
+from orchestration.models import EXTRACT_STRATEGIES, Candidate
+
+ProviderKind = Literal["anthropic", "openai", "gemini", "openai_compatible"]
+
+DEFAULT_KEY_ENV: dict[str, str | None] = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "openai_compatible": None,
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderConfig(_Section):
+    """One configured provider: which SDK, which model, where, and what it costs."""
+
+    kind: ProviderKind
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    priority: int = 100
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    price_in_per_mtok: float = Field(default=0.0, ge=0)
+    price_out_per_mtok: float = Field(default=0.0, ge=0)
+    enabled: bool = True
+    weight: float = Field(default=1.0, gt=0, le=10, description="Prior weight in consensus.")
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute, fleet-wide.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, fleet-wide.")
+    daily_budget_usd: float | None = Field(default=None, gt=0)
+
+    def key_env(self) -> str | None:
+        """Name of the environment variable holding this provider's API key."""
+        return self.api_key_env or DEFAULT_KEY_ENV[self.kind]
+
+
+class BreakerConfig(_Section):
+    """Circuit-breaker thresholds shared by every provider."""
+
+    window_s: float = Field(default=60.0, gt=0)
+    min_calls: int = Field(default=5, ge=1, description="Calls in the window before rate counts.")
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    consecutive_failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    max_cooldown_s: float = Field(default=600.0, gt=0)
+    backoff: float = Field(default=2.0, ge=1)
+    auth_cooldown_s: float = Field(default=3600.0, gt=0)
+    probe_lease_s: float = Field(default=60.0, gt=0, description="How long a half-open probe may run.")
+
+
+class OrchestrationConfig(_Section):
+    """Defaults for jobs that do not say otherwise."""
+
+    strategy: str = "failover"
+    deadline_s: float = Field(default=60.0, gt=0, le=600)
+    min_responses: int = Field(default=2, ge=1)
+    min_agreement: int = Field(default=1, ge=1, description="Votes a field needs, else abstain.")
+    similarity: float = Field(default=0.85, gt=0, le=1, description="Jaro-Winkler threshold.")
+    cache_ttl_s: int = Field(default=3600, ge=0)
+    early_quorum: bool = True
+    candidates: list[str] | None = Field(
+        default=None, description="Chord candidates when a job names none (default: all enabled)."
+    )
+    variations: dict[str, list[Candidate]] = Field(default_factory=dict)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in EXTRACT_STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; valid: {', '.join(EXTRACT_STRATEGIES)}")
+        return v
+
+
+def default_providers() -> dict[str, ProviderConfig]:
+    """The providers of ``quorum.example.toml``, with list prices per million tokens."""
+    return {
+        "claude": ProviderConfig(
+            kind="anthropic", model="claude-sonnet-4-5", priority=1,
+            price_in_per_mtok=3.0, price_out_per_mtok=15.0,
+        ),
+        "openai": ProviderConfig(
+            kind="openai", model="gpt-4.1-mini", priority=2,
+            price_in_per_mtok=0.40, price_out_per_mtok=1.60,
+        ),
+        "gemini": ProviderConfig(
+            kind="gemini", model="gemini-2.5-flash", priority=3,
+            price_in_per_mtok=0.30, price_out_per_mtok=2.50,
+        ),
+        "local": ProviderConfig(
+            kind="openai_compatible", model="llama3.1:8b", priority=4,
+            base_url="http://127.0.0.1:11434/v1", enabled=False,
+        ),
+    }  # fmt: skip
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the CLI or the emulator needs to know."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUORUM_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    redis_url: str | None = Field(default=None, description="Broker, backend and state.")
+    broker_url: str | None = None
+    result_backend: str | None = None
+    key_prefix: str = Field(default="quorum:", min_length=1)
+    result_expires_s: int = Field(default=86_400, ge=60)
+    emulator_url: str | None = Field(
+        default=None, description="Point every provider at this emulator instead."
+    )
+    providers: dict[str, ProviderConfig] = Field(default_factory=default_providers)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+    @field_validator("providers")
+    @classmethod
+    def _names(cls, v: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in v:
+            if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
+                raise ValueError(f"provider name {name!r} must be alphanumeric (with - or _)")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def enabled_providers(self) -> list[str]:
+        """Enabled provider names in priority order (ties by name)."""
+        return [
+            name
+            for name, p in sorted(self.providers.items(), key=lambda kv: (kv[1].priority, kv[0]))
+            if p.enabled
+        ]
+
+    def provider(self, name: str) -> ProviderConfig:
+        """The named provider's config, or :class:`InvalidRequestError` naming the known ones."""
+        from orchestration.errors import InvalidRequestError
+
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise InvalidRequestError(
+                f"unknown provider {name!r}; configured: {', '.join(sorted(self.providers))}",
+                field="providers",
+            ) from None
+
+
+def config_path() -> Path | None:
+    """``$QUORUM_CONFIG`` if set (it must exist), else ``./quorum.toml`` if present."""
+    explicit = os.environ.get("QUORUM_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"QUORUM_CONFIG: {path} does not exist", key="QUORUM_CONFIG")
+        return path
+    local = Path("quorum.toml")
+    return local if local.is_file() else None
+
+
+def _describe(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"{key}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings, turning validation errors into a :class:`ConfigError` naming each key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(f"invalid configuration: {_describe(e)}") from None
+    except ValueError as e:  # TOML syntax errors
+        raise ConfigError(f"invalid configuration: {e}") from None
