@@ -54,6 +54,17 @@ class ProviderConfig(_Section):
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, fleet-wide.")
     daily_budget_usd: float | None = Field(default=None, gt=0)
 
+    def effective_base_url(self, name: str, emulator_url: str | None) -> str | None:
+        """Where the SDK should send requests: the emulator's route for ``name`` when one is set.
+
+        The emulator serves each provider under ``/{name}``; OpenAI-style SDKs expect ``/v1`` in
+        the base URL, Anthropic's and Google's SDKs add their version themselves.
+        """
+        if not emulator_url:
+            return self.base_url
+        root = f"{emulator_url.rstrip('/')}/{name}"
+        return f"{root}/v1" if self.kind in ("openai", "openai_compatible") else root
+
     def key_env(self) -> str | None:
         """Name of the environment variable holding this provider's API key."""
         return self.api_key_env or DEFAULT_KEY_ENV[self.kind]
