@@ -21,7 +21,7 @@ from pydantic_settings import (
 )
 
 from orchestration.errors import ConfigError
-from orchestration.models import EXTRACT_STRATEGIES, Candidate
+from orchestration.models import EXTRACT_STRATEGIES, Candidate, describe_errors
 
 ProviderKind = Literal["anthropic", "openai", "gemini", "openai_compatible"]
 
@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     result_backend: str | None = None
     key_prefix: str = Field(default="quorum:", min_length=1)
     result_expires_s: int = Field(default=86_400, ge=60)
+    visibility_timeout_s: int = Field(
+        default=900, ge=1, description="Redelivery delay of un-acked tasks; above any deadline."
+    )
+    worker_concurrency: int = Field(default=32, ge=1, le=1024, description="Threads per worker.")
     emulator_url: str | None = Field(
         default=None, description="Point every provider at this emulator instead."
     )
@@ -204,19 +208,11 @@ def config_path() -> Path | None:
     return local if local.is_file() else None
 
 
-def _describe(e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"{key}: {err['msg']}")
-    return "; ".join(lines)
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Load settings, turning validation errors into a :class:`ConfigError` naming each key."""
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        raise ConfigError(f"invalid configuration: {_describe(e)}") from None
+        raise ConfigError(f"invalid configuration: {describe_errors(e)}") from None
     except ValueError as e:  # TOML syntax errors
         raise ConfigError(f"invalid configuration: {e}") from None

@@ -123,7 +123,9 @@ class NoHealthyProvidersError(QuorumError):
 
 
 class OrchestrationTimeoutError(QuorumError):
-    """The job's absolute deadline passed before an answer was ready."""
+    """The job's absolute deadline passed before an answer was ready (not a provider fault)."""
+
+    counts_for_breaker = False
 
 
 class InsufficientResponsesError(QuorumError):

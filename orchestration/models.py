@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: Longest input text accepted, in characters (documented in the README).
 MAX_TEXT_CHARS = 50_000
@@ -15,6 +15,15 @@ MAX_DEADLINE_S = 600.0
 
 ExtractStrategy = Literal["failover", "consensus", "best_match"]
 EXTRACT_STRATEGIES: tuple[str, ...] = ("failover", "consensus", "best_match")
+
+
+def describe_errors(e: ValidationError) -> str:
+    """One line naming every invalid key and why (``params.temperature: Input should be ...``)."""
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{key}: {err['msg']}")
+    return "; ".join(parts)
 
 
 class _Strict(BaseModel):

@@ -1,0 +1,137 @@
+"""One provider attempt, start to end: deadline, gates (breaker, budget, rate limit), the SDK
+call with a timeout cut to the deadline, then health, breaker and cost bookkeeping.
+
+It never raises: every outcome is an :class:`Attempt`, so a chord header can return it and the
+failover chain can re-raise its error. Its collaborators come in as arguments (no globals).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from orchestration.config import Settings
+from orchestration.errors import (
+    OrchestrationTimeoutError,
+    ProviderError,
+    ProviderUnavailableError,
+    QuorumError,
+)
+from orchestration.models import Attempt, Candidate, ProviderResult
+from orchestration.pricing import cost_micro_usd, usd
+from orchestration.providers.base import Provider
+
+log = logging.getLogger("quorum.attempt")
+
+
+class Ticket(Protocol):
+    """A gate's permission for one call; told how the call went."""
+
+    def done(self, now: float, error_kind: str | None, tokens: int) -> None:
+        """Report the outcome (``error_kind`` None on success, else the error class name)."""
+
+
+class Gate(Protocol):
+    """Something that may refuse a call before it is sent (breaker, budget, rate limit)."""
+
+    def admit(self, provider: str, now: float) -> Ticket | str:
+        """A ticket to go ahead, or the reason the provider is skipped."""
+
+
+class Recorder(Protocol):
+    """Health and cost bookkeeping after a call."""
+
+    def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
+        """Record one finished call (idempotent on ``attempt.task_id``)."""
+
+
+@dataclass
+class AttemptDeps:
+    """What an attempt needs from the world."""
+
+    settings: Settings
+    provider: Callable[[str], Provider]
+    gates: list[Gate]
+    recorder: Recorder
+    clock: Callable[[], float] = time.time
+
+
+def _error_attempt(base: Attempt, error: QuorumError, latency_ms: float = 0.0) -> Attempt:
+    return base.model_copy(update={"ok": False, "error": error.to_dict(), "latency_ms": latency_ms})
+
+
+def run_attempt(
+    text: str,
+    schema: dict[str, Any],
+    candidate: Candidate,
+    *,
+    label: str,
+    task_id: str | None,
+    deadline: float,
+    deps: AttemptDeps,
+) -> Attempt:
+    """Call one provider for one candidate and return the outcome (never raises)."""
+    cfg = deps.settings.provider(candidate.provider)
+    base = Attempt(
+        provider=candidate.provider, model=cfg.model, label=label,
+        params=candidate.params, task_id=task_id,
+    )  # fmt: skip
+    now = deps.clock()
+    remaining = deadline - now
+    if remaining <= 0:
+        return _error_attempt(base, OrchestrationTimeoutError(
+            "the job's deadline passed before this attempt started", provider=candidate.provider
+        ))  # fmt: skip
+    tickets: list[Ticket] = []
+    for gate in deps.gates:
+        ticket = gate.admit(candidate.provider, now)
+        if isinstance(ticket, str):
+            reason = ticket
+            for t in tickets:  # give back what the earlier gates granted
+                t.done(now, ProviderUnavailableError.__name__, 0)
+            skipped = ProviderUnavailableError(
+                f"{candidate.provider} skipped: {reason}", provider=candidate.provider, reason=reason
+            )
+            return _error_attempt(base, skipped).model_copy(update={"skipped": True})
+        tickets.append(ticket)
+    timeout = min(cfg.timeout_s, remaining)
+    started = time.perf_counter()
+    result: ProviderResult | None = None
+    error: QuorumError | None = None
+    try:
+        result = deps.provider(candidate.provider).extract(text, schema, candidate.params, timeout)
+    except QuorumError as e:
+        error = e
+    except Exception as e:  # a bug or an SDK surprise must not kill the job
+        log.exception("unexpected error calling %s", candidate.provider)
+        error = ProviderError(f"unexpected {type(e).__name__} from {candidate.provider}",
+                              provider=candidate.provider)  # fmt: skip
+    latency_ms = (time.perf_counter() - started) * 1000
+    now = deps.clock()
+    if result is not None:
+        micro = cost_micro_usd(cfg, result.tokens_in, result.tokens_out)
+        attempt = base.model_copy(update={
+            "ok": True, "result": result, "model": result.model, "latency_ms": latency_ms,
+            "tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "cost_usd": usd(micro),
+        })  # fmt: skip
+        kind = None
+    else:
+        assert error is not None
+        if timeout < cfg.timeout_s and type(error).__name__ == "ProviderTimeoutError":
+            # The deadline, not the provider, cut this call short: don't hold it against it.
+            error = OrchestrationTimeoutError(
+                f"{candidate.provider}: the job's deadline cut the call short after {timeout:.2f}s",
+                provider=candidate.provider,
+            )
+        attempt, micro = _error_attempt(base, error, latency_ms), 0
+        kind = error.kind
+    for t in tickets:
+        t.done(now, kind, attempt.tokens_in + attempt.tokens_out)
+    try:
+        deps.recorder.record(attempt, now, micro)
+    except Exception:  # bookkeeping must never turn a good answer into a failure
+        log.warning("could not record the outcome of %s", label, exc_info=True)
+    return attempt

@@ -1,0 +1,172 @@
+"""Turning a producer's kwargs into a validated, fully resolved job, and assembling results.
+
+A :class:`JobSpec` is what travels (as JSON) in the args of every task of a job: it carries the
+absolute deadline, the resolved schema and the provider order, so no hop re-reads the config to
+decide what the job means.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from orchestration.config import Settings
+from orchestration.errors import InvalidRequestError
+from orchestration.models import (
+    EXTRACT_STRATEGIES,
+    Attempt,
+    Candidate,
+    ExtractionRequest,
+    ExtractionResult,
+    MergedField,
+    describe_errors,
+)
+from orchestration.schemas import resolve_schema
+from orchestration.state.fleet import FleetSetting
+
+
+class JobSpec(BaseModel):
+    """A validated extraction job with everything resolved (strategy, candidates, deadline)."""
+
+    job_id: str
+    kind: str = "extract"
+    text: str
+    schema_name: str
+    json_schema: dict[str, Any]
+    strategy: str
+    candidates: list[Candidate]
+    started_at: float
+    deadline: float = Field(description="Absolute (epoch seconds) time the job must end by.")
+    min_responses: int = 2
+    min_agreement: int = 1
+    similarity: float = 0.85
+    early_quorum: bool = True
+    use_cache: bool = True
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds left before the deadline (negative once passed)."""
+        return self.deadline - (time.time() if now is None else now)
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.json_schema["properties"])
+
+
+def parse_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ExtractionRequest:
+    """Validate a producer's arguments; :class:`InvalidRequestError` names each problem."""
+    if args:
+        raise InvalidRequestError(
+            "quorum.extract takes keyword arguments only (send kwargs={...})", field="args"
+        )
+    try:
+        return ExtractionRequest.model_validate(kwargs)
+    except ValidationError as e:
+        raise InvalidRequestError(f"invalid extraction request: {describe_errors(e)}") from None
+
+
+def _chord_candidates(request: ExtractionRequest, settings: Settings, order: list[str]) -> list[Candidate]:
+    if request.candidates:
+        return list(request.candidates)
+    if request.variations:
+        grid = settings.orchestration.variations.get(request.variations)
+        if grid is None:
+            known = ", ".join(sorted(settings.orchestration.variations)) or "none configured"
+            raise InvalidRequestError(
+                f"unknown variations {request.variations!r}; known: {known}", field="variations"
+            )
+        return list(grid)
+    names = request.providers or settings.orchestration.candidates or order
+    return [Candidate(provider=name, params=request.params) for name in names]
+
+
+def prepare_extract(
+    request: ExtractionRequest,
+    *,
+    job_id: str,
+    settings: Settings,
+    fleet: FleetSetting,
+    now: float | None = None,
+) -> JobSpec:
+    """Resolve strategy, schema, candidates and deadline for one job."""
+    now = time.time() if now is None else now
+    strategy = request.strategy or fleet.strategy or settings.orchestration.strategy
+    if strategy not in EXTRACT_STRATEGIES:
+        raise InvalidRequestError(
+            f"unknown strategy {strategy!r}; valid: {', '.join(EXTRACT_STRATEGIES)}", field="strategy"
+        )
+    schema_name, schema = resolve_schema(request.schema_name, request.json_schema)
+    enabled = settings.enabled_providers()
+    order = [p for p in (fleet.order or enabled) if p in settings.providers] or enabled
+    if strategy == "failover":
+        names = request.providers or order
+        candidates = [Candidate(provider=n, params=request.params) for n in names]
+    else:
+        candidates = _chord_candidates(request, settings, order)
+    if not candidates:
+        raise InvalidRequestError("no providers: none enabled in the config", field="providers")
+    for candidate in candidates:
+        settings.provider(candidate.provider)  # unknown names → InvalidRequestError
+    orch = settings.orchestration
+    min_responses = request.min_responses or min(orch.min_responses, len(candidates))
+    if strategy != "failover" and min_responses > len(candidates):
+        raise InvalidRequestError(
+            f"min_responses={min_responses} exceeds the {len(candidates)} candidates",
+            field="min_responses",
+        )
+    return JobSpec(
+        job_id=job_id,
+        text=request.text,
+        schema_name=schema_name,
+        json_schema=schema,
+        strategy=strategy,
+        candidates=candidates,
+        started_at=now,
+        deadline=now + (request.deadline_s or orch.deadline_s),
+        min_responses=min_responses,
+        min_agreement=request.min_agreement or orch.min_agreement,
+        similarity=orch.similarity,
+        early_quorum=request.early_quorum and orch.early_quorum,
+        use_cache=request.use_cache,
+    )
+
+
+def single_answer(attempt: Attempt) -> dict[str, MergedField]:
+    """Fields of one provider's answer as the job's answer (failover: one source, no vote)."""
+    assert attempt.result is not None
+    return {
+        name: MergedField(
+            value=fv.value,
+            confidence=fv.confidence,
+            agreement=1.0,
+            votes=1,
+            sources=[attempt.label or attempt.provider],
+        )
+        for name, fv in attempt.result.fields.items()
+    }
+
+
+def build_result(
+    spec: JobSpec,
+    attempts: list[Attempt],
+    fields: dict[str, MergedField],
+    *,
+    chosen: str | None,
+    now: float | None = None,
+    early: bool = False,
+) -> ExtractionResult:
+    """The job's final result with totals over every attempt so far."""
+    now = time.time() if now is None else now
+    return ExtractionResult(
+        job_id=spec.job_id,
+        strategy=spec.strategy,
+        fields=fields,
+        chosen=chosen,
+        attempts=attempts,
+        tokens_in=sum(a.tokens_in for a in attempts),
+        tokens_out=sum(a.tokens_out for a in attempts),
+        cost_usd=round(sum(a.cost_usd for a in attempts), 6),
+        latency_ms=round((now - spec.started_at) * 1000, 2),
+        early=early,
+    )
