@@ -20,7 +20,7 @@ EMAIL_ENTITIES: dict[str, Any] = {
     "properties": {
         "person_in_charge": {
             "type": ["string", "null"],
-            "description": "Full name of the person responsible for the matter on the sender's side.",
+            "description": "Full name of the person responsible for the matter on the startup's side.",
         },
         "startup_name": {
             "type": ["string", "null"],
