@@ -76,15 +76,21 @@ def run_attempt(
     """Call one provider for one candidate and return the outcome (never raises)."""
     cfg = deps.settings.provider(candidate.provider)
     base = Attempt(
-        provider=candidate.provider, model=cfg.model, label=label,
-        params=candidate.params, task_id=task_id,
-    )  # fmt: skip
+        provider=candidate.provider,
+        model=cfg.model,
+        label=label,
+        params=candidate.params,
+        task_id=task_id,
+    )
     now = deps.clock()
     remaining = deadline - now
     if remaining <= 0:
-        return _error_attempt(base, OrchestrationTimeoutError(
-            "the job's deadline passed before this attempt started", provider=candidate.provider
-        ))  # fmt: skip
+        return _error_attempt(
+            base,
+            OrchestrationTimeoutError(
+                "the job's deadline passed before this attempt started", provider=candidate.provider
+            ),
+        )
     tickets: list[Ticket] = []
     for gate in deps.gates:
         ticket = gate.admit(candidate.provider, now)
@@ -107,16 +113,24 @@ def run_attempt(
         error = e
     except Exception as e:  # a bug or an SDK surprise must not kill the job
         log.exception("unexpected error calling %s", candidate.provider)
-        error = ProviderError(f"unexpected {type(e).__name__} from {candidate.provider}",
-                              provider=candidate.provider)  # fmt: skip
+        error = ProviderError(
+            f"unexpected {type(e).__name__} from {candidate.provider}", provider=candidate.provider
+        )
     latency_ms = (time.perf_counter() - started) * 1000
     now = deps.clock()
     if result is not None:
         micro = cost_micro_usd(cfg, result.tokens_in, result.tokens_out)
-        attempt = base.model_copy(update={
-            "ok": True, "result": result, "model": result.model, "latency_ms": latency_ms,
-            "tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "cost_usd": usd(micro),
-        })  # fmt: skip
+        attempt = base.model_copy(
+            update={
+                "ok": True,
+                "result": result,
+                "model": result.model,
+                "latency_ms": latency_ms,
+                "tokens_in": result.tokens_in,
+                "tokens_out": result.tokens_out,
+                "cost_usd": usd(micro),
+            }
+        )
         kind = None
     else:
         assert error is not None

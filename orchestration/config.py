@@ -111,22 +111,34 @@ def default_providers() -> dict[str, ProviderConfig]:
     """The providers of ``quorum.example.toml``, with list prices per million tokens."""
     return {
         "claude": ProviderConfig(
-            kind="anthropic", model="claude-sonnet-4-5", priority=1,
-            price_in_per_mtok=3.0, price_out_per_mtok=15.0,
+            kind="anthropic",
+            model="claude-sonnet-4-5",
+            priority=1,
+            price_in_per_mtok=3.0,
+            price_out_per_mtok=15.0,
         ),
         "openai": ProviderConfig(
-            kind="openai", model="gpt-4.1-mini", priority=2,
-            price_in_per_mtok=0.40, price_out_per_mtok=1.60,
+            kind="openai",
+            model="gpt-4.1-mini",
+            priority=2,
+            price_in_per_mtok=0.40,
+            price_out_per_mtok=1.60,
         ),
         "gemini": ProviderConfig(
-            kind="gemini", model="gemini-2.5-flash", priority=3,
-            price_in_per_mtok=0.30, price_out_per_mtok=2.50,
+            kind="gemini",
+            model="gemini-2.5-flash",
+            priority=3,
+            price_in_per_mtok=0.30,
+            price_out_per_mtok=2.50,
         ),
         "local": ProviderConfig(
-            kind="openai_compatible", model="llama3.1:8b", priority=4,
-            base_url="http://127.0.0.1:11434/v1", enabled=False,
+            kind="openai_compatible",
+            model="llama3.1:8b",
+            priority=4,
+            base_url="http://127.0.0.1:11434/v1",
+            enabled=False,
         ),
-    }  # fmt: skip
+    }
 
 
 class Settings(BaseSettings):

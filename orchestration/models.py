@@ -165,6 +165,7 @@ class Attempt(BaseModel):
     label: str = ""
     params: SamplingParams = Field(default_factory=SamplingParams)
     task_id: str | None = None
+    worker: str | None = Field(default=None, description="Hostname of the worker that ran it.")
     ok: bool = False
     skipped: bool = Field(default=False, description="Not sent: breaker open, budget, limit.")
     result: ProviderResult | None = None

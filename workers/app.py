@@ -14,7 +14,6 @@ from orchestration.errors import ConfigError
 from workers import embedded
 
 
-
 def broker_urls(settings: Settings) -> tuple[str, str]:
     """``(broker, backend)`` from the settings, else the running embedded server."""
     broker = settings.broker_url or settings.redis_url

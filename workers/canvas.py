@@ -63,8 +63,14 @@ def failover_attempt(
     sig = _call(app, spec, index, MODE_FAILOVER, hop_id(spec.job_id, hop))
     state = {"spec": spec.model_dump(mode="json"), "attempts": attempts, "index": index, "hop": hop}
     sig.link(
-        signature("quorum.finish", kwargs=state, app=app, task_id=spec.job_id,
-                  argsrepr=f"({spec.job_id!r},)", kwargsrepr="{}")  # fmt: skip
+        signature(
+            "quorum.finish",
+            kwargs=state,
+            app=app,
+            task_id=spec.job_id,
+            argsrepr=f"({spec.job_id!r},)",
+            kwargsrepr="{}",
+        )
     )
     sig.link_error(signature("quorum.failover_next", kwargs=state, app=app))
     if countdown > 0:

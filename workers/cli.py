@@ -92,11 +92,18 @@ def extract(
     for col in ("field", "value", "confidence", "agreement", "sources"):
         table.add_column(col)
     for name, f in result["fields"].items():
-        table.add_row(name, "" if f["value"] is None else str(f["value"]), f"{f['confidence']:.2f}",
-                      f"{f['agreement']:.2f}", ", ".join(f["sources"]))  # fmt: skip
+        table.add_row(
+            name,
+            "" if f["value"] is None else str(f["value"]),
+            f"{f['confidence']:.2f}",
+            f"{f['agreement']:.2f}",
+            ", ".join(f["sources"]),
+        )
     out.print(table)
-    out.print(f"cost ${result['cost_usd']:.6f} · {result['tokens_in']}+{result['tokens_out']} tokens · "
-              f"{result['latency_ms']:.0f} ms · cached={result['cached']}")  # fmt: skip
+    out.print(
+        f"cost ${result['cost_usd']:.6f} · {result['tokens_in']}+{result['tokens_out']} tokens · "
+        f"{result['latency_ms']:.0f} ms · cached={result['cached']}"
+    )
 
 
 @cli.command()

@@ -27,8 +27,15 @@ def submit(app: Celery, task: str, kwargs: dict[str, Any]) -> Any:
     return app.send_task(task, kwargs=kwargs, kwargsrepr=redacted_kwargs(kwargs), argsrepr="()")
 
 
-def run_local_job(settings: Settings, kwargs: dict[str, Any], *, timeout: float, workers: int = 1,
-                  say: Callable[[str], None] = print, task: str = "quorum.extract") -> dict[str, Any]:  # fmt: skip
+def run_local_job(
+    settings: Settings,
+    kwargs: dict[str, Any],
+    *,
+    timeout: float,
+    workers: int = 1,
+    say: Callable[[str], None] = print,
+    task: str = "quorum.extract",
+) -> dict[str, Any]:
     """Run one job on this machine: reuse running workers, else start a local stack for it."""
     from workers.local import LocalStack
 

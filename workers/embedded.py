@@ -64,14 +64,24 @@ def ensure_running() -> tuple[str, bool]:
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     cmd = [
-        str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(folder), "--appendonly", "yes", "--save", "",
-        "--daemonize", "no", "--logfile", str(folder / "valkey.log"),
-    ]  # fmt: skip
+        str(get_binary_path()),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(folder),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(folder / "valkey.log"),
+    ]
     # A session of its own: the server outlives this command and ignores the terminal's ^C.
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
         if _alive(url):
@@ -108,6 +118,4 @@ def spawn_detached(cmd: list[str], env: dict[str, str], log: Path) -> subprocess
     """Start a helper process (worker, emulator) in its own session, logging to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

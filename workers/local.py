@@ -33,8 +33,12 @@ def start_emulator(profile: Path | None, log: Path) -> tuple[subprocess.Popen[by
     if profile:
         cmd += ["--profile", str(profile)]
     log.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log, "ab"),  # noqa: SIM115
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "ab"),  # noqa: SIM115
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 20
     buffer = b""
@@ -90,8 +94,9 @@ class LocalStack:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _start(self) -> None:
@@ -100,7 +105,9 @@ class LocalStack:
         if not self.redis_url:
             self.redis_url, started = embedded.ensure_running()
             where = embedded.data_dir()
-            self.say(f"{'Started' if started else 'Using'} embedded Valkey at {self.redis_url} (data: {where})")
+            self.say(
+                f"{'Started' if started else 'Using'} embedded Valkey at {self.redis_url} (data: {where})"
+            )
         self.env["QUORUM_REDIS_URL"] = self.redis_url
         emulate = (not has_api_keys(self.settings, self.env)) if self.emulate is None else self.emulate
         if emulate and not self.settings.emulator_url:
@@ -112,14 +119,27 @@ class LocalStack:
         if self.emulator_url:
             self.env["QUORUM_EMULATOR_URL"] = self.emulator_url
         for i in range(self.workers):
-            self._procs.append(embedded.spawn_detached(self.worker_command(f"local{i}"), self.env,
-                                                       logs / f"worker-{i}.log"))  # fmt: skip
+            self._procs.append(
+                embedded.spawn_detached(self.worker_command(f"local{i}"), self.env, logs / f"worker-{i}.log")
+            )
 
     @staticmethod
     def worker_command(name: str) -> list[str]:
         """The documented worker command, as this Python runs it."""
-        return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-l", "INFO",
-                "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-l",
+            "INFO",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
 
     def wait_for_workers(self, app: object, timeout: float = 30.0) -> None:
         """Block until this stack's workers answer a ping."""
@@ -129,7 +149,9 @@ class LocalStack:
             mine = [r for r in replies if f"-{os.getpid()}@" in next(iter(r))]
             if len(mine) >= self.workers:
                 return
-        raise RuntimeError("workers did not start in time; see the logs under " + str(embedded.data_dir().parent))
+        raise RuntimeError(
+            "workers did not start in time; see the logs under " + str(embedded.data_dir().parent)
+        )
 
     def close(self) -> None:
         """Stop every process this stack started (the embedded Valkey keeps running)."""

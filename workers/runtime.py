@@ -10,16 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
+from orchestration.state.health import record_call
 
 from orchestration.attempts import AttemptDeps, Gate, Ticket, run_attempt
 from orchestration.config import Settings
-from orchestration.errors import ERROR_TYPES
 from orchestration.jobs import JobSpec
 from orchestration.models import Attempt, Candidate
 from orchestration.providers.registry import ProviderRegistry
 from orchestration.state.breaker import ResilientBreaker
 from orchestration.state.fleet import FleetSetting, read_fleet
-from orchestration.state.health import record_call
 from workers.app import app, broker_urls
 
 log = logging.getLogger("quorum.runtime")
@@ -30,9 +29,13 @@ REDIS_ERRORS = (redis_lib.ConnectionError, redis_lib.TimeoutError)
 def state_client(url: str) -> redis_lib.Redis:
     """A Redis client for shared state: short timeouts, so a dead Redis degrades fast."""
     return redis_lib.Redis.from_url(
-        url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10,
-        retry_on_timeout=False, decode_responses=False,
-    )  # fmt: skip
+        url,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        health_check_interval=10,
+        retry_on_timeout=False,
+        decode_responses=False,
+    )
 
 
 @dataclass
@@ -73,9 +76,15 @@ class HealthRecorder:
             return
         error = attempt.error or {}
         record_call(
-            self.redis, self.prefix, attempt.provider, ok=attempt.ok, latency_ms=attempt.latency_ms,
-            error_kind=error.get("type"), message=error.get("message"), now=now,
-        )  # fmt: skip
+            self.redis,
+            self.prefix,
+            attempt.provider,
+            ok=attempt.ok,
+            latency_ms=attempt.latency_ms,
+            error_kind=error.get("type"),
+            message=error.get("message"),
+            now=now,
+        )
 
 
 @dataclass
@@ -107,25 +116,33 @@ class Runtime:
     def attempt(self, job: JobSpec, candidate: Candidate, *, task_id: str | None) -> Attempt:
         """Run one provider attempt for ``job`` with this process's dependencies."""
         deps = AttemptDeps(
-            settings=self.settings, provider=self.providers.get, gates=self.gates,
+            settings=self.settings,
+            provider=self.providers.get,
+            gates=self.gates,
             recorder=HealthRecorder(self.redis, self.prefix),
-        )  # fmt: skip
+        )
         return run_attempt(
-            job.text, job.json_schema, candidate, label=candidate.label(), task_id=task_id,
-            deadline=job.deadline, deps=deps,
-        )  # fmt: skip
+            job.text,
+            job.json_schema,
+            candidate,
+            label=candidate.label(),
+            task_id=task_id,
+            deadline=job.deadline,
+            deps=deps,
+        )
 
 
 def build_runtime(settings: Settings) -> Runtime:
     """Wire a runtime from settings and the process environment (API keys stay in env)."""
     _, backend = broker_urls(settings)
     client = state_client(settings.redis_url or backend)
-    breaker = ResilientBreaker(client, settings.key_prefix, settings.breaker,
-                               counts=lambda kind: ERROR_TYPES.get(kind, ERROR_TYPES["QuorumError"]).counts_for_breaker)  # fmt: skip
+    breaker = ResilientBreaker(client, settings.key_prefix, settings.breaker)
     rt = Runtime(
-        settings=settings, redis=client,
-        providers=ProviderRegistry(settings, env=os.environ), breaker=breaker,
-    )  # fmt: skip
+        settings=settings,
+        redis=client,
+        providers=ProviderRegistry(settings, env=os.environ),
+        breaker=breaker,
+    )
     rt.gates = [BreakerGate(breaker)]
     return rt
 

@@ -37,8 +37,9 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     step = _plan(rt, spec, [], 0)
     if isinstance(step, Fail):
         raise step.error
-    failover_attempt(app, spec, step.index, 0, [a.model_dump(mode="json") for a in step.skipped],
-                     countdown=step.countdown).apply_async()  # fmt: skip
+    failover_attempt(
+        app, spec, step.index, 0, [a.model_dump(mode="json") for a in step.skipped], countdown=step.countdown
+    ).apply_async()
     raise Ignore()  # the job's result is written by its last hop, under this task's id
 
 
@@ -53,6 +54,7 @@ def call(self: Task, spec: dict[str, Any], index: int, mode: str) -> dict[str, A
     job = JobSpec.model_validate(spec)
     candidate = job.candidates[index]
     attempt = rt.attempt(job, candidate, task_id=self.request.id)
+    attempt.worker = self.request.hostname
     if mode == MODE_FAILOVER and not attempt.ok:
         error = error_from_dict(attempt.error or {"type": "ProviderError"})
         error.details["attempt"] = attempt.model_dump(mode="json")
@@ -64,8 +66,14 @@ def call(self: Task, spec: dict[str, Any], index: int, mode: str) -> dict[str, A
 
 
 @app.task(name="quorum.finish", bind=True)
-def finish(self: Task, attempt: dict[str, Any], spec: dict[str, Any], attempts: list[dict[str, Any]],
-           index: int, hop: int) -> dict[str, Any]:  # fmt: skip
+def finish(
+    self: Task,
+    attempt: dict[str, Any],
+    spec: dict[str, Any],
+    attempts: list[dict[str, Any]],
+    index: int,
+    hop: int,
+) -> dict[str, Any]:
     """Link of a successful attempt; runs under the job id, so its return value is the answer."""
     rt = runtime()
     job = JobSpec.model_validate(spec)
@@ -78,8 +86,16 @@ def finish(self: Task, attempt: dict[str, Any], spec: dict[str, Any], attempts: 
 
 
 @app.task(name="quorum.failover_next")
-def failover_next(request: Any, exc: BaseException, traceback: Any, *, spec: dict[str, Any],
-                  attempts: list[dict[str, Any]], index: int, hop: int) -> None:  # fmt: skip
+def failover_next(
+    request: Any,
+    exc: BaseException,
+    traceback: Any,
+    *,
+    spec: dict[str, Any],
+    attempts: list[dict[str, Any]],
+    index: int,
+    hop: int,
+) -> None:
     """Errback of a failed attempt, run inline by the worker: send the next hop or end the job."""
     rt = runtime()
     job = JobSpec.model_validate(spec)
@@ -88,8 +104,14 @@ def failover_next(request: Any, exc: BaseException, traceback: Any, *, spec: dic
         step = _plan(rt, job, history, index + 1)
         history += step.skipped
         if isinstance(step, Send):
-            failover_attempt(app, job, step.index, hop + 1, [a.model_dump(mode="json") for a in history],
-                             countdown=step.countdown).apply_async()  # fmt: skip
+            failover_attempt(
+                app,
+                job,
+                step.index,
+                hop + 1,
+                [a.model_dump(mode="json") for a in history],
+                countdown=step.countdown,
+            ).apply_async()
             return
         error = step.error
     except Exception as e:  # an errback that raises is only logged by Celery: never hang the job
@@ -103,8 +125,13 @@ def _failed_attempt(job: JobSpec, index: int, request: Any, exc: BaseException) 
         return Attempt.model_validate(exc.details["attempt"])
     cand = job.candidates[index]  # e.g. WorkerLostError: the call never returned an outcome
     err = exc if isinstance(exc, QuorumError) else ProviderError(f"{type(exc).__name__}: {exc}")
-    return Attempt(provider=cand.provider, label=cand.label(), params=cand.params,
-                   task_id=getattr(request, "id", None), error=err.to_dict())  # fmt: skip
+    return Attempt(
+        provider=cand.provider,
+        label=cand.label(),
+        params=cand.params,
+        task_id=getattr(request, "id", None),
+        error=err.to_dict(),
+    )
 
 
 def _plan(rt: Runtime, job: JobSpec, history: list[Attempt], start: int) -> Send | Fail:

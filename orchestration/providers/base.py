@@ -52,8 +52,9 @@ class Completion:
 class Provider(ABC):
     """One configured provider behind its official SDK. Thread-safe; build once per process."""
 
-    def __init__(self, name: str, model: str, *, api_key: str | None, base_url: str | None,
-                 timeout_s: float) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, model: str, *, api_key: str | None, base_url: str | None, timeout_s: float
+    ) -> None:
         self.name = name
         self.model = model
         self.base_url = base_url
@@ -78,8 +79,9 @@ class Provider(ABC):
         result.text = content if isinstance(content, str) else str(content)
         return result
 
-    def _send(self, request: ProviderRequest, timeout: float | None
-              ) -> tuple[ProviderResult, str | dict[str, Any]]:  # fmt: skip
+    def _send(
+        self, request: ProviderRequest, timeout: float | None
+    ) -> tuple[ProviderResult, str | dict[str, Any]]:
         """Time one SDK call, map and scrub its errors; return the result and raw content."""
         timeout = self.timeout_s if timeout is None else timeout
         if not timeout > 0:
@@ -91,14 +93,18 @@ class Provider(ABC):
         except ProviderError as e:
             raise self._scrubbed(e) from None
         result = ProviderResult(
-            provider=self.name, model=done.model or self.model, params=request.params,
-            tokens_in=done.tokens_in, tokens_out=done.tokens_out,
+            provider=self.name,
+            model=done.model or self.model,
+            params=request.params,
+            tokens_in=done.tokens_in,
+            tokens_out=done.tokens_out,
             latency_ms=(time.perf_counter() - start) * 1000,
-        )  # fmt: skip
+        )
         return result, done.content
 
-    def extract(self, text: str, schema: dict[str, Any], params: SamplingParams,
-                timeout: float | None = None) -> ProviderResult:  # fmt: skip
+    def extract(
+        self, text: str, schema: dict[str, Any], params: SamplingParams, timeout: float | None = None
+    ) -> ProviderResult:
         """Structured extraction of ``schema``'s fields from ``text``; validated before HTTP."""
         try:
             _check_text(text)
@@ -106,15 +112,23 @@ class Provider(ABC):
             raise InvalidRequestError(str(e), field="text", provider=self.name) from None
         check_json_schema(schema)
         request = ProviderRequest(
-            system=EXTRACTION_SYSTEM, prompt=extraction_prompt(text, schema),
-            params=params, output_schema=output_schema(schema),
-        )  # fmt: skip
+            system=EXTRACTION_SYSTEM,
+            prompt=extraction_prompt(text, schema),
+            params=params,
+            output_schema=output_schema(schema),
+        )
         result, content = self._send(request, timeout)
         result.fields = parse_output(content, schema, self.name)
         return result
 
-    def generate(self, prompt: str, params: SamplingParams, *, system: str = GENERATION_SYSTEM,
-                 timeout: float | None = None) -> ProviderResult:  # fmt: skip
+    def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        system: str = GENERATION_SYSTEM,
+        timeout: float | None = None,
+    ) -> ProviderResult:
         """Free-text generation; ``result.text`` holds the answer."""
         if not prompt.strip():
             raise InvalidRequestError("prompt is empty", field="prompt", provider=self.name)

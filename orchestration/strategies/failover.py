@@ -62,9 +62,12 @@ def _skipped(spec: JobSpec, index: int, reason: str) -> Attempt:
         f"{cand.provider} skipped: {reason}", provider=cand.provider, reason=reason
     )
     return Attempt(
-        provider=cand.provider, label=cand.label(), params=cand.params,
-        skipped=True, error=err.to_dict(),
-    )  # fmt: skip
+        provider=cand.provider,
+        label=cand.label(),
+        params=cand.params,
+        skipped=True,
+        error=err.to_dict(),
+    )
 
 
 def _retry_after(spec: JobSpec, attempts: list[Attempt], now: float) -> Send | None:
