@@ -112,7 +112,7 @@ def default_providers() -> dict[str, ProviderConfig]:
     return {
         "claude": ProviderConfig(
             kind="anthropic",
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-4-6",
             priority=1,
             price_in_per_mtok=3.0,
             price_out_per_mtok=15.0,

@@ -8,6 +8,7 @@ scrubs secrets from messages and parses structured output against the schema.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -76,7 +77,7 @@ class Provider(ABC):
     def call(self, request: ProviderRequest, timeout: float | None = None) -> ProviderResult:
         """One free-text HTTP call; the answer is in ``result.text``."""
         result, content = self._send(request, timeout)
-        result.text = content if isinstance(content, str) else str(content)
+        result.text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         return result
 
     def _send(
@@ -138,8 +139,6 @@ class Provider(ABC):
         """Remove this provider's secrets from ``text``."""
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
-            if len(secret) > 12:  # SDKs sometimes echo a key's prefix/suffix ("sk-abc...wxyz")
-                text = text.replace(secret[-4:], "****").replace(secret[:8], "[redacted]")
         return text
 
     def _scrubbed(self, e: ProviderError) -> ProviderError:

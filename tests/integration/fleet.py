@@ -31,7 +31,7 @@ worker_concurrency = {concurrency}
 
 [providers.claude]
 kind = "anthropic"
-model = "claude-sonnet-4-5"
+model = "claude-sonnet-4-6"
 priority = 1
 timeout_s = 5
 price_in_per_mtok = 3.0

@@ -1,0 +1,127 @@
+"""Anthropic Claude through the official ``anthropic`` SDK; structured output by forced tool use.
+
+SDK 2.x sends ``anthropic-version: 2026-10-21``, which rejects ``temperature``/``top_p``/``top_k``
+with HTTP 400 at any value (the SDK dropped the parameters), so sampling parameters are not
+sent: variations of a Claude candidate differ only in ``max_tokens``. The key travels as
+``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anthropic
+
+from orchestration.errors import ProviderError
+from orchestration.providers.base import Completion, Provider, ProviderRequest, iter_text_parts
+from orchestration.providers.http_errors import (
+    MALFORMED_EXCEPTIONS,
+    connection_error,
+    invalid_output,
+    malformed_error,
+    short,
+    status_error,
+    timeout_error,
+)
+
+log = logging.getLogger(__name__)
+
+#: Anthropic requires ``max_tokens``; used when the call's params leave it unset.
+DEFAULT_MAX_TOKENS = 1024
+TOOL_DESCRIPTION = "Record your answer as this tool's input, exactly matching its JSON schema."
+
+
+class AnthropicProvider(Provider):
+    """Claude via ``messages.create``; the forced tool's ``input`` is the structured answer."""
+
+    def __init__(self, name: str, model: str, *, api_key: str | None, base_url: str | None,
+                 timeout_s: float) -> None:  # fmt: skip
+        super().__init__(name, model, api_key=api_key, base_url=base_url, timeout_s=timeout_s)
+        # max_retries=0: the orchestrator owns retries; explicit api_key: no env/profile lookup.
+        self._client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
+        )
+        self._warned_sampling = False
+
+    def close(self) -> None:
+        """Close the SDK's connection pool."""
+        self._client.close()
+
+    def _complete(self, request: ProviderRequest, timeout: float) -> Completion:
+        """One ``POST /v1/messages``; tool use when a schema is given, else text."""
+        params = request.params
+        if (params.temperature is not None or params.top_p is not None) and not self._warned_sampling:
+            self._warned_sampling = True
+            log.info("%s: Anthropic API 2026-10-21 rejects temperature/top_p; not sent", self.name)
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_tokens or DEFAULT_MAX_TOKENS,
+            "system": request.system,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "timeout": timeout,
+        }
+        if request.output_schema is not None:
+            kwargs["tools"] = [{"name": request.tool_name, "description": TOOL_DESCRIPTION,
+                                "input_schema": request.output_schema}]  # fmt: skip
+            kwargs["tool_choice"] = {"type": "tool", "name": request.tool_name}
+        message = self._client.messages.create(**kwargs)
+        if not isinstance(message, anthropic.types.Message):
+            raise invalid_output(self.name, f"unexpected response type {type(message).__name__}")
+        if message.stop_reason == "refusal":
+            raise invalid_output(self.name, "the model refused to answer", stop_reason="refusal")
+        content: str | dict[str, Any]
+        if request.output_schema is not None:
+            content = self._tool_input(message, request.tool_name)
+        else:
+            content = "".join(iter_text_parts(b for b in message.content or () if b.type == "text"))
+            if not content:
+                raise invalid_output(self.name, "response has no text", stop_reason=message.stop_reason)
+        usage = message.usage
+        return Completion(
+            content=content,
+            tokens_in=int(getattr(usage, "input_tokens", 0) or 0),
+            tokens_out=int(getattr(usage, "output_tokens", 0) or 0),
+            model=str(message.model or self.model),
+        )
+
+    def _tool_input(self, message: anthropic.types.Message, tool_name: str) -> dict[str, Any]:
+        """The ``input`` of the forced tool call, or :class:`InvalidOutputError`."""
+        if message.stop_reason == "max_tokens":
+            raise invalid_output(self.name, "tool input truncated at max_tokens", stop_reason="max_tokens")
+        for block in message.content or ():
+            if block.type == "tool_use" and block.name == tool_name:
+                if not isinstance(block.input, dict):
+                    raise invalid_output(self.name, "tool_use input is not a JSON object")
+                return block.input
+        raise invalid_output(
+            self.name, f"response has no tool_use block for {tool_name!r}", stop_reason=message.stop_reason
+        )
+
+    @contextmanager
+    def _map_errors(self) -> Iterator[None]:
+        """Map every ``anthropic`` exception (and a non-JSON body) into :mod:`orchestration.errors`."""
+        try:
+            yield
+        except ProviderError:
+            raise
+        except anthropic.APIStatusError as e:
+            error_type = e.type if isinstance(e.type, str) else None
+            text = e.api_message or (e.body if isinstance(e.body, str) else None)  # e.g. a proxy's HTML
+            raise status_error(
+                self.name, e.status_code, code=e.error_code or error_type, api_message=text,
+                headers=e.response.headers, overloaded=error_type == "overloaded_error",
+                request_id=e.request_id,
+            ) from e  # fmt: skip
+        except anthropic.APITimeoutError as e:
+            raise timeout_error(self.name) from e
+        except anthropic.APIConnectionError as e:
+            raise connection_error(self.name, e.__cause__) from e
+        except anthropic.APIResponseValidationError as e:
+            raise invalid_output(self.name, f"response failed the SDK's validation: {short(e, 120)}") from e
+        except MALFORMED_EXCEPTIONS as e:
+            raise malformed_error(self.name, e) from e
+        except anthropic.AnthropicError as e:
+            raise ProviderError(f"{self.name}: {type(e).__name__}: {short(e)}", provider=self.name) from e

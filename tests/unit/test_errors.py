@@ -1,0 +1,192 @@
+"""The error hierarchy survives every way an error travels: pickle, JSON args, Celery's own
+exception serialisation, and ``to_dict``/``error_from_dict`` (results, Redis)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+from celery import Celery
+
+from orchestration.errors import (
+    ERROR_TYPES,
+    AllProvidersFailedError,
+    AuthError,
+    BadRequestError,
+    InvalidRequestError,
+    OverloadedError,
+    ProviderError,
+    QuorumError,
+    RateLimitedError,
+    ServerError,
+    error_from_dict,
+)
+from orchestration.providers.gemini import _api_key_invalid, retry_info_delay
+from orchestration.providers.http_errors import class_for_status, parse_retry_after
+
+ALL = sorted(ERROR_TYPES.items())
+
+
+def _sample(cls: type[QuorumError]) -> QuorumError:
+    return cls(
+        f"{cls.__name__}: something failed",
+        provider="openai",
+        status=503,
+        retry_after=2.5,
+        attempts=[{"provider": "openai", "error": {"type": "ServerError"}}],
+    )
+
+
+def _same(a: QuorumError, b: QuorumError) -> None:
+    assert type(a) is type(b)
+    assert str(a) == str(b)
+    assert a.details == b.details
+    assert a.args == b.args
+
+
+@pytest.mark.parametrize(("name", "cls"), ALL)
+def test_pickle_round_trip(name: str, cls: type[QuorumError]) -> None:
+    e = _sample(cls)
+    _same(e, pickle.loads(pickle.dumps(e)))
+
+
+@pytest.mark.parametrize(("name", "cls"), ALL)
+def test_json_args_round_trip(name: str, cls: type[QuorumError]) -> None:
+    e = _sample(cls)
+    back = type(e)(*json.loads(json.dumps(e.args)))
+    _same(e, back)
+    assert back.provider == "openai" and back.status == 503 and back.retry_after == 2.5
+
+
+@pytest.fixture(scope="module")
+def backend():
+    app = Celery("test-errors", set_as_current=False)
+    app.conf.result_backend = "cache+memory://"
+    app.conf.result_serializer = "json"
+    return app.backend
+
+
+@pytest.mark.parametrize(("name", "cls"), ALL)
+def test_celery_backend_round_trip(backend, name: str, cls: type[QuorumError]) -> None:
+    """What a producer's ``AsyncResult.get()`` rebuilds from the JSON result backend."""
+    e = _sample(cls)
+    stored = json.loads(json.dumps(backend.prepare_exception(e)))
+    back = backend.exception_to_python(stored)
+    _same(e, back)
+    assert isinstance(back, QuorumError)
+
+
+@pytest.mark.parametrize(("name", "cls"), ALL)
+def test_to_dict_round_trip(name: str, cls: type[QuorumError]) -> None:
+    e = _sample(cls)
+    data = json.loads(json.dumps(e.to_dict()))
+    assert data["type"] == name and data["message"] == str(e)
+    _same(e, error_from_dict(data))
+
+
+def test_error_from_dict_unknown_type_is_quorum_error() -> None:
+    back = error_from_dict({"type": "SomethingNew", "message": "hm", "provider": "x"})
+    assert type(back) is QuorumError
+    assert str(back) == "hm" and back.provider == "x"
+
+
+def test_missing_fields_read_as_none_and_none_is_dropped() -> None:
+    e = ServerError("boom", provider="gemini", status=None)
+    assert e.status is None and e.retry_after is None
+    assert e.details == {"provider": "gemini"}
+    with pytest.raises(AttributeError):
+        _ = e.no_such_field
+
+
+def test_kind_and_flags() -> None:
+    assert RateLimitedError("x").kind == "RateLimitedError"
+    assert issubclass(OverloadedError, ServerError) and issubclass(ServerError, ProviderError)
+    assert ProviderError.retryable and not InvalidRequestError.retryable
+    assert not BadRequestError.counts_for_breaker and AuthError.counts_for_breaker
+    assert not AllProvidersFailedError.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (429, RateLimitedError),
+        (500, ServerError),
+        (502, ServerError),
+        (504, ServerError),
+        (503, OverloadedError),
+        (529, OverloadedError),
+        (401, AuthError),
+        (403, AuthError),
+        (400, BadRequestError),
+        (404, BadRequestError),
+        (422, BadRequestError),
+    ],
+)
+def test_class_for_status(status: int, cls: type[ProviderError]) -> None:
+    assert class_for_status(status) is cls
+
+
+def test_overloaded_body_wins_over_status() -> None:
+    assert class_for_status(500, overloaded=True) is OverloadedError
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "1"}, 0.25),
+        ({"retry-after": "Thu, 01 Jan 1970 00:00:10 GMT"}, 5.0),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "-1"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str] | None, expected: float | None) -> None:
+    assert parse_retry_after(headers, now=5.0) == expected
+
+
+def _google_error(*details: dict[str, object]) -> dict[str, object]:
+    return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": list(details)}}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (_google_error({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"}), 3.0),
+        (_google_error({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.5s"}), 0.5),
+        (_google_error({"@type": "type.googleapis.com/google.rpc.QuotaFailure"}), None),
+        (_google_error({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "soon"}), None),
+        ({"error": {"code": 429}}, None),
+        ("not json", None),
+    ],
+)
+def test_gemini_retry_info(body: object, expected: float | None) -> None:
+    assert retry_info_delay(body) == expected
+
+
+def test_gemini_bad_key_is_recognised() -> None:
+    body = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "details": [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}  # fmt: skip
+    assert _api_key_invalid(body)
+    assert not _api_key_invalid({"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
+
+
+def test_gemini_sdk_errors_map_without_headers() -> None:
+    """RetryInfo stands in for a missing retry-after; a 400 API_KEY_INVALID is an AuthError."""
+    from google.genai import errors as genai_errors
+
+    from orchestration.providers.gemini import GeminiProvider
+
+    provider = GeminiProvider("gem", "m", api_key="k-1", base_url=None, timeout_s=1.0)
+    retry = _google_error({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "4s"})
+    limited = provider._status_error(genai_errors.ClientError(429, retry, None))
+    assert type(limited) is RateLimitedError and limited.retry_after == 4.0 and limited.status == 429
+    bad_key = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid.",
+                         "details": [{"reason": "API_KEY_INVALID"}]}}  # fmt: skip
+    auth = provider._status_error(genai_errors.ClientError(400, bad_key, None))
+    assert type(auth) is AuthError and auth.status == 400 and auth.provider == "gem"
+    assert str(auth) == "gem: HTTP 400 INVALID_ARGUMENT: API key not valid."
+    provider.close()
