@@ -1,0 +1,112 @@
+"""Per-(provider, field) accuracy counters in Redis, read as consensus weights.
+
+Layout: one hash per provider, ``<prefix>{<provider>}:accuracy`` (the hash tag keeps a
+provider's keys in one Redis Cluster slot), with fields ``<field>:correct`` and
+``<field>:total``. Counts only grow (``HINCRBY``); the weight is the Laplace-smoothed share
+``(correct + 1) / (total + 2)``, 0.5 for a provider/field never graded.
+
+Both calls are single pipelined round trips and never fail a job: when Redis is unreachable
+``read_weights`` returns the prior for every pair and ``record`` drops the update, each with a
+warning in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from orchestration.state.keys import provider_key
+from orchestration.strategies.consensus import laplace_accuracy
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+log = logging.getLogger(__name__)
+
+#: How long an idempotency marker of :func:`record` lives, in seconds.
+ONCE_TTL_S = 7 * 86_400
+
+
+def accuracy_key(prefix: str, provider: str) -> str:
+    """The hash holding one provider's counters, e.g. ``quorum:{openai}:accuracy``."""
+    return provider_key(prefix, provider, "accuracy")
+
+
+def _int(raw: bytes | str | None) -> int:
+    """A counter from HMGET (bytes or str; missing or garbage → 0)."""
+    try:
+        return int(raw) if raw is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def read_counts(
+    redis: Redis, prefix: str, providers: Sequence[str], fields: Sequence[str]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(correct, total) per (provider, field) in one round trip; raises on Redis errors."""
+    providers, fields = list(dict.fromkeys(providers)), list(fields)
+    if not providers or not fields:
+        return {}
+    names = [n for f in fields for n in (f"{f}:correct", f"{f}:total")]
+    pipe = redis.pipeline(transaction=False)
+    for p in providers:
+        pipe.hmget(accuracy_key(prefix, p), names)
+    rows = pipe.execute()
+    return {
+        (p, f): (_int(row[2 * i]), _int(row[2 * i + 1]))
+        for p, row in zip(providers, rows, strict=True)
+        for i, f in enumerate(fields)
+    }
+
+
+def read_weights(
+    redis: Redis, prefix: str, providers: Sequence[str], fields: Sequence[str]
+) -> dict[tuple[str, str], float]:
+    """Laplace-smoothed accuracy per (provider, field); the 0.5 prior if Redis is unreachable."""
+    try:
+        counts = read_counts(redis, prefix, providers, fields)
+    except RedisError as e:
+        log.warning("accuracy weights unavailable (%s); using the prior", e)
+        return {(p, f): laplace_accuracy(0, 0) for p in providers for f in fields}
+    return {pf: laplace_accuracy(c, t) for pf, (c, t) in counts.items()}
+
+
+def record(
+    redis: Redis,
+    prefix: str,
+    updates: Iterable[tuple[str, str, bool]],
+    *,
+    once: str | None = None,
+    once_ttl_s: int = ONCE_TTL_S,
+) -> bool:
+    """Add (provider, field, correct) grades with pipelined HINCRBY; False if nothing written.
+
+    ``once`` (e.g. the job id) makes a redelivered merge task count its grades only once: a
+    ``SET NX`` marker is taken first, so a crash between marker and counts loses the grades
+    rather than double-counting them.
+    """
+    totals: Counter[tuple[str, str]] = Counter()
+    correct: Counter[tuple[str, str]] = Counter()
+    for provider, field, ok in updates:
+        totals[provider, field] += 1
+        correct[provider, field] += int(bool(ok))
+    if not totals:
+        return False
+    try:
+        if once is not None and not redis.set(f"{prefix}accuracy:once:{once}", 1, nx=True, ex=once_ttl_s):
+            return False
+        pipe = redis.pipeline(transaction=False)
+        for (provider, field), n in sorted(totals.items()):
+            key = accuracy_key(prefix, provider)
+            pipe.hincrby(key, f"{field}:total", n)
+            if correct[provider, field]:
+                pipe.hincrby(key, f"{field}:correct", correct[provider, field])
+        pipe.execute()
+    except RedisError as e:
+        log.warning("accuracy update dropped (%s)", e)
+        return False
+    return True

@@ -1,0 +1,186 @@
+"""Provider health in Redis: counters, errors by class, latency EWMA and p95, last outcomes.
+
+Per provider, a hash ``{prefix}{provider}:health`` (``calls``, ``successes``, ``error:<Kind>``,
+``latency_ewma_ms``, ``last_success_at``, ``last_failure_at``, ``last_error``,
+``last_error_kind``) and a capped list ``{prefix}{provider}:health:latency`` of the newest
+``LATENCY_SAMPLES`` latencies of successful calls; p95 is computed on read (sorting 200 floats
+takes microseconds). Each record is one atomic Lua call; reading every provider takes one
+pipelined round trip.
+
+Redis clients may use ``decode_responses`` True or False: values are normalised on read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from orchestration.models import ProviderHealth
+from orchestration.state.keys import ProviderKeys
+from orchestration.state.machine import BreakerSnapshot, BreakerState, error_kind_of
+from orchestration.state.scripts import float_arg, lua_source, opt_float, text
+
+log = logging.getLogger("quorum.health")
+
+#: Weight of the newest latency in the EWMA.
+EWMA_ALPHA = 0.2
+#: How many recent latencies the p95 is computed over.
+LATENCY_SAMPLES = 200
+#: Longest stored error message (characters).
+MAX_MESSAGE_CHARS = 300
+
+BreakerInfo = BreakerSnapshot | BreakerState | str | None
+
+
+def _record(
+    redis: Redis,
+    prefix: str,
+    provider: str,
+    now: float,
+    ok: bool,
+    latency_ms: float | None,
+    kind: str = "",
+    message: str = "",
+) -> None:
+    """Run the health script once: one atomic update per finished call."""
+    script = redis.register_script(lua_source("health.lua"))
+    args = [
+        float_arg(now),
+        "1" if ok else "0",
+        float_arg(latency_ms) if latency_ms is not None else "",
+        kind,
+        message[:MAX_MESSAGE_CHARS],
+        float_arg(EWMA_ALPHA),
+        str(LATENCY_SAMPLES),
+    ]
+    script(keys=ProviderKeys.of(prefix, provider).health_keys, args=args)
+
+
+def record_success(
+    redis: Redis, prefix: str, provider: str, now: float, latency_ms: float | None = None
+) -> None:
+    """Count one successful call and its latency."""
+    _record(redis, prefix, provider, now, True, latency_ms)
+
+
+def record_failure(
+    redis: Redis,
+    prefix: str,
+    provider: str,
+    now: float,
+    error: str | BaseException,
+    message: str | None = None,
+) -> None:
+    """Count one failed call by error kind (class name); keeps the message (300 chars max)."""
+    if message is None:
+        message = "" if isinstance(error, str) else str(error)
+    _record(redis, prefix, provider, now, False, None, error_kind_of(error), message)
+
+
+def record_call(
+    redis: Redis,
+    prefix: str,
+    provider: str,
+    *,
+    ok: bool,
+    now: float,
+    latency_ms: float | None = None,
+    error_kind: str | None = None,
+    message: str | None = None,
+) -> bool:
+    """Record one finished call, best effort: False (and no error) when Redis is unreachable.
+
+    Latency counts for successes only: a failure's duration (a timeout, say) is not a latency.
+    Health is telemetry, so a Redis outage must not fail the provider call that reports it.
+    """
+    try:
+        if ok:
+            record_success(redis, prefix, provider, now, latency_ms)
+        else:
+            record_failure(redis, prefix, provider, now, error_kind or "QuorumError", message or "")
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        log.debug("health of %s not recorded: Redis unreachable (%s)", provider, e)
+        return False
+    return True
+
+
+def clear_health(redis: Redis, prefix: str, provider: str) -> None:
+    """Forget one provider's health figures."""
+    keys = ProviderKeys.of(prefix, provider)
+    redis.delete(*keys.health_keys)
+
+
+def p95(samples: Iterable[float]) -> float | None:
+    """Nearest-rank 95th percentile (None for no samples)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _breaker_fields(info: BreakerInfo) -> dict[str, Any]:
+    """``state``/``healthy``/``reason`` of a ProviderHealth from whatever breaker info we got."""
+    if info is None:
+        return {}
+    if isinstance(info, BreakerSnapshot):
+        state, reason = info.state, info.reason
+    else:
+        state, reason = BreakerState(info), None
+    if state is BreakerState.CLOSED:
+        return {"state": state.value, "healthy": True}
+    why = f"breaker {state.value}" + (f": {reason}" if reason else "")
+    return {"state": state.value, "healthy": False, "reason": why}
+
+
+def health_from(
+    provider: str, fields: Mapping[Any, Any], latencies: Iterable[Any], breaker: BreakerInfo = None
+) -> ProviderHealth:
+    """Build a :class:`ProviderHealth` from the raw hash and latency list."""
+    h = {text(k): text(v) for k, v in fields.items()}
+    errors = {k.removeprefix("error:"): int(v) for k, v in h.items() if k.startswith("error:")}
+    return ProviderHealth(
+        provider=provider,
+        calls=int(h.get("calls") or 0),
+        successes=int(h.get("successes") or 0),
+        errors=errors,
+        latency_ewma_ms=opt_float(h.get("latency_ewma_ms")),
+        latency_p95_ms=p95(float(text(x)) for x in latencies),
+        last_success_at=opt_float(h.get("last_success_at")),
+        last_failure_at=opt_float(h.get("last_failure_at")),
+        last_error=h.get("last_error") or None,
+        **_breaker_fields(breaker),
+    )
+
+
+def read_all(
+    redis: Redis,
+    prefix: str,
+    providers: Iterable[str],
+    breaker_states: Mapping[str, BreakerInfo] | None = None,
+) -> dict[str, ProviderHealth]:
+    """Health of several providers in one pipelined round trip (the status CLI's read)."""
+    names = list(providers)
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        keys = ProviderKeys.of(prefix, name)
+        pipe.hgetall(keys.health)
+        pipe.lrange(keys.latency, 0, -1)
+    replies = pipe.execute()
+    states = breaker_states or {}
+    return {
+        name: health_from(name, replies[2 * i], replies[2 * i + 1], states.get(name))
+        for i, name in enumerate(names)
+    }
+
+
+def read_health(
+    redis: Redis, prefix: str, provider: str, breaker_state: BreakerInfo = None
+) -> ProviderHealth:
+    """Health of one provider; ``breaker_state`` fills ``state``/``healthy``/``reason``."""
+    return read_all(redis, prefix, [provider], {provider: breaker_state})[provider]

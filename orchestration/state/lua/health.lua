@@ -1,0 +1,33 @@
+-- Health counters of one provider: one atomic update per call outcome.
+-- KEYS  1 health hash, 2 latency sample list (newest first, capped)
+-- ARGV  1 now, 2 ok ('1' | '0'), 3 latency ms (or ''), 4 error kind, 5 error message,
+--       6 EWMA alpha, 7 latency sample size
+local KH, KL = KEYS[1], KEYS[2]
+local now_s, ok, latency = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local now = tonumber(now_s)
+
+local function later_than(field)
+  local previous = tonumber(redis.call('HGET', KH, field))
+  return previous == nil or now >= previous
+end
+
+redis.call('HINCRBY', KH, 'calls', 1)
+if ok then
+  redis.call('HINCRBY', KH, 'successes', 1)
+  if later_than('last_success_at') then redis.call('HSET', KH, 'last_success_at', now_s) end
+else
+  redis.call('HINCRBY', KH, 'error:' .. ARGV[4], 1)
+  if later_than('last_failure_at') then
+    redis.call('HSET', KH, 'last_failure_at', now_s, 'last_error', ARGV[5], 'last_error_kind', ARGV[4])
+  end
+end
+if latency ~= nil then
+  local alpha = tonumber(ARGV[6])
+  local previous = tonumber(redis.call('HGET', KH, 'latency_ewma_ms'))
+  local ewma = latency
+  if previous ~= nil then ewma = alpha * latency + (1 - alpha) * previous end
+  redis.call('HSET', KH, 'latency_ewma_ms', string.format('%.17g', ewma))
+  redis.call('LPUSH', KL, ARGV[3])
+  redis.call('LTRIM', KL, '0', string.format('%d', tonumber(ARGV[7]) - 1))
+end
+return 1

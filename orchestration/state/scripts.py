@@ -1,0 +1,30 @@
+"""Lua scripts shipped in ``orchestration/state/lua/*.lua``, read via importlib.resources."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+
+@cache
+def lua_source(name: str) -> str:
+    """The text of ``lua/<name>`` (cached: the files never change at run time)."""
+    return files("orchestration.state").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def text(value: bytes | str | None) -> str:
+    """A Redis reply value as ``str``, whether the client decodes responses or not."""
+    if value is None:
+        return ""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def float_arg(value: float) -> str:
+    """A float as a script argument that round-trips exactly (``repr`` is shortest exact)."""
+    return repr(float(value))
+
+
+def opt_float(value: bytes | str | None) -> float | None:
+    """Parse an optional numeric reply value ('' or missing → None)."""
+    s = text(value)
+    return float(s) if s else None

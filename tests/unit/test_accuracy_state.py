@@ -1,0 +1,106 @@
+"""Accuracy counters in Redis (fakeredis): layout, weights, round trips, degradation."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from orchestration.state.accuracy import accuracy_key, read_counts, read_weights, record
+from orchestration.strategies.consensus import accuracy_updates, merge
+
+P = "quorum:"
+
+
+@pytest.fixture
+def r() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def test_key_layout_uses_a_per_provider_hash_tag(r: fakeredis.FakeRedis) -> None:
+    assert accuracy_key(P, "openai") == "quorum:{openai}:accuracy"
+    record(r, P, [("openai", "name", True), ("openai", "name", False), ("openai", "date", False)])
+    assert r.hgetall("quorum:{openai}:accuracy") == {
+        b"name:total": b"2",
+        b"name:correct": b"1",
+        b"date:total": b"1",
+    }
+
+
+def test_weights_are_laplace_smoothed_with_a_prior_for_unknowns(r: fakeredis.FakeRedis) -> None:
+    record(r, P, [("openai", "name", True)] * 8 + [("openai", "name", False)] * 2)
+    w = read_weights(r, P, ["openai", "claude"], ["name", "date"])
+    assert w == {
+        ("openai", "name"): pytest.approx(9 / 12),
+        ("openai", "date"): 0.5,
+        ("claude", "name"): 0.5,
+        ("claude", "date"): 0.5,
+    }
+    assert read_counts(r, P, ["openai"], ["name"]) == {("openai", "name"): (8, 10)}
+
+
+def test_works_with_decoded_responses() -> None:
+    r = fakeredis.FakeRedis(decode_responses=True)
+    record(r, P, [("gemini", "org", True)])
+    assert read_weights(r, P, ["gemini"], ["org"]) == {("gemini", "org"): pytest.approx(2 / 3)}
+
+
+def test_read_and_record_are_one_round_trip_each(
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = fakeredis.FakeRedis.pipeline
+
+    def counting(self, *a, **kw):
+        pipe = real(self, *a, **kw)
+        orig = pipe.execute
+
+        def execute(*ea, **ekw):
+            calls.append(len(pipe.command_stack))
+            return orig(*ea, **ekw)
+
+        pipe.execute = execute
+        return pipe
+
+    monkeypatch.setattr(fakeredis.FakeRedis, "pipeline", counting)
+    record(r, P, [("a", "x", True), ("b", "x", False), ("c", "y", True)])
+    read_weights(r, P, ["a", "b", "c"], ["x", "y"])
+    assert calls == [5, 3]  # 3 totals + 2 corrects; one HMGET per provider
+
+
+def test_record_once_ignores_redelivery(r: fakeredis.FakeRedis) -> None:
+    ups = [("openai", "name", True)]
+    assert record(r, P, ups, once="job-1")
+    assert not record(r, P, ups, once="job-1")
+    assert record(r, P, ups, once="job-2")
+    assert read_counts(r, P, ["openai"], ["name"]) == {("openai", "name"): (2, 2)}
+    assert 0 < r.ttl("quorum:accuracy:once:job-1") <= 7 * 86_400
+
+
+def test_nothing_to_record(r: fakeredis.FakeRedis) -> None:
+    assert not record(r, P, [])
+    assert read_weights(r, P, [], ["name"]) == {}
+
+
+def test_redis_down_degrades_to_the_prior(caplog: pytest.LogCaptureFixture) -> None:
+    server = fakeredis.FakeServer()
+    server.connected = False
+    down = fakeredis.FakeRedis(server=server)
+    assert read_weights(down, P, ["openai"], ["name"]) == {("openai", "name"): 0.5}
+    assert not record(down, P, [("openai", "name", True)])
+    assert "accuracy" in caplog.text
+
+
+def test_feedback_loop_with_consensus(r: fakeredis.FakeRedis) -> None:
+    """Grades from one merge become the weights of the next."""
+    from orchestration.models import FieldValue
+
+    rs = [
+        ("a", "openai", {"name": FieldValue(value="Acme", confidence=0.9)}),
+        ("b", "claude", {"name": FieldValue(value="Acme", confidence=0.9)}),
+        ("c", "gemini", {"name": FieldValue(value="Globex", confidence=0.9)}),
+    ]
+    for _ in range(5):
+        record(r, P, accuracy_updates(rs, merge(rs, ["name"])))
+    w = read_weights(r, P, ["openai", "claude", "gemini"], ["name"])
+    assert w[("openai", "name")] == pytest.approx(6 / 7)
+    assert w[("gemini", "name")] == pytest.approx(1 / 7)
