@@ -141,7 +141,8 @@ def run_attempt(
                 provider=candidate.provider,
             )
         attempt, micro = _error_attempt(base, error, latency_ms), 0
-        kind = error.kind
+        # A key missing on this worker is this worker's problem: don't open the fleet's breaker.
+        kind = "ConfigError" if error.details.get("reason") == "missing_key" else error.kind
     for t in tickets:
         t.done(now, kind, attempt.tokens_in + attempt.tokens_out)
     try:

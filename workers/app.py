@@ -8,32 +8,40 @@ JSON is the only accepted codec, so a pickled message is refused, never executed
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
 from workers import embedded
 
+#: Where an unconfigured app points until it is used; a worker refuses to start on it.
+UNCONFIGURED_URL = "redis://127.0.0.1:6379/0"
 
-def broker_urls(settings: Settings) -> tuple[str, str]:
-    """``(broker, backend)`` from the settings, else the running embedded server."""
+
+def broker_urls(settings: Settings) -> tuple[str, str] | None:
+    """``(broker, backend)`` from the settings, else the running embedded server, else None."""
     broker = settings.broker_url or settings.redis_url
     backend = settings.result_backend or settings.redis_url or broker
     if broker and backend:
         return broker, backend
     url = embedded.running_url()
-    if url is None:
-        raise ConfigError(
-            "no Redis configured: set QUORUM_REDIS_URL (e.g. redis://127.0.0.1:6379/0), "
-            "or start the embedded server with `quorum redis` / `quorum worker`",
-            key="QUORUM_REDIS_URL",
-        )
-    return broker or url, backend or url
+    return (broker or url, backend or url) if url else None
+
+
+def unconfigured_error() -> ConfigError:
+    """What a worker says when it has no Redis to serve."""
+    return ConfigError(
+        "no Redis configured: set QUORUM_REDIS_URL (e.g. redis://127.0.0.1:6379/0), "
+        "or start the embedded server with `quorum redis`",
+        key="QUORUM_REDIS_URL",
+    )
 
 
 def create_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (the worker, the CLI and tests all use this)."""
     settings = settings or load_settings()
-    broker, backend = broker_urls(settings)
+    urls = broker_urls(settings)
+    broker, backend = urls or (UNCONFIGURED_URL, UNCONFIGURED_URL)
     app = Celery("quorum", broker=broker, backend=backend, include=["workers.tasks"])
     app.conf.update(
         task_serializer="json",
@@ -59,7 +67,15 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_heartbeat=0,
     )
     app.conf.quorum_settings = settings
+    app.conf.quorum_configured = urls is not None
     return app
 
 
 app = create_app()
+
+
+@worker_init.connect
+def _refuse_unconfigured(sender: object = None, **_: object) -> None:
+    """A worker without a configured (or embedded) Redis stops with a clear message."""
+    if not app.conf.quorum_configured:
+        raise unconfigured_error()

@@ -78,8 +78,12 @@ def run_demo(settings: Settings, *, emails: int, console: Console, status: Calla
                 for i, email in enumerate(sample):
                     if s == "failover" and stack.emulator_url and i == len(sample) // 2:
                         httpx.post(f"{stack.emulator_url}/_admin/providers/{primary}/down", timeout=5)
-                        progress.console.print(f"[yellow]{primary} taken down: watch failover and its breaker")
-                    pending.append((email, submit(app, "quorum.extract", {"text": email.text, "strategy": s})))
+                        progress.console.print(
+                            f"[yellow]{primary} taken down: watch failover and its breaker"
+                        )
+                    pending.append(
+                        (email, submit(app, "quorum.extract", {"text": email.text, "strategy": s}))
+                    )
                     if s == "failover":  # one at a time, so the outage lands mid-run
                         _collect(pending, figures[s], progress, bar)
                 _collect(pending, figures[s], progress, bar)

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
-from orchestration.state.health import record_call
 
 from orchestration.attempts import AttemptDeps, Gate, Ticket, run_attempt
 from orchestration.config import Settings
 from orchestration.jobs import JobSpec
 from orchestration.models import Attempt, Candidate
 from orchestration.providers.registry import ProviderRegistry
-from orchestration.state.breaker import ResilientBreaker
 from orchestration.state.fleet import FleetSetting, read_fleet
-from workers.app import app, broker_urls
+from orchestration.state.health import record_call
+from orchestration.state.resilient import ResilientBreaker, fast_fail_client
+from workers.app import app, broker_urls, unconfigured_error
 
 log = logging.getLogger("quorum.runtime")
 
@@ -27,14 +27,9 @@ REDIS_ERRORS = (redis_lib.ConnectionError, redis_lib.TimeoutError)
 
 
 def state_client(url: str) -> redis_lib.Redis:
-    """A Redis client for shared state: short timeouts, so a dead Redis degrades fast."""
+    """A Redis client for job coordination (publication guard, chord answers): retries blips."""
     return redis_lib.Redis.from_url(
-        url,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        health_check_interval=10,
-        retry_on_timeout=False,
-        decode_responses=False,
+        url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=10
     )
 
 
@@ -93,6 +88,7 @@ class Runtime:
 
     settings: Settings
     redis: redis_lib.Redis
+    fast_redis: redis_lib.Redis
     providers: ProviderRegistry
     breaker: ResilientBreaker
     gates: list[Gate] = field(default_factory=list)
@@ -119,7 +115,7 @@ class Runtime:
             settings=self.settings,
             provider=self.providers.get,
             gates=self.gates,
-            recorder=HealthRecorder(self.redis, self.prefix),
+            recorder=HealthRecorder(self.fast_redis, self.prefix),
         )
         return run_attempt(
             job.text,
@@ -134,12 +130,16 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     """Wire a runtime from settings and the process environment (API keys stay in env)."""
-    _, backend = broker_urls(settings)
-    client = state_client(settings.redis_url or backend)
-    breaker = ResilientBreaker(client, settings.key_prefix, settings.breaker)
+    urls = broker_urls(settings)
+    if urls is None:
+        raise unconfigured_error()
+    url = settings.redis_url or urls[1]
+    fast = fast_fail_client(url)  # breaker and health: degrade in ~0.5 s, never stall a call
+    breaker = ResilientBreaker(fast, settings.key_prefix, settings.breaker)
     rt = Runtime(
         settings=settings,
-        redis=client,
+        redis=state_client(url),
+        fast_redis=fast,
         providers=ProviderRegistry(settings, env=os.environ),
         breaker=breaker,
     )
