@@ -44,6 +44,7 @@ class JobSpec(BaseModel):
     similarity: float = 0.85
     early_quorum: bool = True
     use_cache: bool = True
+    cache_key: str | None = Field(default=None, description="Where the answer is cached, if at all.")
 
     def remaining(self, now: float | None = None) -> float:
         """Seconds left before the deadline (negative once passed)."""
@@ -52,6 +53,10 @@ class JobSpec(BaseModel):
     @property
     def fields(self) -> list[str]:
         return list(self.json_schema["properties"])
+
+    def cache_material(self) -> list[Any]:
+        """What determines the answer (besides the text), for the result cache key."""
+        return [self.json_schema, self.strategy, [c.model_dump(mode="json") for c in self.candidates]]
 
 
 def parse_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ExtractionRequest:
@@ -170,3 +175,20 @@ def build_result(
         latency_ms=round((now - spec.started_at) * 1000, 2),
         early=early,
     )
+
+
+def cached_result(hit: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """A cached answer re-issued for this job: no calls, no cost, ``cached: true``."""
+    result = ExtractionResult.model_validate(hit).model_copy(
+        update={
+            "job_id": spec.job_id,
+            "attempts": [],
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "cost_usd": 0.0,
+            "cached": True,
+            "early": False,
+            "latency_ms": round((time.time() - spec.started_at) * 1000, 2),
+        }
+    )
+    return result.model_dump(mode="json")

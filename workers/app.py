@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_track_started=True,
+        # No STARTED state: a late chord body must never overwrite an early-published answer.
+        task_track_started=False,
         result_extended=True,
         result_expires=settings.result_expires_s,
         task_default_queue="quorum",

@@ -44,11 +44,18 @@ def candidate_id(job_id: str, index: int) -> str:
     return f"{job_id}.c{index}"
 
 
-def _call(app: Celery, spec: JobSpec, index: int, mode: str, task_id: str) -> Signature:
+def _call(
+    app: Celery,
+    spec: JobSpec,
+    index: int,
+    mode: str,
+    task_id: str,
+    skipped: list[dict[str, Any]] | None = None,
+) -> Signature:
     label = spec.candidates[index].label()
     return signature(
         "quorum.call",
-        args=(spec.model_dump(mode="json"), index, mode),
+        args=(spec.model_dump(mode="json"), index, mode, skipped or []),
         app=app,
         task_id=task_id,
         argsrepr=f"({spec.job_id!r}, {label!r}, {mode})",
@@ -78,12 +85,14 @@ def failover_attempt(
     return sig
 
 
-def consensus_chord(app: Celery, spec: JobSpec, indices: list[int]) -> Signature:
+def consensus_chord(
+    app: Celery, spec: JobSpec, indices: list[int], skipped: list[dict[str, Any]]
+) -> Signature:
     """A chord: one provider call per candidate, then the merge (the job id goes to the body)."""
-    header = [_call(app, spec, i, MODE_CHORD, candidate_id(spec.job_id, i)) for i in indices]
+    header = [_call(app, spec, i, MODE_CHORD, candidate_id(spec.job_id, i), skipped) for i in indices]
     body = signature(
         "quorum.merge",
-        kwargs={"spec": spec.model_dump(mode="json")},
+        kwargs={"spec": spec.model_dump(mode="json"), "skipped": skipped},
         app=app,
         argsrepr=f"({spec.job_id!r},)",
         kwargsrepr="{}",

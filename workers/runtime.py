@@ -11,9 +11,8 @@ from typing import Any
 
 import redis as redis_lib
 
-from orchestration.attempts import AttemptDeps, Gate, Ticket, run_attempt
+from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
 from orchestration.config import Settings
-from orchestration.jobs import JobSpec
 from orchestration.models import Attempt, Candidate
 from orchestration.providers.registry import ProviderRegistry
 from orchestration.state.fleet import FleetSetting, read_fleet
@@ -109,23 +108,17 @@ class Runtime:
         """Why ``provider`` should be skipped right now (no state change), or None."""
         return self.breaker.refusal(provider, now)
 
-    def attempt(self, job: JobSpec, candidate: Candidate, *, task_id: str | None) -> Attempt:
-        """Run one provider attempt for ``job`` with this process's dependencies."""
+    def attempt(
+        self, candidate: Candidate, invoke: Invoke, *, label: str, task_id: str | None, deadline: float
+    ) -> Attempt:
+        """Run one provider attempt with this process's dependencies."""
         deps = AttemptDeps(
             settings=self.settings,
             provider=self.providers.get,
             gates=self.gates,
             recorder=HealthRecorder(self.fast_redis, self.prefix),
         )
-        return run_attempt(
-            job.text,
-            job.json_schema,
-            candidate,
-            label=candidate.label(),
-            task_id=task_id,
-            deadline=job.deadline,
-            deps=deps,
-        )
+        return run_attempt(candidate, invoke, label=label, task_id=task_id, deadline=deadline, deps=deps)
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -8,17 +8,30 @@ import logging
 import time
 from typing import Any
 
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
+from orchestration.attempts import extraction
 from orchestration.errors import ProviderError, QuorumError, error_from_dict
-from orchestration.jobs import JobSpec, build_result, parse_request, prepare_extract, single_answer
+from orchestration.jobs import (
+    JobSpec,
+    build_result,
+    cached_result,
+    parse_request,
+    prepare_extract,
+    single_answer,
+)
 from orchestration.models import Attempt
-from orchestration.state.jobs import claim_publication
-from orchestration.strategies.failover import Fail, Send, next_step
+from orchestration.state import cache
+from orchestration.state.accuracy import read_weights
+from orchestration.state.accuracy import record as record_accuracy
+from orchestration.state.jobs import add_answer, claim_publication, published_by
+from orchestration.strategies.consensus import accuracy_updates, responses_from_attempts
+from orchestration.strategies.extraction import chord_labels, early_answer_ready, merge_answer
+from orchestration.strategies.failover import Fail, Send, next_step, skipped_attempt
 from workers.app import app
-from workers.canvas import MODE_FAILOVER, failover_attempt
+from workers.canvas import MODE_CHORD, MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.runtime import Runtime, runtime
 
 log: logging.Logger = get_task_logger("quorum.tasks")
@@ -34,6 +47,13 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     request = parse_request(args, kwargs)
     spec = prepare_extract(request, job_id=self.request.id, settings=rt.settings, fleet=rt.fleet())
     log.info("job %s: %s over %s", spec.job_id, spec.strategy, [c.label() for c in spec.candidates])
+    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
+        spec.cache_key = cache.cache_key(rt.prefix, spec.kind, spec.text, *spec.cache_material())
+        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key)
+        if hit is not None:
+            return cached_result(hit, spec)
+    if spec.strategy != "failover":
+        return self.replace(_chord(rt, spec))
     step = _plan(rt, spec, [], 0)
     if isinstance(step, Fail):
         raise step.error
@@ -43,23 +63,102 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     raise Ignore()  # the job's result is written by its last hop, under this task's id
 
 
+def _chord(rt: Runtime, spec: JobSpec) -> Any:
+    """The consensus/best-match chord over the candidates worth sending (open breakers dropped)."""
+    now = time.time()
+    labels = chord_labels(spec.candidates)
+    send, skipped = [], []
+    for i, candidate in enumerate(spec.candidates):
+        reason = rt.unavailable(candidate.provider, now)
+        if reason is None:
+            send.append(i)
+        else:
+            skipped.append(skipped_attempt(candidate, labels[i], reason))
+    if len(send) < spec.min_responses:
+        merge_answer(spec, skipped, accuracy={}, priors={})  # raises InsufficientResponsesError
+    return consensus_chord(app, spec, send, [a.model_dump(mode="json") for a in skipped])
+
+
 # --------------------------------------------------------------------------- provider call
 
 
 @app.task(name="quorum.call", bind=True, throws=(QuorumError,))
-def call(self: Task, spec: dict[str, Any], index: int, mode: str) -> dict[str, Any]:
+def call(
+    self: Task, spec: dict[str, Any], index: int, mode: str, skipped: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """One provider call. Failover mode raises the mapped error (the errback moves on);
     chord mode returns the error outcome so one failed provider never fails the chord."""
     rt = runtime()
     job = JobSpec.model_validate(spec)
+    skipped = skipped or []
     candidate = job.candidates[index]
-    attempt = rt.attempt(job, candidate, task_id=self.request.id)
+    label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
+    attempt = rt.attempt(
+        candidate,
+        extraction(job.text, job.json_schema, candidate),
+        label=label,
+        task_id=self.request.id,
+        deadline=job.deadline,
+    )
     attempt.worker = self.request.hostname
     if mode == MODE_FAILOVER and not attempt.ok:
         error = error_from_dict(attempt.error or {"type": "ProviderError"})
         error.details["attempt"] = attempt.model_dump(mode="json")
         raise error
+    if mode == MODE_CHORD and job.strategy == "consensus" and job.early_quorum:
+        _maybe_publish_early(rt, job, attempt, skipped)
     return attempt.model_dump(mode="json")
+
+
+def _maybe_publish_early(rt: Runtime, job: JobSpec, attempt: Attempt, skipped: list[dict[str, Any]]) -> None:
+    """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it."""
+    try:
+        so_far = add_answer(rt.redis, rt.prefix, job.job_id, attempt)
+        accuracy, priors = _weights(rt, job)
+        if not early_answer_ready(job, so_far, accuracy=accuracy, priors=priors):
+            return
+        if published_by(rt.redis, rt.prefix, job.job_id):
+            return
+        history = [Attempt.model_validate(a) for a in skipped] + so_far
+        fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
+        result = build_result(job, history, fields, chosen=chosen, early=True)
+        if claim_publication(rt.redis, rt.prefix, job.job_id, "early"):
+            app.backend.store_result(job.job_id, result.model_dump(mode="json"), states.SUCCESS)
+            _cache_store(rt, job, result.model_dump(mode="json"))
+            log.info("job %s: early quorum after %d answers", job.job_id, len(so_far))
+    except Exception:  # early quorum is an optimisation: the chord body still answers
+        log.warning("job %s: early quorum check failed", job.job_id, exc_info=True)
+
+
+def _weights(rt: Runtime, job: JobSpec) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+    providers = sorted({c.provider for c in job.candidates})
+    accuracy = read_weights(rt.fast_redis, rt.prefix, providers, job.fields)
+    return accuracy, {p: rt.settings.providers[p].weight for p in providers}
+
+
+@app.task(name="quorum.merge", bind=True, throws=(QuorumError,))
+def merge(
+    self: Task, outcomes: list[dict[str, Any]], spec: dict[str, Any], skipped: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Chord body, running under the job id: merge or select, grade the providers, publish."""
+    rt = runtime()
+    job = JobSpec.model_validate(spec)
+    history = [Attempt.model_validate(a) for a in skipped] + [Attempt.model_validate(o) for o in outcomes]
+    accuracy, priors = _weights(rt, job)
+    fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
+    result = build_result(job, history, fields, chosen=chosen)
+    if job.strategy == "consensus":
+        responses = responses_from_attempts([a for a in history if a.ok])
+        record_accuracy(rt.fast_redis, rt.prefix, accuracy_updates(responses, fields), once=job.job_id)
+    _cache_store(rt, job, result.model_dump(mode="json"))
+    if not claim_publication(rt.redis, rt.prefix, job.job_id, f"body:{self.request.id}"):
+        raise Ignore()  # published early: the late answers only updated health, cost and accuracy
+    return result.model_dump(mode="json")
+
+
+def _cache_store(rt: Runtime, job: JobSpec, result: dict[str, Any]) -> None:
+    if job.cache_key:
+        cache.store(rt.redis, job.cache_key, result, rt.settings.orchestration.cache_ttl_s)
 
 
 # --------------------------------------------------------------------------- failover hops
@@ -82,6 +181,7 @@ def finish(
     result = build_result(job, history, single_answer(winner), chosen=winner.label)
     if not claim_publication(rt.redis, rt.prefix, job.job_id, f"finish:{self.request.id}"):
         raise Ignore()  # a duplicate chain (redelivered hop) already answered this job
+    _cache_store(rt, job, result.model_dump(mode="json"))
     return result.model_dump(mode="json")
 
 

@@ -18,7 +18,7 @@ from orchestration.errors import (
     QuorumError,
 )
 from orchestration.jobs import JobSpec
-from orchestration.models import Attempt
+from orchestration.models import Attempt, Candidate
 
 #: Never schedule a retry-after wait that would leave less than this before the deadline.
 RETRY_MARGIN_S = 0.5
@@ -56,17 +56,13 @@ def summarize(attempts: list[Attempt]) -> list[dict[str, object]]:
     ]
 
 
-def _skipped(spec: JobSpec, index: int, reason: str) -> Attempt:
-    cand = spec.candidates[index]
+def skipped_attempt(candidate: Candidate, label: str, reason: str) -> Attempt:
+    """The record of a candidate that was not sent (breaker open, budget spent, rate limited)."""
     err = ProviderUnavailableError(
-        f"{cand.provider} skipped: {reason}", provider=cand.provider, reason=reason
+        f"{candidate.provider} skipped: {reason}", provider=candidate.provider, reason=reason
     )
     return Attempt(
-        provider=cand.provider,
-        label=cand.label(),
-        params=cand.params,
-        skipped=True,
-        error=err.to_dict(),
+        provider=candidate.provider, label=label, params=candidate.params, skipped=True, error=err.to_dict()
     )
 
 
@@ -107,7 +103,8 @@ def next_step(
         reason = unavailable(spec.candidates[index].provider)
         if reason is None:
             return Send(index=index, skipped=skipped)
-        skipped.append(_skipped(spec, index, reason))
+        candidate = spec.candidates[index]
+        skipped.append(skipped_attempt(candidate, candidate.label(), reason))
     everything = attempts + skipped
     retry = _retry_after(spec, everything, now)
     if retry is not None:

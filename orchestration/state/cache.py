@@ -1,0 +1,60 @@
+"""The result cache: a finished answer keyed by what determines it (job kind, normalised
+input, schema, strategy, candidates), kept for the configured TTL; hits and misses are counted
+for ``quorum status``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import unicodedata
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+
+def normalise_input(text: str) -> str:
+    """NFKC and collapsed whitespace: the same email re-sent with other spacing hits the cache."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def cache_key(prefix: str, kind: str, text: str, schema: Any, strategy: str, candidates: list[Any]) -> str:
+    """The key of one answer: a SHA-256 over the canonical JSON of everything that shapes it."""
+    material = json.dumps(
+        [kind, normalise_input(text), schema, strategy, candidates],
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return f"{prefix}cache:{hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
+def _stats(prefix: str) -> str:
+    return f"{prefix}stats:cache"
+
+
+def lookup(redis: Redis, prefix: str, key: str) -> dict[str, Any] | None:
+    """The cached answer, counting the hit or miss; None on a miss or when Redis cannot say."""
+    try:
+        raw = redis.get(key)
+        redis.hincrby(_stats(prefix), "hits" if raw else "misses", 1)
+    except RedisError:
+        return None
+    return json.loads(raw) if raw else None
+
+
+def store(redis: Redis, key: str, result: dict[str, Any], ttl_s: int) -> None:
+    """Keep an answer for ``ttl_s`` seconds (0 disables caching); failures are ignored."""
+    if ttl_s <= 0:
+        return
+    with contextlib.suppress(RedisError):
+        redis.set(key, json.dumps(result, separators=(",", ":")), ex=ttl_s)
+
+
+def hit_rate(redis: Redis, prefix: str) -> tuple[int, int]:
+    """``(hits, misses)`` since the counters were last cleared."""
+    raw = redis.hgetall(_stats(prefix))
+    get = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    return get.get("hits", 0), get.get("misses", 0)

@@ -1,0 +1,81 @@
+"""From candidate outcomes to an extraction job's answer: consensus or best-match, the
+``min_responses`` rule, and the early-quorum decision. Pure: weights come in as arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from orchestration.errors import InsufficientResponsesError
+from orchestration.jobs import JobSpec
+from orchestration.models import Attempt, Candidate, MergedField
+from orchestration.strategies.best_match import best_match
+from orchestration.strategies.consensus import decided, merge, responses_from_attempts
+from orchestration.strategies.failover import summarize
+
+Accuracy = Mapping[tuple[str, str], float]
+
+
+def chord_labels(candidates: Sequence[Candidate]) -> list[str]:
+    """A unique label per candidate: ``openai``, ``openai[t=0.7]``, ``openai#2`` for repeats."""
+    plain = [c.label() for c in candidates]
+    return [
+        label if plain.count(label) == 1 else c.label(i)
+        for i, (c, label) in enumerate(zip(candidates, plain, strict=True))
+    ]
+
+
+def merge_answer(
+    spec: JobSpec, attempts: Sequence[Attempt], *, accuracy: Accuracy, priors: Mapping[str, float]
+) -> tuple[dict[str, MergedField], str | None]:
+    """The merged (consensus) or selected (best-match) fields and the winning label, if any."""
+    ok = [a for a in attempts if a.ok]
+    if len(ok) < spec.min_responses:
+        lines = ", ".join(f"{a.label}: {'ok' if a.ok else a.error_type}" for a in attempts) or "none"
+        raise InsufficientResponsesError(
+            f"job {spec.job_id}: {len(ok)} usable answers, {spec.min_responses} required ({lines})",
+            job_id=spec.job_id,
+            attempts=summarize(list(attempts)),
+            min_responses=spec.min_responses,
+        )
+    responses = responses_from_attempts(ok)
+    if spec.strategy == "best_match":
+        chosen = best_match(
+            responses, spec.fields, threshold=spec.similarity, latencies={a.label: a.latency_ms for a in ok}
+        )
+        return chosen.fields, chosen.winner
+    fields = merge(
+        responses,
+        spec.fields,
+        accuracy=accuracy,
+        priors=priors,
+        threshold=spec.similarity,
+        min_agreement=spec.min_agreement,
+    )
+    return fields, None
+
+
+def early_answer_ready(
+    spec: JobSpec, attempts: Sequence[Attempt], *, accuracy: Accuracy, priors: Mapping[str, float]
+) -> bool:
+    """True when the consensus answers already in cannot be overturned by the outstanding ones."""
+    if spec.strategy != "consensus" or not spec.early_quorum:
+        return False
+    labels = chord_labels(spec.candidates)
+    ok = [a for a in attempts if a.ok]
+    if len(ok) < spec.min_responses:
+        return False
+    answered = {a.label for a in attempts}
+    failed = sum(1 for a in attempts if not a.ok)
+    pending = [c.provider for c, label in zip(spec.candidates, labels, strict=True) if label not in answered]
+    if not pending:
+        return False  # everything is in: the chord body answers
+    return decided(
+        responses_from_attempts(ok),
+        len(labels) - failed,
+        spec.fields,
+        pending=pending,
+        accuracy=accuracy,
+        priors=priors,
+        threshold=spec.similarity,
+        min_agreement=spec.min_agreement,
+    )

@@ -1,0 +1,102 @@
+"""Consensus and best-match as chords: partial failures, open breakers, the cache, early quorum."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestration.data import load_emails
+from orchestration.errors import InsufficientResponsesError
+from orchestration.state.breaker import RedisBreaker
+
+pytestmark = pytest.mark.integration
+
+EMAILS = load_emails()
+THREE = sorted(["claude", "openai", "gemini"])
+QUIET = {"noise": {"wrong": 0, "near_miss": 0, "drop": 0, "swap": 0}}
+
+
+def chord_job(fleet, strategy="consensus", email=EMAILS[1], **kw):
+    kw.setdefault("providers", THREE)
+    kw.setdefault("use_cache", False)
+    return fleet.send(text=email.text, strategy=strategy, **kw)
+
+
+def quiet(emulator):
+    for name in THREE:
+        emulator.configure(name, **QUIET)
+
+
+def test_consensus_merges_three_answers_field_by_field(clean, emulator):
+    quiet(emulator)
+    result = chord_job(clean, early_quorum=False).get(timeout=30)
+    assert result["strategy"] == "consensus" and not result["early"]
+    assert sorted(a["provider"] for a in result["attempts"]) == THREE
+    labels = EMAILS[1].labels
+    for name, field in result["fields"].items():
+        if labels[name] is not None:
+            assert field["votes"] == 3 and field["agreement"] == 1.0
+            assert sorted(field["sources"]) == THREE
+    assert result["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in result["attempts"]))
+
+
+def test_one_of_three_failing_still_merges(clean, emulator):
+    quiet(emulator)
+    emulator.configure("gemini", error_rate=1.0, errors={"server": 1})
+    result = chord_job(clean, early_quorum=False).get(timeout=30)
+    failed = [a for a in result["attempts"] if not a["ok"]]
+    assert [a["provider"] for a in failed] == ["gemini"]
+    assert failed[0]["error"]["type"] == "ServerError"
+    assert all(f["votes"] <= 2 for f in result["fields"].values())
+
+
+def test_two_of_three_failing_is_a_typed_error_listing_each_candidate(clean, emulator):
+    emulator.configure("gemini", error_rate=1.0, errors={"server": 1})
+    emulator.set_down("openai")
+    with pytest.raises(InsufficientResponsesError) as info:
+        chord_job(clean).get(timeout=30)
+    outcomes = {a["provider"]: a["error"] for a in info.value.details["attempts"]}
+    assert outcomes == {"claude": None, "openai": "OverloadedError", "gemini": "ServerError"}
+
+
+def test_open_breaker_removes_the_candidate_before_it_is_sent(clean, emulator):
+    RedisBreaker(clean.redis, clean.settings.key_prefix, clean.settings.breaker).force_open(
+        "gemini", time.time(), 60
+    )
+    result = chord_job(clean).get(timeout=30)
+    assert emulator.requests("gemini") == 0
+    gemini = next(a for a in result["attempts"] if a["provider"] == "gemini")
+    assert gemini["skipped"] and gemini["error"]["type"] == "ProviderUnavailableError"
+
+
+def test_best_match_picks_one_candidate(clean, emulator):
+    quiet(emulator)
+    result = chord_job(clean, "best_match").get(timeout=30)
+    assert result["strategy"] == "best_match" and result["chosen"] in THREE
+    for field in result["fields"].values():
+        assert field["sources"][0] == result["chosen"]
+
+
+def test_cache_hit_makes_no_provider_request(clean, emulator):
+    first = chord_job(clean, use_cache=True, email=EMAILS[2]).get(timeout=30)
+    before = {p: emulator.requests(p) for p in THREE}
+    # the same email with other spacing, same strategy and candidates
+    again = clean.send(text="  " + EMAILS[2].text.replace(" ", "  "), strategy="consensus", providers=THREE)
+    second = again.get(timeout=30)
+    assert {p: emulator.requests(p) for p in THREE} == before
+    assert second["cached"] and second["cost_usd"] == 0 and second["attempts"] == []
+    assert {k: v["value"] for k, v in second["fields"].items()} == {
+        k: v["value"] for k, v in first["fields"].items()
+    }
+    bypass = chord_job(clean, use_cache=False, email=EMAILS[2]).get(timeout=30)
+    assert not bypass["cached"] and sum(emulator.requests(p) for p in THREE) > sum(before.values())
+
+
+def test_early_quorum_answers_before_the_slow_third_provider(clean, emulator):
+    quiet(emulator)
+    emulator.configure("gemini", latency_median_ms=8000, latency_sigma=0)
+    result = chord_job(clean, email=EMAILS[3]).get(timeout=30)
+    assert result["early"]
+    assert sorted(a["provider"] for a in result["attempts"]) == ["claude", "openai"]
+    assert emulator.stats()["gemini"]["in_flight"] == 1  # still running when the answer came
