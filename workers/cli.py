@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -117,6 +118,208 @@ def reset(provider: Annotated[str, typer.Argument(help="Provider name.")]) -> No
 
     RedisBreaker(state_redis(settings), settings.key_prefix, settings.breaker).reset(provider)
     console.print(f"{provider}: breaker closed")
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    secs = max(0.0, now - ts)
+    return (
+        f"{secs:.0f}s ago"
+        if secs < 120
+        else f"{secs / 60:.0f}m ago"
+        if secs < 7200
+        else f"{secs / 3600:.1f}h ago"
+    )
+
+
+@cli.command()
+def status(
+    detailed: Annotated[bool, typer.Option("--detailed", help="Add calls, tokens, cost, cache.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Per-provider breaker state, health, errors and latency (from Redis alone).
+
+    Exit code 0 when every enabled provider is healthy, 1 when some are not, 3 when Redis is
+    unreachable.
+    """
+    raise typer.Exit(render_status(_settings(), detailed=detailed, as_json=as_json))
+
+
+def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
+    """Print the status report; return the exit code (0 healthy, 1 some unhealthy, 3 no Redis)."""
+    import redis as redis_lib
+
+    from orchestration.state.report import as_json as report_json
+    from orchestration.state.report import fleet_status
+    from workers.client import state_redis
+
+    now = time.time()
+    try:
+        report = fleet_status(state_redis(settings), settings, now, detailed=detailed)
+    except redis_lib.RedisError as e:
+        console.print(f"[red]Redis unreachable:[/] {e}")
+        return EXIT_UNREACHABLE
+    code = EXIT_JOB_FAILED if any(p.enabled and not p.healthy for p in report.providers) else EXIT_OK
+    if as_json:
+        _print_json(report_json(report))
+        return code
+    table = Table(title=f"Quorum · strategy {report.strategy} · order {', '.join(report.order)}")
+    cols = [
+        "provider",
+        "breaker",
+        "health",
+        "success",
+        "errors",
+        "avg ms",
+        "p95 ms",
+        "last ok",
+        "last failure",
+    ]
+    if detailed:
+        cols += ["calls", "tokens in/out", "cost"]
+    for col in cols:
+        table.add_column(col)
+    colours = {"closed": "green", "half_open": "yellow", "open": "red"}
+    for p in report.providers:
+        rate = "-" if p.success_rate is None else f"{p.success_rate:.0%}"
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(p.errors.items())) or "-"
+        failure = _ago(p.last_failure_at, now) + (f": {p.last_error[:60]}" if p.last_error else "")
+        row = [
+            p.provider if p.enabled else f"[dim]{p.provider}[/]",
+            f"[{colours[p.state]}]{p.state}[/]",
+            "[green]healthy[/]" if p.healthy else f"[red]{p.reason}[/]",
+            rate,
+            errors,
+            "-" if p.latency_ewma_ms is None else f"{p.latency_ewma_ms:.0f}",
+            "-" if p.latency_p95_ms is None else f"{p.latency_p95_ms:.0f}",
+            _ago(p.last_success_at, now),
+            failure,
+        ]
+        if detailed:
+            row += [str(p.calls), f"{p.tokens_in}/{p.tokens_out}", f"${p.cost_usd:.4f}"]
+        table.add_row(*row)
+    out.print(table)
+    if detailed:
+        rate = "-" if report.cache_hit_rate is None else f"{report.cache_hit_rate:.0%}"
+        out.print(
+            f"jobs {report.jobs} · cost ${report.cost_usd:.4f}"
+            f" · average ${report.avg_cost_per_job_usd:.6f}/job · cache hit rate {rate}"
+            f" ({report.cache_hits} hits, {report.cache_misses} misses)"
+        )
+    return code
+
+
+@cli.command()
+def demo(
+    emails: Annotated[int, typer.Option(help="Labelled emails per strategy.")] = 12,
+) -> None:
+    """Run the whole product on this machine: Valkey, emulator, two workers, three strategies."""
+    from workers.demo import run_demo
+
+    failed = run_demo(
+        _settings(), emails=emails, console=out, status=lambda app: status(detailed=True, as_json=False)
+    )
+    raise typer.Exit(EXIT_JOB_FAILED if failed else EXIT_OK)
+
+
+@cli.command("set-strategy")
+def set_strategy(
+    name: Annotated[str, typer.Argument(help="failover, consensus or best_match.")],
+    order: Annotated[str | None, typer.Option(help="Provider order, comma-separated: a,b,c.")] = None,
+) -> None:
+    """Switch the strategy (and provider order) fleet-wide; every worker uses it from its next job."""
+    from orchestration.models import EXTRACT_STRATEGIES
+    from orchestration.state.fleet import FleetSetting, write_fleet
+    from workers.client import state_redis
+
+    settings = _settings()
+    if name not in EXTRACT_STRATEGIES:
+        console.print(f"[red]unknown strategy {name!r}[/]; valid: {', '.join(EXTRACT_STRATEGIES)}")
+        raise typer.Exit(EXIT_USAGE)
+    names = [p.strip() for p in order.split(",") if p.strip()] if order else None
+    unknown = [p for p in names or [] if p not in settings.providers]
+    if unknown:
+        console.print(
+            f"[red]unknown provider(s) {', '.join(unknown)}[/]; configured: {', '.join(settings.providers)}"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    write_fleet(
+        state_redis(settings),
+        settings.key_prefix,
+        FleetSetting(strategy=name, order=names, updated_at=time.time()),
+    )
+    console.print(f"fleet strategy: {name}" + (f", order {', '.join(names)}" if names else ""))
+
+
+@cli.command("test")
+def test_provider(
+    provider: Annotated[str, typer.Argument(help="Provider name from the config.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Make one real call to a provider: latency, tokens and cost, or the mapped error."""
+    import os
+
+    from orchestration.data import load_emails
+    from orchestration.models import SamplingParams
+    from orchestration.pricing import cost_micro_usd, usd
+    from orchestration.providers.registry import build_provider
+    from orchestration.schemas import EMAIL_ENTITIES
+
+    settings = _settings()
+    config = settings.provider(provider)
+    try:
+        adapter = build_provider(provider, config, emulator_url=settings.emulator_url, env=os.environ)
+        result = adapter.extract(load_emails()[0].text, EMAIL_ENTITIES, SamplingParams())
+    except QuorumError as e:
+        if as_json:
+            _print_json({"provider": provider, "ok": False, "error": e.to_dict()})
+        else:
+            console.print(
+                f"[red]{provider}: {e.kind}[/] {e} (status={e.status}, retry_after={e.retry_after})"
+            )
+        raise typer.Exit(EXIT_JOB_FAILED) from None
+    cost = usd(cost_micro_usd(config, result.tokens_in, result.tokens_out))
+    outcome = {
+        "provider": provider,
+        "ok": True,
+        "model": result.model,
+        "latency_ms": round(result.latency_ms, 1),
+        "tokens_in": result.tokens_in,
+        "tokens_out": result.tokens_out,
+        "cost_usd": cost,
+        "fields": {k: v.model_dump() for k, v in result.fields.items()},
+    }
+    if as_json:
+        _print_json(outcome)
+        return
+    out.print(
+        f"[green]{provider} ok[/] · {result.model} · {result.latency_ms:.0f} ms · "
+        f"{result.tokens_in}+{result.tokens_out} tokens · ${cost:.6f}"
+    )
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option("-c", help="Threads (default from config).")] = None,
+) -> None:
+    """Run a worker (the documented `celery -A workers.app worker`), on the embedded Valkey if none is set."""
+    import os
+
+    from workers import embedded
+
+    settings = _settings()
+    env = dict(os.environ)
+    if not settings.redis_url and not settings.broker_url:
+        url, started = embedded.ensure_running()
+        console.print(
+            f"{'Started' if started else 'Using'} embedded Valkey at {url} (data: {embedded.data_dir()})"
+        )
+        env["QUORUM_REDIS_URL"] = url
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-l", "INFO"]
+    if concurrency:
+        cmd += ["-c", str(concurrency)]
+    os.execvpe(cmd[0], cmd, env)
 
 
 def main() -> None:

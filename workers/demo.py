@@ -61,7 +61,7 @@ def _score(result: dict[str, Any], labels: dict[str, str | None], figures: Strat
         figures.correct_fields += normalize_value(name, got) == normalize_value(name, labels.get(name))
 
 
-def run_demo(settings: Settings, *, emails: int, console: Console, status: Callable[[Any], None]) -> int:
+def run_demo(settings: Settings, *, emails: int, console: Console, status: Callable[[], object]) -> int:
     """Run the demo; returns the number of jobs that failed."""
     sample = load_emails()[:emails]
     strategies = ["failover", "consensus", "best_match"]
@@ -97,7 +97,7 @@ def run_demo(settings: Settings, *, emails: int, console: Console, status: Calla
         console.print(table)
         if stack.emulator_url:
             console.print("[dim]Providers were emulated: accuracy measures the merge, not real models.")
-        status(app)
+        status()
         app.close()
     return sum(f.failed for f in figures.values())
 

@@ -15,8 +15,11 @@ from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attemp
 from orchestration.config import Settings
 from orchestration.models import Attempt, Candidate
 from orchestration.providers.registry import ProviderRegistry
+from orchestration.state.budget import BudgetGate
+from orchestration.state.costs import record_cost, record_job
 from orchestration.state.fleet import FleetSetting, read_fleet
 from orchestration.state.health import record_call
+from orchestration.state.ratelimit import RateLimitGate
 from orchestration.state.resilient import ResilientBreaker, fast_fail_client
 from workers.app import app, broker_urls, unconfigured_error
 
@@ -60,7 +63,7 @@ class BreakerGate:
 
 @dataclass
 class HealthRecorder:
-    """Writes each finished call into the provider's health figures."""
+    """Writes each finished call into the provider's health figures and the cost ledger."""
 
     redis: redis_lib.Redis
     prefix: str
@@ -68,6 +71,18 @@ class HealthRecorder:
     def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
         if attempt.skipped:
             return
+        if attempt.ok and attempt.task_id:
+            record_cost(
+                self.redis,
+                self.prefix,
+                attempt_id=attempt.task_id,
+                provider=attempt.provider,
+                model=attempt.model,
+                tokens_in=attempt.tokens_in,
+                tokens_out=attempt.tokens_out,
+                micro_usd=micro_usd,
+                now=now,
+            )
         error = attempt.error or {}
         record_call(
             self.redis,
@@ -90,6 +105,8 @@ class Runtime:
     fast_redis: redis_lib.Redis
     providers: ProviderRegistry
     breaker: ResilientBreaker
+    budget: BudgetGate
+    limits: RateLimitGate
     gates: list[Gate] = field(default_factory=list)
 
     @property
@@ -106,7 +123,21 @@ class Runtime:
 
     def unavailable(self, provider: str, now: float) -> str | None:
         """Why ``provider`` should be skipped right now (no state change), or None."""
-        return self.breaker.refusal(provider, now)
+        for check in (self.breaker.refusal, self.budget.refusal, self.limits.refusal):
+            try:
+                reason = check(provider, now)
+            except REDIS_ERRORS:
+                reason = None  # the call itself will find out; don't skip on a Redis blip
+            if reason:
+                return reason
+        return None
+
+    def record_job(self, job_id: str, attempts: list[Attempt]) -> None:
+        """Count the job and its total cost once (for the average cost per job)."""
+        try:
+            record_job(self.fast_redis, self.prefix, job_id, sum(round(a.cost_usd * 1e6) for a in attempts))
+        except REDIS_ERRORS:
+            log.warning("job %s: could not record its cost (Redis unreachable)", job_id)
 
     def attempt(
         self, candidate: Candidate, invoke: Invoke, *, label: str, task_id: str | None, deadline: float
@@ -135,8 +166,11 @@ def build_runtime(settings: Settings) -> Runtime:
         fast_redis=fast,
         providers=ProviderRegistry(settings, env=os.environ),
         breaker=breaker,
+        budget=BudgetGate(fast, settings.key_prefix, settings),
+        limits=RateLimitGate(fast, settings.key_prefix, settings),
     )
-    rt.gates = [BreakerGate(breaker)]
+    # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe.
+    rt.gates = [rt.budget, rt.limits, BreakerGate(breaker)]
     return rt
 
 

@@ -1,0 +1,199 @@
+"""Cost ledger in Redis: integer micro-USD and token counters per provider/model/UTC day.
+
+Per provider and day, one hash ``{prefix}{provider}:cost:<YYYY-MM-DD>`` holding, per model,
+``calls:<model>``, ``tokens_in:<model>``, ``tokens_out:<model>``, ``micro_usd:<model>``, and
+the provider's day total ``micro_usd`` (the budget gate's single HGET). A set
+``{prefix}{provider}:cost:days`` indexes the recorded days. Each attempt is counted once: the
+script sets ``{prefix}{provider}:cost:seen:<attempt_id>`` (NX, 7 days) and increments in one
+atomic step, so a redelivered task adds nothing. All of a provider's keys share its hash tag.
+
+Per job, ``{prefix}{fleet}:jobs`` counts ``jobs`` and ``micro_usd`` once per job id (marker
+``{prefix}{fleet}:jobs:seen:<job_id>``), for the average cost per job.
+
+Counters are integers (``HINCRBY`` only): no float drift, however many calls are summed.
+Redis clients may use ``decode_responses`` True or False: replies are normalised on read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+
+from orchestration.models import CostRecord
+from orchestration.state.keys import provider_key
+from orchestration.state.scripts import lua_source, text
+
+#: How long an attempt's (or job's) "already counted" marker lives: far beyond any redelivery.
+SEEN_TTL_S = 7 * 24 * 3600
+#: Hash tag of the fleet-wide job counters.
+FLEET_TAG = "fleet"
+#: The per-model counters of a day hash, in ``CostRecord`` field names.
+COUNTERS = ("calls", "tokens_in", "tokens_out", "micro_usd")
+#: Model name recorded when a reply did not say which model answered.
+UNKNOWN_MODEL = "unknown"
+#: Field of a day hash holding the provider's total micro-USD that day (all models).
+DAY_TOTAL = "micro_usd"
+
+
+def utc_day(now: float) -> str:
+    """The UTC day ``YYYY-MM-DD`` of a Unix time (the ledger's day boundary)."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def day_key(prefix: str, provider: str, day: str) -> str:
+    """The counter hash of one provider and day."""
+    return provider_key(prefix, provider, f"cost:{day}")
+
+
+def _days_key(prefix: str, provider: str) -> str:
+    return provider_key(prefix, provider, "cost:days")
+
+
+def _jobs_key(prefix: str) -> str:
+    return provider_key(prefix, FLEET_TAG, "jobs")
+
+
+def _non_negative(**values: int) -> list[int]:
+    """The values as ints; a negative count or cost is a caller bug, refused loudly."""
+    out = []
+    for name, value in values.items():
+        if int(value) != value or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        out.append(int(value))
+    return out
+
+
+def _once(redis: Redis, keys: list[str], index_member: str, increments: dict[str, int]) -> bool:
+    """Run the once-only ledger script; True when counted, False for a duplicate."""
+    script = redis.register_script(lua_source("ledger.lua"))
+    args: list[str | int] = [SEEN_TTL_S, index_member]
+    for field, amount in increments.items():
+        args += [field, amount]
+    return bool(script(keys=keys, args=args))
+
+
+def record_cost(
+    redis: Redis,
+    prefix: str,
+    *,
+    attempt_id: str,
+    provider: str,
+    model: str,
+    tokens_in: int,
+    tokens_out: int,
+    micro_usd: int,
+    now: float,
+) -> bool:
+    """Count one attempt's tokens and cost on its UTC day, once per ``attempt_id`` (False: duplicate)."""
+    if not attempt_id:
+        raise ValueError("attempt_id must be non-empty: it is what makes recording idempotent")
+    model = model or UNKNOWN_MODEL
+    tin, tout, micro = _non_negative(tokens_in=tokens_in, tokens_out=tokens_out, micro_usd=micro_usd)
+    day = utc_day(now)
+    keys = [
+        provider_key(prefix, provider, f"cost:seen:{attempt_id}"),
+        day_key(prefix, provider, day),
+        _days_key(prefix, provider),
+    ]
+    increments = {
+        f"calls:{model}": 1,
+        f"tokens_in:{model}": tin,
+        f"tokens_out:{model}": tout,
+        f"micro_usd:{model}": micro,
+        DAY_TOTAL: micro,
+    }
+    return _once(redis, keys, day, increments)
+
+
+def record_job(redis: Redis, prefix: str, job_id: str, micro_usd: int) -> bool:
+    """Count one finished job and its total cost, once per ``job_id`` (False: duplicate)."""
+    if not job_id:
+        raise ValueError("job_id must be non-empty")
+    (micro,) = _non_negative(micro_usd=micro_usd)
+    keys = [provider_key(prefix, FLEET_TAG, f"jobs:seen:{job_id}"), _jobs_key(prefix)]
+    return _once(redis, keys, "", {"jobs": 1, "micro_usd": micro})
+
+
+def _records(provider: str, day: str, fields: Any) -> list[CostRecord]:
+    """The per-model records of one day hash (given as a dict or a flat field/value list)."""
+    pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2], strict=True)
+    by_model: dict[str, dict[str, int]] = {}
+    for raw_field, raw_value in pairs:
+        counter, sep, model = text(raw_field).partition(":")
+        if sep and counter in COUNTERS:
+            by_model.setdefault(model, {})[counter] = int(text(raw_value))
+    return [
+        CostRecord(provider=provider, model=model, day=day, **counts)
+        for model, counts in sorted(by_model.items())
+    ]
+
+
+def read_costs(
+    redis: Redis, prefix: str, providers: Iterable[str], days: Sequence[str] | None = None
+) -> list[CostRecord]:
+    """Per provider/model/day records in one pipelined round trip (``days`` None: every day)."""
+    names = list(providers)
+    pipe = redis.pipeline(transaction=False)
+    if days is None:  # EVAL, not EVALSHA: a pipeline would spend a round trip on SCRIPT EXISTS
+        source = lua_source("cost_read.lua")
+        for name in names:
+            pipe.eval(source, 1, _days_key(prefix, name), day_key(prefix, name, ""))
+    else:
+        for name in names:
+            for day in days:
+                pipe.hgetall(day_key(prefix, name, day))
+    replies = iter(pipe.execute())
+    out: list[CostRecord] = []
+    for name in names:
+        if days is None:
+            reply = next(replies)
+            for i in range(0, len(reply), 2):
+                out += _records(name, text(reply[i]), reply[i + 1])
+        else:
+            for day in days:
+                out += _records(name, day, next(replies))
+    return out
+
+
+@dataclass(frozen=True)
+class CostTotals:
+    """One provider's calls, tokens and cost summed over models and days."""
+
+    provider: str
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    micro_usd: int = 0
+
+    @property
+    def usd(self) -> float:
+        return self.micro_usd / 1_000_000
+
+
+def totals(
+    redis: Redis, prefix: str, providers: Iterable[str], days: Sequence[str] | None = None
+) -> dict[str, CostTotals]:
+    """Totals per provider (zero for providers with no spend) over ``days`` (None: every day)."""
+    names = list(providers)
+    sums = {name: dict.fromkeys(COUNTERS, 0) for name in names}
+    for rec in read_costs(redis, prefix, names, days):
+        for counter in COUNTERS:
+            sums[rec.provider][counter] += getattr(rec, counter)
+    return {name: CostTotals(provider=name, **sums[name]) for name in names}
+
+
+def spent_today(redis: Redis, prefix: str, provider: str, now: float) -> int:
+    """Micro-USD ``provider`` spent on ``now``'s UTC day, all models (one HGET)."""
+    raw = redis.hget(day_key(prefix, provider, utc_day(now)), DAY_TOTAL)
+    return int(text(raw) or 0)
+
+
+def job_stats(redis: Redis, prefix: str) -> tuple[int, int, float]:
+    """``(jobs, micro_usd_total, average_usd)`` over every recorded job (average 0.0 for none)."""
+    fields = {text(k): int(text(v)) for k, v in redis.hgetall(_jobs_key(prefix)).items()}
+    jobs, micro = fields.get("jobs", 0), fields.get("micro_usd", 0)
+    return jobs, micro, (micro / jobs / 1_000_000 if jobs else 0.0)
