@@ -63,10 +63,18 @@ def _error_attempt(base: Attempt, error: QuorumError, latency_ms: float = 0.0) -
     return base.model_copy(update={"ok": False, "error": error.to_dict(), "latency_ms": latency_ms})
 
 
+#: How an attempt talks to its provider: ``invoke(provider, timeout_s) -> ProviderResult``.
+Invoke = Callable[[Provider, float], ProviderResult]
+
+
+def extraction(text: str, schema: dict[str, Any], candidate: Candidate) -> Invoke:
+    """The invoke of an extraction attempt."""
+    return lambda provider, timeout: provider.extract(text, schema, candidate.params, timeout)
+
+
 def run_attempt(
-    text: str,
-    schema: dict[str, Any],
     candidate: Candidate,
+    invoke: Invoke,
     *,
     label: str,
     task_id: str | None,
@@ -108,7 +116,7 @@ def run_attempt(
     result: ProviderResult | None = None
     error: QuorumError | None = None
     try:
-        result = deps.provider(candidate.provider).extract(text, schema, candidate.params, timeout)
+        result = invoke(deps.provider(candidate.provider), timeout)
     except QuorumError as e:
         error = e
     except Exception as e:  # a bug or an SDK surprise must not kill the job
