@@ -217,8 +217,12 @@ def demo(
     """Run the whole product on this machine: Valkey, emulator, two workers, three strategies."""
     from workers.demo import run_demo
 
+    settings = _settings()
     failed = run_demo(
-        _settings(), emails=emails, console=out, status=lambda app: status(detailed=True, as_json=False)
+        settings,
+        emails=emails,
+        console=out,
+        status=lambda: render_status(settings, detailed=True, as_json=False),
     )
     raise typer.Exit(EXIT_JOB_FAILED if failed else EXIT_OK)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Task, states
 from celery.exceptions import Ignore
+from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
 
 from orchestration.attempts import extraction
@@ -35,6 +36,17 @@ from workers.canvas import MODE_CHORD, MODE_FAILOVER, consensus_chord, failover_
 from workers.runtime import Runtime, runtime
 
 log: logging.Logger = get_task_logger("quorum.tasks")
+
+
+@worker_ready.connect
+def _warm_up(**_: Any) -> None:
+    """Build the runtime and every enabled provider's SDK client before the first job arrives."""
+    rt = runtime()
+    for name in rt.settings.enabled_providers():
+        try:
+            rt.providers.get(name)
+        except QuorumError as e:
+            log.warning("provider %s unavailable on this worker: %s", name, e)
 
 
 # --------------------------------------------------------------------------- public entry
