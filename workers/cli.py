@@ -17,7 +17,8 @@ from orchestration.errors import ConfigError, QuorumError
 
 cli = typer.Typer(help="Quorum: LLM extraction and generation jobs on a Celery fleet.", no_args_is_help=True)
 console = Console(stderr=True)
-out = Console()
+#: Piped output keeps full tables (Rich would squeeze them to 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
