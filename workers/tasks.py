@@ -52,7 +52,7 @@ def _warm_up(**_: Any) -> None:
 # --------------------------------------------------------------------------- public entry
 
 
-@app.task(name="quorum.extract", bind=True, throws=(QuorumError,))
+@app.task(name="quorum.extract", bind=True, throws=(QuorumError,), Request="workers.requests:RedactedRequest")
 def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public entry of an extraction job; the producer's ``AsyncResult(job_id)`` is the answer."""
     rt = runtime()
