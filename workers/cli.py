@@ -228,6 +228,30 @@ def demo(
     raise typer.Exit(EXIT_JOB_FAILED if failed else EXIT_OK)
 
 
+@cli.command()
+def schemas(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write one file per schema here.")] = None,
+) -> None:
+    """Print (or write) the JSON Schemas of the public job messages and results."""
+    from orchestration.generation_models import GenerationRequest, GenerationResult
+    from orchestration.models import ExtractionRequest, ExtractionResult
+
+    models = {
+        "quorum.extract.request": ExtractionRequest,
+        "quorum.extract.result": ExtractionResult,
+        "quorum.generate.request": GenerationRequest,
+        "quorum.generate.result": GenerationResult,
+    }
+    docs = {name: model.model_json_schema() for name, model in models.items()}
+    if out_dir is None:
+        _print_json(docs)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, doc in docs.items():
+        (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    console.print(f"wrote {len(docs)} schemas to {out_dir}")
+
+
 @cli.command("set-strategy")
 def set_strategy(
     name: Annotated[str, typer.Argument(help="failover, consensus or best_match.")],
