@@ -42,7 +42,13 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     urls = broker_urls(settings)
     broker, backend = urls or (UNCONFIGURED_URL, UNCONFIGURED_URL)
-    app = Celery("quorum", broker=broker, backend=backend, include=["workers.tasks"])
+    app = Celery(
+        "quorum",
+        broker=broker,
+        backend=backend,
+        include=["workers.tasks", "workers.generation_tasks"],
+        task_cls="workers.requests:QuorumTask",
+    )
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -55,7 +61,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_send_sent_event=True,
         # No STARTED state: a late chord body must never overwrite an early-published answer.
         task_track_started=False,
-        result_extended=True,
+        # Results hold the answer only, not the task arguments (the email) as well.
+        result_extended=False,
         result_expires=settings.result_expires_s,
         task_default_queue="quorum",
         worker_pool="threads",
