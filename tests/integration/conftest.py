@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
 
+from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from tests.integration.fleet import Fleet
 
 pytestmark = pytest.mark.integration
