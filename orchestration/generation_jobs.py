@@ -23,7 +23,7 @@ from orchestration.generation_models import (
     GenerationResult,
     TournamentRound,
 )
-from orchestration.jobs import _chord_candidates  # same candidates/variations rules as extraction
+from orchestration.jobs import chord_candidates  # same candidates/variations rules as extraction
 from orchestration.models import Attempt, Candidate, describe_errors
 from orchestration.prompts import (
     AGGREGATE_SYSTEM,
@@ -133,7 +133,7 @@ def prepare_generate(
     scorers = {s.name: s.weight for s in resolve_scorers(request.scorers)}  # unknown → error now
     enabled = settings.enabled_providers()
     order = [p for p in (fleet.order or enabled) if p in settings.providers] or enabled
-    candidates = _chord_candidates(request, settings, order)  # type: ignore[arg-type]  # duck-typed
+    candidates = chord_candidates(request, settings, order)
     if not candidates:
         raise InvalidRequestError("no providers: none enabled in the config", field="providers")
     for candidate in candidates:

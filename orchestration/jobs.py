@@ -8,7 +8,7 @@ decide what the job means.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -21,6 +21,7 @@ from orchestration.models import (
     ExtractionRequest,
     ExtractionResult,
     MergedField,
+    SamplingParams,
     describe_errors,
 )
 from orchestration.schemas import resolve_schema
@@ -71,7 +72,17 @@ def parse_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ExtractionRe
         raise InvalidRequestError(f"invalid extraction request: {describe_errors(e)}") from None
 
 
-def _chord_candidates(request: ExtractionRequest, settings: Settings, order: list[str]) -> list[Candidate]:
+class CandidateSource(Protocol):
+    """The request fields that name a job's candidates (extraction and generation alike)."""
+
+    candidates: list[Candidate] | None
+    variations: str | None
+    providers: list[str] | None
+    params: SamplingParams
+
+
+def chord_candidates(request: CandidateSource, settings: Settings, order: list[str]) -> list[Candidate]:
+    """Candidates from the request (explicit, a variation grid, or providers), else the config."""
     if request.candidates:
         return list(request.candidates)
     if request.variations:
@@ -108,7 +119,7 @@ def prepare_extract(
         names = request.providers or order
         candidates = [Candidate(provider=n, params=request.params) for n in names]
     else:
-        candidates = _chord_candidates(request, settings, order)
+        candidates = chord_candidates(request, settings, order)
     if not candidates:
         raise InvalidRequestError("no providers: none enabled in the config", field="providers")
     for candidate in candidates:

@@ -111,7 +111,7 @@ def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress,
     result = step.result.model_dump(mode="json")
     if spec.cache_key:
         cache.store(rt.redis, spec.cache_key, result, rt.settings.orchestration.cache_ttl_s)
-    if not claim_publication(rt.redis, rt.prefix, spec.job_id, f"generate:{task.request.id}"):
+    if not claim_publication(rt.redis, rt.prefix, spec.job_id, "generate"):  # marks it published
         raise Ignore()
     log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
     return result
@@ -120,7 +120,9 @@ def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress,
 # --------------------------------------------------------------------------- public entry
 
 
-@app.task(name="quorum.generate", bind=True, throws=(QuorumError,))
+@app.task(
+    name="quorum.generate", bind=True, throws=(QuorumError,), Request="workers.requests:RedactedRequest"
+)
 def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public entry of a generation job; the producer's ``AsyncResult(job_id)`` is the answer."""
     rt = runtime()
