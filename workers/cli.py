@@ -358,3 +358,7 @@ def main() -> None:
     except QuorumError as e:
         console.print(f"[red]{e.kind}:[/] {e}")
         sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,7 @@ def run_local_job(
     """Run one job on this machine: reuse running workers, else start a local stack for it."""
     from workers.local import LocalStack
 
-    url = settings.redis_url or embedded.ensure_running()[0]
+    url, started = (settings.redis_url, False) if settings.redis_url else embedded.ensure_running()
     app = create_app(settings.model_copy(update={"redis_url": url}))
     try:
         if app.control.ping(timeout=0.5):  # a fleet is already serving this Redis
@@ -49,3 +49,5 @@ def run_local_job(
             return submit(app, task, kwargs).get(timeout=timeout)
     finally:
         app.close()
+        if started:  # this command started the embedded server: leave nothing running
+            embedded.stop()

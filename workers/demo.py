@@ -64,25 +64,38 @@ def _score(result: dict[str, Any], labels: dict[str, str | None], figures: Strat
 def run_demo(settings: Settings, *, emails: int, console: Console, status: Callable[[], object]) -> int:
     """Run the demo; returns the number of jobs that failed."""
     sample = load_emails()[:emails]
+    # Failover runs long enough after the outage for the breaker to open and skip the primary.
+    outage_jobs = settings.breaker.consecutive_failures + 2
+    failover_sample = (sample * (1 + (2 * outage_jobs) // max(1, len(sample))))[
+        : max(len(sample), 2 * outage_jobs)
+    ]
     strategies = ["failover", "consensus", "best_match"]
     primary = settings.enabled_providers()[0]
     figures = {s: StrategyFigures() for s in strategies}
     with LocalStack(settings, workers=2, say=console.print) as stack:
         app = create_app(settings.model_copy(update={"redis_url": stack.redis_url}))
         stack.wait_for_workers(app)
-        total = len(sample) * len(strategies)
+        total = len(failover_sample) + len(sample) * (len(strategies) - 1)
         with Progress(console=console) as progress:
             bar = progress.add_task("jobs", total=total)
             for s in strategies:
                 pending = []
-                for i, email in enumerate(sample):
-                    if s == "failover" and stack.emulator_url and i == len(sample) // 2:
+                emails_of = failover_sample if s == "failover" else sample
+                for i, email in enumerate(emails_of):
+                    if s == "failover" and stack.emulator_url and i == len(emails_of) - outage_jobs:
                         httpx.post(f"{stack.emulator_url}/_admin/providers/{primary}/down", timeout=5)
                         progress.console.print(
                             f"[yellow]{primary} taken down: watch failover and its breaker"
                         )
                     pending.append(
-                        (email, submit(app, "quorum.extract", {"text": email.text, "strategy": s}))
+                        (
+                            email,
+                            submit(
+                                app,
+                                "quorum.extract",
+                                {"text": email.text, "strategy": s, "use_cache": s != "failover"},
+                            ),
+                        )
                     )
                     if s == "failover":  # one at a time, so the outage lands mid-run
                         _collect(pending, figures[s], progress, bar)

@@ -84,6 +84,7 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     redis_url: str = ""
     emulator_url: str | None = None
+    started_redis: bool = False
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __enter__(self) -> LocalStack:
@@ -103,11 +104,9 @@ class LocalStack:
         logs = embedded.data_dir().parent / "logs"
         self.redis_url = self.settings.redis_url or ""
         if not self.redis_url:
-            self.redis_url, started = embedded.ensure_running()
-            where = embedded.data_dir()
-            self.say(
-                f"{'Started' if started else 'Using'} embedded Valkey at {self.redis_url} (data: {where})"
-            )
+            self.redis_url, self.started_redis = embedded.ensure_running()
+            verb = "Started" if self.started_redis else "Using"
+            self.say(f"{verb} embedded Valkey at {self.redis_url} (data: {embedded.data_dir()})")
         self.env["QUORUM_REDIS_URL"] = self.redis_url
         emulate = (not has_api_keys(self.settings, self.env)) if self.emulate is None else self.emulate
         if emulate and not self.settings.emulator_url:
@@ -154,7 +153,10 @@ class LocalStack:
         )
 
     def close(self) -> None:
-        """Stop every process this stack started (the embedded Valkey keeps running)."""
+        """Stop every process this stack started, the embedded Valkey too if it started it."""
         for proc in reversed(self._procs):
             stop_process(proc)
         self._procs.clear()
+        if self.started_redis:
+            embedded.stop()
+            self.started_redis = False
