@@ -13,7 +13,9 @@ from celery.signals import worker_init
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
-from workers import embedded
+from workers import broker_fixes, embedded
+
+broker_fixes.install()  # a Redis restart must not make busy workers exit (see broker_fixes)
 
 #: Where an unconfigured app points until it is used; a worker refuses to start on it.
 UNCONFIGURED_URL = "redis://127.0.0.1:6379/0"
@@ -74,6 +76,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         redis_backend_health_check_interval=10,
         broker_heartbeat=0,
+        # A refused public job (not JSON, undecodable) is answered with InvalidRequestError.
+        worker_consumer="workers.refusals:RefusingConsumer",
     )
     app.conf.quorum_settings = settings
     app.conf.quorum_configured = urls is not None

