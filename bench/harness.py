@@ -33,7 +33,7 @@ from orchestration.state.breaker import RedisBreaker
 from workers.app import create_app
 
 FAKE_KEYS = {
-    "ANTHROPIC_API_KEY": "sk-ant-bench-FAKEKEY-0123456789",
+    "ANTHROPIC_API_KEY": "fake-ant-bench-FAKEKEY-0123456789",
     "OPENAI_API_KEY": "sk-bench-FAKEKEY-0123456789abcdef",
     "GEMINI_API_KEY": "AIza-bench-FAKEKEY-0123456789",
 }

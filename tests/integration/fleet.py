@@ -19,9 +19,9 @@ from orchestration.config import Settings, load_settings
 from workers.app import create_app
 
 FAKE_KEYS = {
-    "ANTHROPIC_API_KEY": "sk-ant-test-FAKEKEY-anthropic-0123456789",
+    "ANTHROPIC_API_KEY": "fake-ant-test-FAKEKEY-anthropic-0123456789",
     "OPENAI_API_KEY": "sk-test-FAKEKEY-openai-0123456789abcdef",
-    "GEMINI_API_KEY": "AIza-test-FAKEKEY-gemini-0123456789",
+    "GEMINI_API_KEY": "fake-goog-test-FAKEKEY-gemini-0123456789",
 }
 
 TEST_CONFIG = """
