@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.report import OUT_DIR, Section, header, timed_run, write_json
 
-BENCHMARKS = ("failover", "latency", "accuracy", "pools")
+BENCHMARKS = ("failover", "latency", "accuracy", "pools", "status")
 
 
 def run_one(name: str, full: bool) -> Section:

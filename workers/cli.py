@@ -111,7 +111,7 @@ def extract(
 @cli.command()
 def reset(provider: Annotated[str, typer.Argument(help="Provider name.")]) -> None:
     """Close a provider's circuit breaker by hand."""
-    from workers.client import state_redis
+    from workers.embedded import state_redis
 
     settings = _settings()
     settings.provider(provider)
@@ -153,7 +153,7 @@ def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
 
     from orchestration.state.report import as_json as report_json
     from orchestration.state.report import fleet_status
-    from workers.client import state_redis
+    from workers.embedded import state_redis
 
     now = time.time()
     try:
@@ -260,7 +260,7 @@ def set_strategy(
     """Switch the strategy (and provider order) fleet-wide; every worker uses it from its next job."""
     from orchestration.models import EXTRACT_STRATEGIES
     from orchestration.state.fleet import FleetSetting, write_fleet
-    from workers.client import state_redis
+    from workers.embedded import state_redis
 
     settings = _settings()
     if name not in EXTRACT_STRATEGIES:

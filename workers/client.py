@@ -5,21 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import redis as redis_lib
 from celery import Celery
 
 from orchestration.config import Settings
 from workers import embedded
 from workers.app import create_app
 from workers.canvas import redacted_kwargs
-
-
-def state_redis(settings: Settings) -> redis_lib.Redis:
-    """A client for the shared state (the configured Redis, else the embedded one)."""
-    url = settings.redis_url or settings.result_backend or embedded.running_url()
-    if not url:
-        url, _ = embedded.ensure_running()
-    return redis_lib.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
 def submit(app: Celery, task: str, kwargs: dict[str, Any]) -> Any:

@@ -15,7 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis as redis_lib
 from platformdirs import user_cache_dir
+
+from orchestration.config import Settings
 
 
 def data_dir() -> Path:
@@ -119,3 +122,11 @@ def spawn_detached(cmd: list[str], env: dict[str, str], log: Path) -> subprocess
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def state_redis(settings: Settings) -> redis_lib.Redis:
+    """A client for the shared state (the configured Redis, else the embedded one)."""
+    url = settings.redis_url or settings.result_backend or running_url()
+    if not url:
+        url, _ = ensure_running()
+    return redis_lib.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
