@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from orchestration.attempts import Invoke
 from orchestration.config import Settings
@@ -23,8 +23,11 @@ from orchestration.generation_models import (
     GenerationResult,
     TournamentRound,
 )
-from orchestration.jobs import chord_candidates  # same candidates/variations rules as extraction
-from orchestration.models import Attempt, Candidate, describe_errors
+from orchestration.jobs import (  # same candidates/variations rules as extraction
+    chord_candidates,
+    parse_job_args,
+)
+from orchestration.models import Attempt, Candidate
 from orchestration.prompts import (
     AGGREGATE_SYSTEM,
     GENERATION_SYSTEM,
@@ -99,15 +102,8 @@ class GenerationSpec(BaseModel):
 
 
 def parse_generation_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> GenerationRequest:
-    """Validate a producer's arguments; :class:`InvalidRequestError` names each problem."""
-    if args:
-        raise InvalidRequestError(
-            "quorum.generate takes keyword arguments only (send kwargs={...})", field="args"
-        )
-    try:
-        return GenerationRequest.model_validate(kwargs)
-    except ValidationError as e:
-        raise InvalidRequestError(f"invalid generation request: {describe_errors(e)}") from None
+    """Validate the arguments of ``quorum.generate``."""
+    return parse_job_args(GenerationRequest, "quorum.generate", args, kwargs)
 
 
 def _known(settings: Settings, name: str | None, what: str) -> str | None:

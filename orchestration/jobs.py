@@ -8,7 +8,7 @@ decide what the job means.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -26,6 +26,8 @@ from orchestration.models import (
 )
 from orchestration.schemas import resolve_schema
 from orchestration.state.fleet import FleetSetting
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class JobSpec(BaseModel):
@@ -60,16 +62,21 @@ class JobSpec(BaseModel):
         return [self.json_schema, self.strategy, [c.model_dump(mode="json") for c in self.candidates]]
 
 
-def parse_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ExtractionRequest:
-    """Validate a producer's arguments; :class:`InvalidRequestError` names each problem."""
+def parse_job_args(model: type[M], task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> M:
+    """Validate a producer's arguments to ``task`` as ``model``; :class:`InvalidRequestError`
+    names each problem (positional arguments included)."""
     if args:
-        raise InvalidRequestError(
-            "quorum.extract takes keyword arguments only (send kwargs={...})", field="args"
-        )
+        raise InvalidRequestError(f"{task} takes keyword arguments only (send kwargs={{...}})", field="args")
     try:
-        return ExtractionRequest.model_validate(kwargs)
+        return model.model_validate(kwargs)
     except ValidationError as e:
-        raise InvalidRequestError(f"invalid extraction request: {describe_errors(e)}") from None
+        kind = task.removeprefix("quorum.").replace("extract", "extraction").replace("generate", "generation")
+        raise InvalidRequestError(f"invalid {kind} request: {describe_errors(e)}") from None
+
+
+def parse_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ExtractionRequest:
+    """Validate the arguments of ``quorum.extract``."""
+    return parse_job_args(ExtractionRequest, "quorum.extract", args, kwargs)
 
 
 class CandidateSource(Protocol):
