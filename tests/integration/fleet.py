@@ -17,6 +17,7 @@ from celery import Celery
 
 from orchestration.config import Settings, load_settings
 from workers.app import create_app
+from workers.local import stop_process
 
 FAKE_KEYS = {
     "ANTHROPIC_API_KEY": "fake-ant-test-FAKEKEY-anthropic-0123456789",
@@ -147,15 +148,9 @@ class Fleet:
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
     def stop(self) -> None:
+        """Stop every worker (SIGTERM, then SIGKILL) and close the producer."""
         for name in list(self.workers):
-            proc = self.workers.pop(name)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+            stop_process(self.workers.pop(name))
         self.app.close()
 
     # -- jobs ------------------------------------------------------------------------------
