@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -79,13 +80,22 @@ def check_json_schema(schema: dict[str, Any]) -> None:
     if not isinstance(schema, dict):
         raise InvalidRequestError("json_schema must be a JSON object", field="json_schema")
     try:
-        size = len(json.dumps(schema, allow_nan=False))
+        dumped = json.dumps(schema, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise InvalidRequestError(f"json_schema is not JSON: {e}", field="json_schema") from None
+    _check_dumped(dumped)
+
+
+@lru_cache(maxsize=256)
+def _check_dumped(dumped: str) -> None:
+    """The checks of :func:`check_json_schema` on a schema's JSON text; a schema that passed is
+    remembered, so every attempt of a job does not re-validate it (~1 ms of CPU each time)."""
+    size = len(dumped)
     if size > MAX_SCHEMA_BYTES:
         raise InvalidRequestError(
             f"json_schema is {size} bytes; the limit is {MAX_SCHEMA_BYTES}", field="json_schema"
         )
+    schema = json.loads(dumped)
     if _depth(schema) > MAX_SCHEMA_DEPTH:
         raise InvalidRequestError(
             f"json_schema nests deeper than {MAX_SCHEMA_DEPTH} levels", field="json_schema"

@@ -60,6 +60,9 @@ def _call(
         task_id=task_id,
         argsrepr=f"({spec.job_id!r}, {label!r}, {mode})",
         kwargsrepr="{}",
+        # A failover hop hands its outcome to its link or errback directly: storing it as well
+        # would cost every hop two more Redis round trips for a result nobody reads.
+        ignore_result=mode == MODE_FAILOVER,
     )
 
 

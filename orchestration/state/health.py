@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis import Redis
+from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -38,6 +40,17 @@ MAX_MESSAGE_CHARS = 300
 BreakerInfo = BreakerSnapshot | BreakerState | str | None
 
 
+_scripts: weakref.WeakKeyDictionary[Redis, Script] = weakref.WeakKeyDictionary()
+
+
+def _script(redis: Redis) -> Script:
+    """The health script bound to ``redis``, registered once per client (not once per call)."""
+    script = _scripts.get(redis)
+    if script is None:
+        script = _scripts[redis] = redis.register_script(lua_source("health.lua"))
+    return script
+
+
 def _record(
     redis: Redis,
     prefix: str,
@@ -49,7 +62,7 @@ def _record(
     message: str = "",
 ) -> None:
     """Run the health script once: one atomic update per finished call."""
-    script = redis.register_script(lua_source("health.lua"))
+    script = _script(redis)
     args = [
         float_arg(now),
         "1" if ok else "0",
