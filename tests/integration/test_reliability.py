@@ -431,7 +431,11 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
     # A chord call's outcome is stored under its own id; a failover hop's is not (its link gets
     # it directly), so it is read from the attempts of the job's answer.
     answered_attempts = {
-        a["task_id"]: a for o in outcomes.values() if isinstance(o, dict) for a in o["attempts"] if a["task_id"]
+        a["task_id"]: a
+        for o in outcomes.values()
+        if isinstance(o, dict)
+        for a in o["attempts"]
+        if a["task_id"]
     }
     for p in PROVIDERS:
         seen = _seen_attempts(client, prefix, p)
