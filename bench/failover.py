@@ -93,6 +93,21 @@ def run(full: bool = False) -> Section:
     return _section(noop, bare, closed, opened, failed_calls, extra, full)
 
 
+def _samples(
+    noop: list[float], bare: list[float], closed: dict[str, list[float]], opened: dict[str, list[float]]
+) -> dict[str, list[float]]:
+    """Raw per-job latencies in ms (0.01 ms): ``direct`` (both runs), ``direct_closed``,
+    ``direct_open``, ``k1_closed``, ``k2_closed``, ``k1_open``, ``k2_open``, ``bare_job``, ``noop``."""
+
+    def ms(seconds: list[float]) -> list[float]:
+        return [round(x * 1000, 2) for x in seconds]
+
+    out = {"direct": ms(closed["direct"] + opened["direct"])}
+    for case, lat in (("closed", closed), ("open", opened)):
+        out |= {f"{k}_{case}": ms(lat[k]) for k in ORDERS}
+    return out | {"bare_job": ms(bare), "noop": ms(noop)}
+
+
 def _section(
     noop: list[float],
     bare: list[float],
@@ -159,6 +174,8 @@ def _section(
         "targets": {"median_ms": TARGET_MEDIAN_MS, "p95_ms": TARGET_P95_MS, "met": all_met},
         **extra,
         "full": full,
+        "provider_latency_ms": LATENCY_MS,
+        "samples_ms": _samples(noop, bare, closed, opened),
     }
     return Section("failover", "Failover: per-hop overhead", md, data)
 

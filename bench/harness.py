@@ -105,6 +105,7 @@ class Bench:
         min_calls: int = 4,
         timeout_s: float = 10.0,
         log_level: str = "INFO",
+        visibility_timeout_s: int | None = None,
     ) -> None:
         self.n_workers, self.pool, self.concurrency = workers, pool, concurrency
         self.profile = profile or quiet_profile(20.0)
@@ -112,6 +113,8 @@ class Bench:
         self._config = BENCH_CONFIG.format(
             concurrency=concurrency, timeout=timeout_s, min_calls=min_calls, consecutive=consecutive_failures
         )
+        if visibility_timeout_s is not None:  # a top-level key: before the first [table]
+            self._config = f"visibility_timeout_s = {int(visibility_timeout_s)}\n{self._config}"
         self._stack = ExitStack()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._serial = 0

@@ -114,7 +114,8 @@ def _section(out: dict[str, list[Any]], elapsed: float, full: bool) -> Section:
         f"with early quorum ≤ 1.2: {verdict(bool(figures['consensus_early']['met']))}."
     )
     data = {"profile": {"median_ms": MEDIAN_MS, "sigma": SIGMA}, "variants": figures,
-            "early_published": early, "elapsed_s": elapsed, "full": full}  # fmt: skip
+            "early_published": early, "elapsed_s": elapsed, "full": full,
+            "samples_ms": {v: [round(x * 1000, 2) for x in lat[v]] for v in VARIANTS}}  # fmt: skip
     return Section("latency", "Consensus latency vs a single provider", md, data)
 
 
