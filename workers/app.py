@@ -13,9 +13,15 @@ from celery.signals import worker_init
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
-from workers import broker_fixes, embedded
+from workers import atomic_receive, broker_fixes, embedded
 
 broker_fixes.install()  # a Redis restart must not make busy workers exit (see broker_fixes)
+atomic_receive.install()  # a message is in Redis until it is recorded as un-acked (see atomic_receive)
+
+#: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
+#: guard) before giving up: a Redis restart or failover shorter than this loses no job. A task
+#: given up on is acknowledged, so its job would stay pending until its deadline passes unseen.
+REDIS_OUTAGE_GRACE_S = 30.0
 
 #: Where an unconfigured app points until it is used; a worker refuses to start on it.
 UNCONFIGURED_URL = "redis://127.0.0.1:6379/0"
@@ -73,7 +79,14 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        result_backend_transport_options={"retry_policy": {"timeout": REDIS_OUTAGE_GRACE_S}},
+        # Sending the next hop, the link or the chord body rides out an outage as long (~30 s).
+        task_publish_retry_policy={
+            "max_retries": int(REDIS_OUTAGE_GRACE_S / 0.5),
+            "interval_start": 0,
+            "interval_step": 0.25,
+            "interval_max": 0.5,
+        },
         redis_backend_health_check_interval=10,
         broker_heartbeat=0,
         # A refused public job (not JSON, undecodable) is answered with InvalidRequestError.

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
 from orchestration.config import Settings
@@ -21,7 +23,7 @@ from orchestration.state.fleet import FleetSetting, read_fleet
 from orchestration.state.health import record_call
 from orchestration.state.ratelimit import RateLimitGate
 from orchestration.state.resilient import ResilientBreaker, fast_fail_client
-from workers.app import app, broker_urls, unconfigured_error
+from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
 
 log = logging.getLogger("quorum.runtime")
 
@@ -29,9 +31,11 @@ REDIS_ERRORS = (redis_lib.ConnectionError, redis_lib.TimeoutError)
 
 
 def state_client(url: str) -> redis_lib.Redis:
-    """A Redis client for job coordination (publication guard, chord answers): retries blips."""
+    """A Redis client for job coordination (publication guard, chord answers): rides out an
+    outage of up to ``REDIS_OUTAGE_GRACE_S`` (every command it sends is idempotent or guarded)."""
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=int(REDIS_OUTAGE_GRACE_S / 0.5))
     return redis_lib.Redis.from_url(
-        url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=10
+        url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=10, retry=retry
     )
 
 
