@@ -27,8 +27,8 @@ MUST_SAY = [
     ("the guarantee: exactly-once cost accounting", r"exactly-once cost"),
     ("the guarantee: typed errors", r"typed errors?"),
     ("the limits of the guarantees", r"limits?\b"),
-    ("the known hole of the Redis transport", r"brpop"),
-    ("the producer's remedy: resend under the same job id", r"same (job )?id"),
+    ("how the Redis transport's receive hole is closed", r"brpop[\s\S]*blmove"),
+    ("what is left to the producer: its own timeout", r"producer's own timeout"),
     ("redelivery waits for the visibility timeout", r"visibility[_ ]timeout"),
     ("a redelivered call is billed again", r"(second|again)[\s\S]*(billed|real)"),
 ]
