@@ -20,6 +20,8 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from orchestration.emulator.testing import EmulatorHandle, start_emulator
+from orchestration.emulator.wire import WireError
+from orchestration.emulator.wire.gemini import GeminiWire
 from orchestration.errors import InvalidOutputError
 from orchestration.prompts import (
     EXTRACTION_SYSTEM,
@@ -180,6 +182,73 @@ def test_gemini_v1beta_and_unprefixed_aliases(emu: EmulatorHandle) -> None:
             == 404
         )
     assert emu.requests("gemini") == 3 and emu.requests("openai") == 1 and emu.requests("anthropic") == 1
+
+
+def _gemini_body(snake: bool, max_tokens: int = 1024) -> dict[str, Any]:
+    """An extraction request in the REST shape, members spelled lowerCamelCase or snake_case
+    (the real API takes both: protobuf JSON; LiteLLM sends snake_case)."""
+    config = {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA,
+              "maxOutputTokens": max_tokens, "temperature": 0.0, "topP": 1.0}  # fmt: skip
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": extraction_prompt(EMAIL, EMAIL_ENTITIES)}]}],
+        "systemInstruction": {"parts": [{"text": EXTRACTION_SYSTEM}]},
+        "generationConfig": config,
+    }
+    if not snake:
+        return body
+
+    def snake_case(name: str) -> str:
+        return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+    body["generationConfig"] = {snake_case(k): v for k, v in config.items()}
+    return {snake_case(k): v for k, v in body.items()}
+
+
+def test_gemini_parse_reads_snake_case_like_camel_case() -> None:
+    wire = GeminiWire()
+    snake = _gemini_body(snake=True, max_tokens=77)
+    assert "generation_config" in snake and "response_json_schema" in snake["generation_config"]
+    camel_call = wire.parse(_gemini_body(snake=False, max_tokens=77), {"model": "g"})
+    snake_call = wire.parse(snake, {"model": "g"})
+    assert snake_call == camel_call
+    assert snake_call.schema == SCHEMA and snake_call.system == EXTRACTION_SYSTEM
+    assert snake_call.max_tokens == 77 and snake_call.temperature == 0.0
+    # responseSchema (the OpenAPI-subset Schema message) too, under either name and nesting
+    for config in ({"response_schema": SCHEMA}, {"responseSchema": SCHEMA}):
+        for key in ("generation_config", "generationConfig"):
+            call = wire.parse({"contents": snake["contents"], key: config}, {})
+            assert call.schema == SCHEMA
+    with pytest.raises(WireError):
+        wire.parse({"contents": snake["contents"], "generation_config": {"max_output_tokens": 0}}, {})
+    with pytest.raises(WireError):
+        wire.parse({"contents": snake["contents"], "generation_config": {"response_json_schema": ["x"]}}, {})
+
+
+@pytest.mark.parametrize("snake", [False, True], ids=["camelCase", "snake_case"])
+def test_gemini_rest_extraction_in_either_spelling(emu: EmulatorHandle, snake: bool) -> None:
+    path = "/gemini/v1beta/models/gemini-test:generateContent"
+    body = _gemini_body(snake)
+    system_key = "system_instruction" if snake else "systemInstruction"
+    with httpx.Client(base_url=emu.url, timeout=5, headers={"x-goog-api-key": KEY}) as http:
+
+        def post(request: dict[str, Any]) -> dict[str, Any]:
+            r = http.post(path, json=request)
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+
+        full = post(body)
+        no_system = post({k: v for k, v in body.items() if k != system_key})
+        cut = post(_gemini_body(snake, max_tokens=3))
+    candidate = full["candidates"][0]
+    assert candidate["finishReason"] == "STOP"
+    data = json.loads(candidate["content"]["parts"][0]["text"])  # the schema was read: JSON
+    fields = parse_output(data, EMAIL_ENTITIES, GEMINI)
+    assert {k: v.value for k, v in fields.items()} == LABELS
+    # the system instruction was read: it counts in the prompt tokens
+    assert full["usageMetadata"]["promptTokenCount"] > no_system["usageMetadata"]["promptTokenCount"]
+    # the output limit was read
+    assert cut["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert cut["usageMetadata"]["candidatesTokenCount"] == 3
 
 
 # --------------------------------------------------------------------------- faults

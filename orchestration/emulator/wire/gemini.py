@@ -31,6 +31,13 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
 }
 
 
+def _field(obj: dict[str, Any], camel: str) -> Any:
+    """``obj[camel]``, else the same field under its snake_case (proto) name; None when neither."""
+    value = obj.get(camel)
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return value if value is not None else obj.get(snake)
+
+
 class GeminiWire:
     """The Gemini API wire format; structured output via responseMimeType + a JSON schema."""
 
@@ -41,7 +48,11 @@ class GeminiWire:
         return request.headers.get("x-goog-api-key") or request.query_params.get("key")
 
     def parse(self, body: Any, path_params: dict[str, str]) -> Call:
-        """contents + systemInstruction, generationConfig (schema, temperature, max tokens)."""
+        """contents + systemInstruction, generationConfig (schema, temperature, max tokens).
+
+        Like the real API (protobuf JSON), every field is read in lowerCamelCase or snake_case:
+        ``generation_config.response_json_schema`` is ``generationConfig.responseJsonSchema``.
+        """
         if not isinstance(body, dict):
             raise WireError("request body must be a JSON object")
         contents = body.get("contents")
@@ -54,18 +65,18 @@ class GeminiWire:
             for c in contents
             if isinstance(c, dict) and c.get("role", "user") == "user"
         ]
-        sys_inst = body.get("systemInstruction") or body.get("system_instruction") or {}
+        sys_inst = _field(body, "systemInstruction") or {}
         system = text_of(sys_inst.get("parts")) if isinstance(sys_inst, dict) else text_of(sys_inst)
-        config = body.get("generationConfig") or {}
+        config = _field(body, "generationConfig") or {}
         if not isinstance(config, dict):
             raise WireError("generationConfig must be an object")
-        schema = config.get("responseJsonSchema") or config.get("responseSchema")
+        schema = _field(config, "responseJsonSchema") or _field(config, "responseSchema")
         if schema is not None and not isinstance(schema, dict):
             raise WireError("responseJsonSchema must be an object")
         return Call(
             model=path_params.get("model", "gemini"), system=system, user="\n\n".join(user),
-            schema=schema, temperature=opt_float(config.get("temperature"), "temperature"),
-            max_tokens=opt_int(config.get("maxOutputTokens"), "maxOutputTokens"),
+            schema=schema, temperature=opt_float(_field(config, "temperature"), "temperature"),
+            max_tokens=opt_int(_field(config, "maxOutputTokens"), "maxOutputTokens"),
         )  # fmt: skip
 
     def success(self, call: Call, reply: Reply) -> dict[str, Any]:

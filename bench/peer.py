@@ -1,0 +1,733 @@
+"""Quorum vs LiteLLM's ``Router``, in one run against one emulator, on the same extraction request
+(forced tool use for Claude, a JSON schema for OpenAI and Gemini), with the same three deployments
+in the same fallback chain (``claude`` → ``openai`` → ``gemini``):
+
+1. failover latency with the primary down, with the first two down (double failover) and direct,
+   with all up: one request at a time, the two systems' requests interleaved in shuffled rounds;
+   median/p95 and Quorum/LiteLLM ratios;
+2. throughput at equal in-flight concurrency: N requests always outstanding, one Quorum worker
+   (threads pool) vs the Router's ``acompletion`` with N tasks in one process; jobs/s;
+3. loss when the process is SIGKILLed mid-flight: Quorum's worker (a new one started after the
+   visibility timeout) vs a child process running the Router; answered / sent.
+
+LiteLLM is an optional extra (``pip install -e ".[bench]"``); without it the section says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from celery import Celery
+
+from bench.harness import FAKE_KEYS, Bench, quiet_profile
+from bench.proc import tree_cpu
+from bench.report import Section, cli
+from bench.stats import fmt, median, p95, ratio, summary_ms, table
+from orchestration.config import ProviderConfig, ProviderKind
+from orchestration.data import load_emails
+from orchestration.prompts import EXTRACTION_SYSTEM, TOOL_NAME, extraction_prompt
+from orchestration.schemas import EMAIL_ENTITIES, output_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+PRIMARY, SECONDARY, TERTIARY = "claude", "openai", "gemini"
+CHAIN = [PRIMARY, SECONDARY, TERTIARY]  # the fallback order of part 1
+#: name -> (provider kind, also LiteLLM's provider prefix; model), as in the bench config
+DEPLOYMENTS: dict[str, tuple[ProviderKind, str]] = {
+    "claude": ("anthropic", "claude-sonnet-4-6"),
+    "openai": ("openai", "gpt-4.1-mini"),
+    "gemini": ("gemini", "gemini-2.5-flash"),
+}
+FIELDS = set(EMAIL_ENTITIES["properties"])
+MAX_TOKENS = 1024  # what Quorum's Anthropic adapter sends; LiteLLM sends it to all three
+
+FAILOVER_MS = 20.0  # part 1: fixed provider latency; the down primary answers 503 at once
+LOAD_MS, LOAD_SIGMA = 300.0, 0.25  # part 2
+KILL_MS, KILL_SIGMA = 1000.0, 0.4  # part 3
+VISIBILITY_S = 5  # part 3: redelivery delay of a dead worker's un-acked tasks
+IN_FLIGHT = 32  # part 2
+WORKER_CONCURRENCY = 64  # ≥ in-flight requests (the job's own extract/finish hops need threads too)
+POLL_S = 0.01
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
+SKIPPED_MD = (
+    "LiteLLM is not installed, so this comparison was skipped. Install the optional bench extra "
+    '(`pip install -e ".[bench]"`) and run `python -m bench.peer` again.'
+)
+
+
+# --------------------------------------------------------------------------- LiteLLM set-up
+
+
+def import_litellm() -> ModuleType:
+    """LiteLLM, quiet and offline: the bundled model map (no fetch), no telemetry, errors only.
+
+    Emulator compatibility: LiteLLM asks Claude models whose map entry says
+    ``supports_native_structured_output`` for Anthropic's native ``output_format``, which the
+    emulator does not speak (it answers free text). The override below makes LiteLLM send the
+    forced tool call instead: the request Quorum's Anthropic adapter sends.
+    """
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    os.environ["LITELLM_LOG"] = "ERROR"
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    for name in LITELLM_LOGGERS:  # the Router logs every fallback it takes at ERROR
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    _, model = DEPLOYMENTS["claude"]
+    flags = {"supports_native_structured_output": False, "litellm_provider": "anthropic", "mode": "chat"}
+    litellm.register_model({model: flags})
+    return litellm
+
+
+def router_config(emulator_url: str) -> dict[str, Any]:
+    """``Router`` keyword arguments: the three deployments at the emulator, one try each, each
+    falling back to the others in the order Quorum gets for that primary (:func:`_order`), no
+    cooldowns (like Quorum's breaker held closed here: a down provider is called).
+
+    Each ``api_base`` is the URL Quorum's adapters use (:meth:`ProviderConfig.effective_base_url`),
+    plus ``/v1beta`` for Gemini: Google's SDK adds the API version itself, LiteLLM builds
+    ``{api_base}/models/{model}:generateContent`` without one."""
+    model_list = []
+    for name, (kind, model) in DEPLOYMENTS.items():
+        config = ProviderConfig(kind=kind, model=model)
+        base = config.effective_base_url(name, emulator_url)
+        params = {
+            "model": f"{kind}/{model}",
+            "api_base": f"{base}/v1beta" if kind == "gemini" else base,
+            "api_key": FAKE_KEYS[str(config.key_env())],
+            "max_retries": 0,
+            "timeout": 10.0,
+        }
+        model_list.append({"model_name": name, "litellm_params": params})
+    return {
+        "model_list": model_list,
+        "fallbacks": [{order[0]: order[1:]} for order in map(_order, range(len(CHAIN)))],
+        "num_retries": 0,
+        "disable_cooldowns": True,
+        "timeout": 10.0,
+    }
+
+
+def litellm_request(text: str) -> dict[str, Any]:
+    """The extraction request Quorum sends, in OpenAI form: LiteLLM turns the JSON schema into a
+    forced tool for Anthropic, passes it as ``response_format`` to OpenAI and as
+    ``generationConfig.response_json_schema`` to Gemini."""
+    fmt_ = {
+        "type": "json_schema",
+        "json_schema": {"name": TOOL_NAME, "schema": output_schema(EMAIL_ENTITIES), "strict": True},
+    }
+    messages = [
+        {"role": "system", "content": EXTRACTION_SYSTEM},
+        {"role": "user", "content": extraction_prompt(text, EMAIL_ENTITIES)},
+    ]
+    return {"messages": messages, "response_format": fmt_, "max_tokens": MAX_TOKENS}
+
+
+def litellm_answerer(response: Any) -> str | None:
+    """Which deployment answered with a complete extraction (None: no usable answer)."""
+    try:
+        data = json.loads(response.choices[0].message.content)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if not isinstance(data, dict) or set(data) != FIELDS:
+        return None
+    model = str(getattr(response, "model", ""))
+    return next((n for n, d in DEPLOYMENTS.items() if d[1] in model), None)
+
+
+def quorum_answerer(result: Any) -> str | None:
+    """Which provider answered a Quorum job (None: failed or unexpected)."""
+    if not isinstance(result, dict):
+        return None
+    return result.get("chosen") if result.get("chosen") in CHAIN else None
+
+
+def _order(i: int) -> list[str]:
+    """The chain rotated by ``i``: claude → openai → gemini, openai → gemini → claude, ... (the
+    load parts rotate the primary per request, so every SDK path is exercised)."""
+    k = i % len(CHAIN)
+    return CHAIN[k:] + CHAIN[:k]
+
+
+# --------------------------------------------------------------------------- 1. failover latency
+
+#: case -> (providers down, the provider expected to answer)
+DOWN: dict[str, tuple[list[str], str]] = {
+    "direct": ([], PRIMARY),
+    "failover": ([PRIMARY], SECONDARY),
+    "double": ([PRIMARY, SECONDARY], TERTIARY),
+}
+CASES = [(system, case) for system in ("quorum", "litellm") for case in DOWN]
+
+
+def _failover(b: Bench, router: Any, emails: list[str], rounds: int, warm: int, seed: int) -> dict[str, Any]:
+    """``rounds`` shuffled rounds of the six cases; the providers are taken down (or up) untimed
+    before each request. Only requests answered by the expected provider count."""
+    for p in CHAIN:
+        b.emulator.configure(p, latency_median_ms=FAILOVER_MS, latency_sigma=0.0)
+    rng = random.Random(seed)
+    lat: dict[tuple[str, str], list[float]] = {c: [] for c in CASES}
+    anomalies = {f"{s}/{c}": 0 for s, c in CASES}
+    downs_before = {p: b.emulator.errors(p).get("down", 0) for p in CHAIN}
+    sent = dict.fromkeys(DOWN, 0)
+    for r in range(warm + rounds):
+        cases = list(CASES)
+        rng.shuffle(cases)
+        text = emails[r % len(emails)]
+        for system, case in cases:
+            down, expected = DOWN[case]
+            for p in CHAIN:
+                b.emulator.set_down(p, p in down)
+            sent[case] += 1
+            if system == "quorum":
+                seconds, result = b.timed(text=text, strategy="failover", providers=CHAIN, use_cache=False)
+                who = quorum_answerer(result)
+            else:
+                start = time.perf_counter()
+                try:
+                    who = litellm_answerer(router.completion(model=PRIMARY, **litellm_request(text)))
+                except Exception:  # counted as an anomaly, never fatal
+                    who = None
+                seconds = time.perf_counter() - start
+            if r < warm:
+                continue
+            if who == expected:
+                lat[(system, case)].append(seconds)
+            else:
+                anomalies[f"{system}/{case}"] += 1
+    for p in CHAIN:
+        b.emulator.set_down(p, False)
+    downs = {p: b.emulator.errors(p).get("down", 0) - downs_before[p] for p in CHAIN}
+    out: dict[str, Any] = {
+        "latency_ms": FAILOVER_MS,
+        "rounds": rounds,
+        "anomalies": anomalies,
+        # each request should call each down provider once: 1.00 when nothing is retried or skipped
+        "primary_calls_per_failover": downs[PRIMARY] / max(sent["failover"] + sent["double"], 1),
+        "secondary_calls_per_double": downs[SECONDARY] / max(sent["double"], 1),
+    }
+    for system in ("quorum", "litellm"):
+        d, f, f2 = (lat[(system, c)] for c in DOWN)
+        out[system] = {
+            "direct": summary_ms(d),
+            "failover": summary_ms(f),
+            "double": summary_ms(f2),
+            "cost_median_ms": (median(f) - median(d)) * 1000,
+            "cost_p95_ms": (p95(f) - p95(d)) * 1000,
+            "double_cost_median_ms": (median(f2) - median(d)) * 1000,
+        }
+    q, li = out["quorum"], out["litellm"]
+    out["ratio"] = {
+        "direct_median": ratio(q["direct"]["median_ms"], li["direct"]["median_ms"]),
+        "direct_p95": ratio(q["direct"]["p95_ms"], li["direct"]["p95_ms"]),
+        "failover_median": ratio(q["failover"]["median_ms"], li["failover"]["median_ms"]),
+        "failover_p95": ratio(q["failover"]["p95_ms"], li["failover"]["p95_ms"]),
+        "double_median": ratio(q["double"]["median_ms"], li["double"]["median_ms"]),
+        "cost_median": ratio(q["cost_median_ms"], li["cost_median_ms"]),
+    }
+    out["samples_ms"] = {s: [x * 1000 for x in lat[(s, "failover")]] for s in ("quorum", "litellm")}
+    out["direct_samples_ms"] = {s: [x * 1000 for x in lat[(s, "direct")]] for s in ("quorum", "litellm")}
+    out["double_samples_ms"] = {s: [x * 1000 for x in lat[(s, "double")]] for s in ("quorum", "litellm")}
+    return out
+
+
+# --------------------------------------------------------------------------- 2. throughput
+
+
+def _producer(b: Bench) -> Celery:
+    """A producer without a result backend: sending does not subscribe to every job's result."""
+    producer = Celery("bench-peer-producer", broker=b.redis_url)
+    producer.conf.update(task_default_queue="quorum", task_serializer="json", accept_content=["json"])
+    return producer
+
+
+def _states(b: Bench, ids: list[str]) -> list[dict[str, Any] | None]:
+    """The stored result of each job (None while it has none)."""
+    keys = [b.app.backend.get_key_for_task(i) for i in ids]
+    return [json.loads(v) if v is not None else None for v in (b.redis.mget(keys) if keys else [])]
+
+
+def _send(producer: Celery, text: str, order: list[str]) -> str:
+    kwargs = {"text": text, "strategy": "failover", "providers": order, "use_cache": False}
+    return str(producer.send_task("quorum.extract", kwargs=kwargs).id)
+
+
+def _quorum_load(
+    b: Bench, producer: Celery, emails: list[str], n: int, warm_s: float, window_s: float
+) -> dict[str, Any]:
+    """A closed loop keeping ``n`` jobs outstanding; completions counted over ``window_s`` after
+    ``warm_s``; then drain (sending no more)."""
+    outstanding: dict[str, float] = {}
+    done: list[tuple[float, float]] = []  # (finished at, latency s)
+    failed = sent = 0
+    pid = b.worker_pids()[0]
+    t0 = time.monotonic()
+    w0, w1 = t0 + warm_s, t0 + warm_s + window_s
+    cpu0: float | None = None
+    cpu1: float | None = None
+    while True:
+        now = time.monotonic()
+        if now < w1:
+            while len(outstanding) < n:
+                outstanding[_send(producer, emails[sent % len(emails)], _order(sent))] = time.monotonic()
+                sent += 1
+        elif not outstanding or now > w1 + 15:
+            break
+        if cpu0 is None and now >= w0:
+            cpu0 = tree_cpu(pid)
+        if cpu1 is None and now >= w1:
+            cpu1 = tree_cpu(pid)
+        ids = list(outstanding)
+        now = time.monotonic()
+        for job, state in zip(ids, _states(b, ids), strict=True):
+            if state is not None and state.get("status") in ("SUCCESS", "FAILURE"):
+                started = outstanding.pop(job)
+                if state["status"] == "SUCCESS":
+                    done.append((now, now - started))
+                else:
+                    failed += 1
+        time.sleep(POLL_S)
+    in_window = [lat for at, lat in done if w0 <= at < w1]
+    return {
+        "jobs_s": len(in_window) / window_s,
+        "completed_in_window": len(in_window),
+        "failed": failed,
+        "unfinished": len(outstanding),
+        "cpu_s_per_s": ((cpu1 or 0.0) - (cpu0 or 0.0)) / window_s,
+        "latency": summary_ms(in_window),
+        "samples_ms": [x * 1000 for x in in_window],
+    }
+
+
+async def _litellm_load(
+    router: Any, emails: list[str], n: int, warm_s: float, window_s: float
+) -> dict[str, Any]:
+    """``n`` tasks, each sending its next request as soon as the last one returns."""
+    done: list[tuple[float, float]] = []
+    bad = [0]
+    t0 = time.monotonic()
+    w0, w1 = t0 + warm_s, t0 + warm_s + window_s
+    cpu: dict[str, float] = {}
+
+    async def client(k: int) -> None:
+        i = k
+        while time.monotonic() < w1:
+            start = time.monotonic()
+            order = _order(i)
+            try:
+                response = await router.acompletion(
+                    model=order[0], **litellm_request(emails[i % len(emails)])
+                )
+                ok = litellm_answerer(response) is not None
+            except Exception:
+                ok = False
+            now = time.monotonic()
+            if ok:
+                done.append((now, now - start))
+            else:
+                bad[0] += 1
+            i += n
+
+    async def clock() -> None:
+        await asyncio.sleep(max(0.0, w0 - time.monotonic()))
+        cpu["w0"] = time.process_time()
+        await asyncio.sleep(max(0.0, w1 - time.monotonic()))
+        cpu["w1"] = time.process_time()
+
+    await asyncio.gather(clock(), *(client(k) for k in range(n)))
+    in_window = [lat for at, lat in done if w0 <= at < w1]
+    return {
+        "jobs_s": len(in_window) / window_s,
+        "completed_in_window": len(in_window),
+        "failed": bad[0],
+        "unfinished": 0,
+        "cpu_s_per_s": (cpu["w1"] - cpu["w0"]) / window_s,
+        "latency": summary_ms(in_window),
+        "samples_ms": [x * 1000 for x in in_window],
+    }
+
+
+def _throughput(
+    b: Bench,
+    router: Any,
+    loop: asyncio.AbstractEventLoop,
+    emails: list[str],
+    n: int,
+    warm_s: float,
+    window_s: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """``rounds`` of each system in alternating order (Q L, L Q, ...)."""
+    for p in CHAIN:
+        b.emulator.configure(p, latency_median_ms=LOAD_MS, latency_sigma=LOAD_SIGMA)
+    producer = _producer(b)
+    runs: dict[str, list[dict[str, Any]]] = {"quorum": [], "litellm": []}
+    try:
+        for r in range(rounds):
+            for system in ("quorum", "litellm") if r % 2 == 0 else ("litellm", "quorum"):  # ABBA
+                if system == "quorum":
+                    runs[system].append(_quorum_load(b, producer, emails, n, warm_s, window_s))
+                else:
+                    runs[system].append(
+                        loop.run_until_complete(_litellm_load(router, emails, n, warm_s, window_s))
+                    )
+    finally:
+        producer.close()
+    out: dict[str, Any] = {
+        "in_flight": n,
+        "latency_ms": LOAD_MS,
+        "sigma": LOAD_SIGMA,
+        "warm_s": warm_s,
+        "window_s": window_s,
+        "rounds": rounds,
+        "ideal_jobs_s": n / (LOAD_MS / 1000),
+    }
+    for system, rs in runs.items():
+        out[system] = {
+            "jobs_s": median([x["jobs_s"] for x in rs]),
+            "cpu_s_per_s": median([x["cpu_s_per_s"] for x in rs]),
+            "failed": sum(x["failed"] for x in rs),
+            "unfinished": sum(x["unfinished"] for x in rs),
+            "latency": summary_ms([s / 1000 for x in rs for s in x["samples_ms"]]),
+            "runs": [{k: v for k, v in x.items() if k != "samples_ms"} for x in rs],
+        }
+    out["ratio"] = ratio(out["quorum"]["jobs_s"], out["litellm"]["jobs_s"])
+    out["samples_ms"] = {s: [v for x in rs for v in x["samples_ms"]] for s, rs in runs.items()}
+    return out
+
+
+# --------------------------------------------------------------------------- 3. SIGKILL mid-flight
+
+
+def _quorum_kill(
+    b: Bench, emails: list[str], m: int, kill_after: float, wait_s: float, meanwhile: Callable[[], int]
+) -> dict[str, Any]:
+    """Send ``m`` jobs, SIGKILL the worker ``kill_after`` s later, start a new worker once the
+    visibility timeout has passed (it restores the dead worker's un-acked tasks at start-up: kombu's
+    periodic sweep runs only every ~100 s), count the jobs that end with an answer.
+
+    ``meanwhile`` runs while no worker exists (the LiteLLM side, so the wait is not idle time) and
+    returns the provider calls it made, which are not Quorum's."""
+    producer = _producer(b)
+    calls0 = sum(b.emulator.requests(p) for p in CHAIN)
+    try:
+        ids = [_send(producer, emails[i % len(emails)], _order(i)) for i in range(m)]
+    finally:
+        producer.close()
+    time.sleep(kill_after)
+    in_flight = sum(s["in_flight"] for p, s in b.emulator.stats().items() if p in CHAIN)
+    b.stop_workers(signal.SIGKILL)
+    killed_at = time.monotonic()
+    before = sum(1 for s in _states(b, ids) if s is not None and s.get("status") == "SUCCESS")
+    others = meanwhile()
+    time.sleep(max(0.0, killed_at + VISIBILITY_S + 0.5 - time.monotonic()))
+    b.start_workers(1, "threads", 32)
+    restarted_s = time.monotonic() - killed_at
+    until = time.monotonic() + wait_s
+    states: list[dict[str, Any] | None] = []
+    while time.monotonic() < until:
+        states = _states(b, ids)
+        if all(s is not None and s.get("status") in ("SUCCESS", "FAILURE") for s in states):
+            break
+        time.sleep(0.1)
+    answered = sum(1 for s in states if s is not None and s.get("status") == "SUCCESS")
+    failed = sum(1 for s in states if s is not None and s.get("status") == "FAILURE")
+    calls = sum(b.emulator.requests(p) for p in CHAIN) - calls0 - others
+    return {
+        "sent": m,
+        "answered": answered,
+        "answered_before_kill": before,
+        "failed": failed,
+        "unanswered": m - answered - failed,
+        "provider_calls_in_flight_at_kill": in_flight,
+        "provider_calls": calls,
+        "new_worker_after_s": restarted_s,
+        "all_done_after_kill_s": time.monotonic() - killed_at,
+    }
+
+
+CHILD = "import bench.peer as p; p.child_main()"
+
+
+def child_main() -> None:
+    """The LiteLLM side of part 3, run in a child process: stdin gives the emulator URL, the
+    emails and ``m``; one warm-up request per deployment, then ``m`` requests at once, one
+    ``ANSWER`` line per usable answer as it arrives."""
+    spec = json.loads(sys.stdin.readline())
+    litellm = import_litellm()
+    router = litellm.Router(**router_config(spec["url"]))
+    emails: list[str] = spec["emails"]
+
+    async def one(i: int) -> None:
+        try:
+            response = await router.acompletion(
+                model=_order(i)[0], **litellm_request(emails[i % len(emails)])
+            )
+            ok = litellm_answerer(response) is not None
+        except Exception:
+            ok = False
+        print(f"{'ANSWER' if ok else 'FAILED'} {i}", flush=True)
+
+    async def main() -> None:
+        await asyncio.gather(*(router.acompletion(model=p, **litellm_request(emails[0])) for p in CHAIN))
+        print("READY", flush=True)
+        tasks = [asyncio.ensure_future(one(i)) for i in range(spec["m"])]
+        await asyncio.sleep(0)  # every request started
+        print("SENT", flush=True)
+        await asyncio.gather(*tasks)
+        print("DONE", flush=True)
+
+    asyncio.run(main())
+
+
+def _litellm_kill(b: Bench, emails: list[str], m: int, kill_after: float) -> dict[str, Any]:
+    """A child process with the Router and ``m`` requests in flight, SIGKILLed ``kill_after`` s
+    after it sent them: the answers it printed before dying are all that is delivered."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    errors = b.workdir / "litellm-child.log"
+    with errors.open("wb") as err:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+            text=True,
+        )
+    lines: list[tuple[float, str]] = []
+    sent, finished = threading.Event(), threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.monotonic(), line.strip()))
+            if line.startswith("SENT"):
+                sent.set()
+        finished.set()
+
+    reader = threading.Thread(target=read, daemon=True, name="bench-peer-child")
+    reader.start()
+    calls0 = sum(b.emulator.requests(p) for p in CHAIN)
+    killed = False
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"url": b.emulator.url, "emails": emails, "m": m}) + "\n")
+        proc.stdin.flush()
+        if not sent.wait(60):
+            tail = errors.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the LiteLLM child did not send its requests:\n{tail}")
+        warm_calls = sum(b.emulator.requests(p) for p in CHAIN) - calls0
+        time.sleep(kill_after)
+        in_flight = sum(s["in_flight"] for p, s in b.emulator.stats().items() if p in CHAIN)
+        killed = proc.poll() is None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        finished.wait(5)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    answered = sum(1 for _, line in lines if line.startswith("ANSWER"))
+    failed = sum(1 for _, line in lines if line.startswith("FAILED"))
+    calls = sum(b.emulator.requests(p) for p in CHAIN) - calls0 - warm_calls
+    return {
+        "sent": m,
+        "answered": answered,
+        "failed": failed,
+        "unanswered": m - answered - failed,
+        "provider_calls_in_flight_at_kill": in_flight,
+        "provider_calls": calls,
+        "warm_up_calls": warm_calls,
+        "killed_mid_flight": killed and not any(line == "DONE" for _, line in lines),
+    }
+
+
+def _kill(b: Bench, emails: list[str], m: int, kill_after: float) -> dict[str, Any]:
+    for p in CHAIN:
+        b.emulator.configure(p, latency_median_ms=KILL_MS, latency_sigma=KILL_SIGMA)
+    out: dict[str, Any] = {
+        "latency_ms": KILL_MS,
+        "sigma": KILL_SIGMA,
+        "kill_after_s": kill_after,
+        "visibility_timeout_s": VISIBILITY_S,
+    }
+
+    def litellm_side() -> int:
+        out["litellm"] = _litellm_kill(b, emails, m, kill_after)
+        return int(out["litellm"]["provider_calls"] + out["litellm"]["warm_up_calls"])
+
+    out["quorum"] = _quorum_kill(b, emails, m, kill_after, wait_s=30.0, meanwhile=litellm_side)
+    return out
+
+
+# --------------------------------------------------------------------------- run and report
+
+
+def run(full: bool = False) -> Section:
+    """All three parts against one Valkey, one emulator and one Quorum worker (replaced in part 3)."""
+    try:
+        litellm = import_litellm()
+    except ImportError:
+        return Section("peer", "Peer: Quorum vs LiteLLM Router (skipped)", SKIPPED_MD, {"skipped": True})
+    rounds, (load_rounds, warm, window), m = (150, (4, 2.0, 10.0), 200) if full else (20, (2, 1.5, 3.0), 40)
+    emails = [e.text for e in load_emails()[:20]]
+    with Bench(
+        workers=1,
+        pool="threads",
+        concurrency=WORKER_CONCURRENCY,
+        profile=quiet_profile(FAILOVER_MS, seed=11),
+        consecutive_failures=1_000_000,
+        min_calls=1_000_000,
+        visibility_timeout_s=VISIBILITY_S,
+    ) as b:
+        router = litellm.Router(**router_config(b.emulator.url))
+        failover = _failover(b, router, emails, rounds, warm=3, seed=3)
+        loop = asyncio.new_event_loop()
+        try:
+            throughput = _throughput(b, router, loop, emails, IN_FLIGHT, warm, window, load_rounds)
+        finally:
+            loop.close()
+        kill = _kill(b, emails, m, kill_after=KILL_MS / 1000)
+    version = _version("litellm")
+    return _section(failover, throughput, kill, version, full)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _x(value: float) -> str:
+    return fmt(value, 2)
+
+
+FO_HEADS = ["system", "n", "direct median ms", "direct p95 ms", "failover median ms", "failover p95 ms",
+            "failover cost median ms", "failover cost p95 ms", "double failover median ms",
+            "double failover p95 ms"]  # fmt: skip
+LOAD_HEADS = ["system", "jobs/s (per round)", "latency median ms", "latency p95 ms", "CPU cores used",
+              "CPU ms/job", "failed/unfinished"]  # fmt: skip
+KILL_HEADS = ["system", "answered / sent", "answered before the kill", "provider calls in flight at the kill",
+              "provider calls", "failed", "never answered"]  # fmt: skip
+NAMES = {"quorum": "Quorum", "litellm": "LiteLLM Router"}
+
+
+def _fo_row(name: str, s: dict[str, Any]) -> list[Any]:
+    d, f, f2 = s["direct"], s["failover"], s["double"]
+    return [name, d["n"], d["median_ms"], d["p95_ms"], f["median_ms"], f["p95_ms"], s["cost_median_ms"],
+            s["cost_p95_ms"], f2["median_ms"], f2["p95_ms"]]  # fmt: skip
+
+
+def _load_row(name: str, s: dict[str, Any]) -> list[Any]:
+    rounds = ", ".join(fmt(r["jobs_s"]) for r in s["runs"])
+    cpu_ms = 1000 * s["cpu_s_per_s"] / s["jobs_s"] if s["jobs_s"] else float("nan")
+    return [f"{name}", f"{fmt(s['jobs_s'])} ({rounds})", s["latency"]["median_ms"], s["latency"]["p95_ms"],
+            fmt(s["cpu_s_per_s"], 2), cpu_ms, f"{s['failed']}/{s['unfinished']}"]  # fmt: skip
+
+
+def _kill_row(name: str, s: dict[str, Any], before: int) -> list[Any]:
+    return [name, f"{s['answered']} / {s['sent']}", before, s["provider_calls_in_flight_at_kill"],
+            s["provider_calls"], s["failed"], s["unanswered"]]  # fmt: skip
+
+
+def _section(failover: dict[str, Any], load: dict[str, Any], kill: dict[str, Any], version: str,
+             full: bool) -> Section:  # fmt: skip
+    r = failover["ratio"]
+    fo_md = table(FO_HEADS, [
+        _fo_row(NAMES["quorum"], failover["quorum"]), _fo_row(NAMES["litellm"], failover["litellm"]),
+        ["ratio Quorum/LiteLLM", "", _x(r["direct_median"]), _x(r["direct_p95"]), _x(r["failover_median"]),
+         _x(r["failover_p95"]), _x(r["cost_median"]), "", _x(r["double_median"]), ""],
+    ])  # fmt: skip
+    bad = {k: v for k, v in failover["anomalies"].items() if v}
+    load_md = table(LOAD_HEADS, [_load_row("Quorum (1 worker, threads)", load["quorum"]),
+                                 _load_row("LiteLLM Router (asyncio)", load["litellm"])])  # fmt: skip
+    kq, kl = kill["quorum"], kill["litellm"]
+    kill_md = table(KILL_HEADS, [_kill_row(NAMES["quorum"], kq, kq["answered_before_kill"]),
+                                 _kill_row(NAMES["litellm"], kl, kl["answered"])])  # fmt: skip
+    md = (
+        f"LiteLLM {version}, `Router` with the same three deployments and fallback chain as Quorum's "
+        "job: `claude` (claude-sonnet-4-6, Anthropic Messages) falling back to `openai` "
+        "(gpt-4.1-mini, Chat Completions), then to `gemini` (gemini-2.5-flash, generateContent), "
+        "`num_retries=0` (one try, then the next fallback), cooldowns off (Quorum's breaker is held "
+        "closed too: a down provider is really called each time). Both send the same extraction "
+        "request (Quorum's system prompt and user message; a forced tool call to Claude, a "
+        "`response_format` JSON schema to OpenAI, a `responseJsonSchema` to Gemini) to the same "
+        "emulator in the same run. "
+        "Quorum's figure is a whole job (producer → Redis → worker → provider → result → producer, "
+        "output validated against the schema); LiteLLM's is an in-process call.\n\n"
+        f"**1. Failover latency.** Providers at a fixed {FAILOVER_MS:.0f} ms; a down provider answers "
+        f"503 at once. One request at a time, {failover['rounds']} shuffled rounds of the six cases "
+        "(system × direct / failover / double failover; the providers are switched untimed before "
+        "each request). Direct: all up, answered by claude; failover: claude down, answered by "
+        "openai; double failover: claude and openai down, answered by gemini. Failover cost = "
+        "failover − direct, same quantile.\n\n"
+        f"{fo_md}\n\n"
+        f"Calls to the down claude per (double) failover request: "
+        f"{failover['primary_calls_per_failover']:.2f}; to the down openai per double failover: "
+        f"{failover['secondary_calls_per_double']:.2f}. "
+        f"Requests with an unexpected outcome (excluded): {bad or 'none'}.\n\n"
+        f"**2. Throughput at {load['in_flight']} requests in flight.** Providers at {LOAD_MS:.0f} ms "
+        f"(log-normal sigma {LOAD_SIGMA}); requests rotate the primary (claude-, openai-, gemini-first "
+        f"in turn), all providers up. Quorum: one worker, threads pool, concurrency "
+        f"{WORKER_CONCURRENCY}, a closed loop in the producer; LiteLLM: `acompletion` from "
+        f"{load['in_flight']} asyncio tasks in one "
+        f"process. Counted over {load['window_s']:g} s after {load['warm_s']:g} s of warm-up "
+        f"({load['rounds']} rounds each in ABBA order; median, rounds in brackets). Ideal = in-flight / "
+        f"latency = "
+        f"{load['ideal_jobs_s']:.0f}/s. CPU: Quorum's worker process (not Valkey); LiteLLM's process.\n\n"
+        f"{load_md}\n\n"
+        f"Throughput ratio Quorum/LiteLLM: **×{_x(load['ratio'])}**. A Quorum job here is three Celery "
+        "tasks through Redis (extract, call, finish) with task events, results in Redis and the answer "
+        "validated; a LiteLLM request is one coroutine. Latency under load includes queueing: at a "
+        "fixed number in flight, latency ≈ in-flight / jobs/s.\n\n"
+        f"**3. SIGKILL mid-flight.** {kq['sent']} requests at once, providers at {KILL_MS:.0f} ms "
+        f"(sigma {KILL_SIGMA}), the process SIGKILLed {kill['kill_after_s']:g} s after sending. "
+        "LiteLLM: the Router runs in a child process; its in-flight requests die with it (nothing "
+        "persists them; a caller would have to resend). Quorum: the worker's process group is killed "
+        "(the LiteLLM side runs while Quorum has no worker, waiting out the visibility timeout); "
+        f"a new worker starts {kq['new_worker_after_s']:.1f} s later (visibility timeout set to "
+        f"{VISIBILITY_S} s for this run; default 900 s) and restores the un-acked tasks at start-up "
+        f"(all done {kq['all_done_after_kill_s']:.1f} s after the kill).\n\n"
+        f"{kill_md}\n\n"
+        "Emulator compatibility: LiteLLM sends Claude models that its model map marks "
+        "`supports_native_structured_output` Anthropic's native `output_format`, which the emulator "
+        "does not implement (it answered free text), so the bench registers claude-sonnet-4-6 without "
+        "that flag and LiteLLM sends a forced tool call (`json_tool_call`), as Quorum does. LiteLLM "
+        "writes Gemini's `generationConfig` members in snake_case (`response_json_schema`, "
+        "`max_output_tokens`), which the emulator reads like the real API (both spellings), and "
+        "builds `{api_base}/models/...` without an API version, so its Gemini `api_base` ends in "
+        "`/v1beta` (Google's SDK, used by Quorum, adds it itself; same emulator route)."
+    )
+    data = {"litellm_version": version, "failover": failover, "throughput": load, "kill": kill, "full": full}
+    return Section("peer", "Peer: Quorum vs LiteLLM Router", md, data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    cli(run, argv)
+
+
+if __name__ == "__main__":
+    main()
