@@ -92,10 +92,10 @@ def _read(self: kombu_redis.Channel, **options: Any) -> bool:
         except self.connection_errors:
             self.client.connection.disconnect()  # reconnect on the next round
             raise
-        with self.conn_or_acquire() as client:
-            reply = _receive_script(client)(
-                keys=[*keys, self.unacked_index_key, self.unacked_key], args=[], client=client
-            )
+        client = _client(self)
+        reply = _receive_script(client)(
+            keys=[*keys, self.unacked_index_key, self.unacked_key], args=[], client=client
+        )
         if not reply:
             raise Empty()
         key, item, recorded = (kombu_redis.bytes_to_str(v) for v in reply)
@@ -121,6 +121,14 @@ def _append(self: kombu_redis.QoS, message: Any, delivery_tag: str) -> None:
         virtual.QoS.append(self, message, delivery_tag)  # in memory only: Redis has it
         return
     _original_append(self, message, delivery_tag)
+
+
+def _client(channel: kombu_redis.Channel) -> Any:
+    """The channel's client for the receive script (one per channel, not one per message)."""
+    client = channel.__dict__.get("_quorum_receive_client")
+    if client is None:
+        client = channel.__dict__["_quorum_receive_client"] = channel._create_client()
+    return client
 
 
 def _recorded(channel: kombu_redis.Channel) -> set[str]:

@@ -29,7 +29,7 @@ from orchestration.state.accuracy import read_weights
 from orchestration.state.accuracy import record as record_accuracy
 from orchestration.state.jobs import add_answer, claim_publication, published_by
 from orchestration.strategies.consensus import accuracy_updates, responses_from_attempts
-from orchestration.strategies.extraction import chord_labels, early_answer_ready, merge_answer
+from orchestration.strategies.extraction import chord_labels, early_answer_ready, early_pending, merge_answer
 from orchestration.strategies.failover import Fail, Send, next_step, skipped_attempt
 from workers.app import app
 from workers.canvas import MODE_CHORD, MODE_FAILOVER, consensus_chord, failover_attempt
@@ -126,6 +126,8 @@ def _maybe_publish_early(rt: Runtime, job: JobSpec, attempt: Attempt, skipped: l
     """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it."""
     try:
         so_far = add_answer(rt.redis, rt.prefix, job.job_id, attempt)
+        if not early_pending(job, so_far):
+            return  # too few answers yet, or all in: no weights to read
         accuracy, priors = _weights(rt, job)
         if not early_answer_ready(job, so_far, accuracy=accuracy, priors=priors):
             return

@@ -54,21 +54,29 @@ def merge_answer(
     return fields, None
 
 
+def early_pending(spec: JobSpec, attempts: Sequence[Attempt]) -> list[str]:
+    """The providers still outstanding when an early answer is worth checking for (enough
+    answers in, some still out), else none: a cheap test before reading any weights."""
+    if spec.strategy != "consensus" or not spec.early_quorum:
+        return []
+    if sum(1 for a in attempts if a.ok) < spec.min_responses:
+        return []
+    answered = {a.label for a in attempts}
+    labels = chord_labels(spec.candidates)
+    # Nothing pending means everything is in: the chord body answers.
+    return [c.provider for c, label in zip(spec.candidates, labels, strict=True) if label not in answered]
+
+
 def early_answer_ready(
     spec: JobSpec, attempts: Sequence[Attempt], *, accuracy: Accuracy, priors: Mapping[str, float]
 ) -> bool:
     """True when the consensus answers already in cannot be overturned by the outstanding ones."""
-    if spec.strategy != "consensus" or not spec.early_quorum:
+    pending = early_pending(spec, attempts)
+    if not pending:
         return False
     labels = chord_labels(spec.candidates)
     ok = [a for a in attempts if a.ok]
-    if len(ok) < spec.min_responses:
-        return False
-    answered = {a.label for a in attempts}
     failed = sum(1 for a in attempts if not a.ok)
-    pending = [c.provider for c, label in zip(spec.candidates, labels, strict=True) if label not in answered]
-    if not pending:
-        return False  # everything is in: the chord body answers
     return decided(
         responses_from_attempts(ok),
         len(labels) - failed,
