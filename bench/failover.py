@@ -159,7 +159,7 @@ def _section(
         f"mapping; the attempt's own `latency_ms`) takes median {sdk['median_ms']:.1f} ms "
         f"(p95 {sdk['p95_ms']:.1f}; by provider: {by_sdk}); the remaining "
         f"~{hop_closed - sdk['median_ms']:.1f} ms per hop is "
-        "orchestration: breaker and health scripts in Redis, the failed attempt's result, the inline "
+        "orchestration: breaker and health scripts in Redis, Celery's failure handling, the inline "
         "errback, the next hop's message and its pickup by a worker. For scale, a Celery no-op "
         f"round trip on this machine is {median(noop) * 1000:.1f} ms."
     )
