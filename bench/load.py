@@ -9,7 +9,6 @@ of a measurement (instant providers until warm, then 500 ms providers counted ov
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -23,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 from bench.harness import THREE, Bench
-from bench.proc import PROC, descendants, machine_busy, tree_cpu
+from bench.proc import descendants, machine_busy, memory_of, tree_cpu
 from orchestration.data import load_emails
 
 LATENCY_MS, SIGMA = 500.0, 0.25
@@ -55,14 +54,6 @@ def counts(b: Bench) -> tuple[int, int]:
     """Provider requests and faults served so far, over every provider."""
     stats = b.emulator.stats().values()
     return sum(s["requests"] for s in stats), sum(sum(s["errors"].values()) for s in stats)
-
-
-def _kb(path: Path, key: str) -> int:
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1])
-    return 0
 
 
 class Sampler(threading.Thread):
@@ -106,8 +97,7 @@ class Sampler(threading.Thread):
             self._trees_at = now
         total_rss = total_pss = 0
         for root, tree in self._trees.items():
-            rss = sum(_kb(PROC / str(p) / "status", "VmRSS:") for p in tree) * 1024
-            pss = sum(_kb(PROC / str(p) / "smaps_rollup", "Pss:") for p in tree) * 1024
+            rss, pss = memory_of(tree)
             self.worker_rss[root] = max(self.worker_rss.get(root, 0), rss)
             self.worker_pss[root] = max(self.worker_pss.get(root, 0), pss)
             total_rss, total_pss = total_rss + rss, total_pss + pss

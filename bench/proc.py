@@ -44,12 +44,16 @@ def tree_memory(pid: int) -> tuple[int, int, int]:
     RSS counts pages shared between a prefork parent and its children once per process; PSS
     splits them, so it is the fairer total for a process tree.
     """
-    rss = pss = 0
     pids = descendants(pid)
-    for p in pids:
-        rss += _kb(PROC / str(p) / "status", "VmRSS:")
-        pss += _kb(PROC / str(p) / "smaps_rollup", "Pss:")
-    return rss * 1024, pss * 1024, len(pids)
+    rss, pss = memory_of(pids)
+    return rss, pss, len(pids)
+
+
+def memory_of(pids: list[int]) -> tuple[int, int]:
+    """``(rss_bytes, pss_bytes)`` summed over ``pids`` (a process that is gone counts 0)."""
+    rss = sum(_kb(PROC / str(p) / "status", "VmRSS:") for p in pids)
+    pss = sum(_kb(PROC / str(p) / "smaps_rollup", "Pss:") for p in pids)
+    return rss * 1024, pss * 1024
 
 
 def tree_cpu(pid: int) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Task, states
 from celery.exceptions import Ignore
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
 
 from orchestration.attempts import extraction
@@ -24,6 +24,7 @@ from orchestration.jobs import (
     single_answer,
 )
 from orchestration.models import Attempt
+from orchestration.providers.registry import preload
 from orchestration.state import cache
 from orchestration.state.accuracy import read_weights
 from orchestration.state.accuracy import record as record_accuracy
@@ -36,6 +37,13 @@ from workers.canvas import MODE_CHORD, MODE_FAILOVER, consensus_chord, failover_
 from workers.runtime import Runtime, runtime
 
 log: logging.Logger = get_task_logger("quorum.tasks")
+
+
+@worker_init.connect
+def _preload_sdks(**_: Any) -> None:
+    """Import the enabled providers' SDKs before the pool starts (prefork children inherit them)."""
+    settings = app.conf.quorum_settings
+    preload({settings.providers[name].kind for name in settings.enabled_providers()})
 
 
 @worker_ready.connect
