@@ -117,13 +117,15 @@ class Fleet:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def start_worker(self, name: str, *, pool: str = "threads", concurrency: int | None = None) -> None:
+    def start_worker(
+        self, name: str, *, pool: str = "threads", concurrency: int | None = None, queues: str = "quorum"
+    ) -> None:
         """Start ``celery -A workers.app worker`` as a real OS process and wait until it answers."""
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         cmd = [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", pool,
             "-c", str(concurrency or self.concurrency), "-n", f"{name}@%h", "-l", "INFO",
-            "--without-gossip", "--without-mingle", "-Q", "quorum",
+            "--without-gossip", "--without-mingle", "-Q", queues,
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip

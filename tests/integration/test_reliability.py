@@ -460,11 +460,17 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
 # --------------------------------------------------------------------------- 1b. the hole
 
 
-def _blocked_receivers(client: redis.Redis) -> int:
-    """How many clients are blocked waiting for a task message right now (an idle worker is)."""
-    return sum(
-        1 for c in client.client_list() if c.get("cmd") in ("brpop", "blmove") and "b" in c.get("flags", "")
-    )
+def _blocked(client: redis.Redis, *commands: str) -> int:
+    """How many clients are blocked in one of ``commands`` right now (an idle worker is)."""
+    return sum(1 for c in client.client_list() if c.get("cmd") in commands and "b" in c.get("flags", ""))
+
+
+def _only(fleet: Fleet, name: str) -> list[str]:
+    """Stop every other worker consuming the job queue; the names to give it back to."""
+    host = socket.gethostname()
+    others = [f"{n}@{host}" for n in fleet.workers if n != name]
+    fleet.app.control.cancel_consumer("quorum", destination=others, reply=True, timeout=5)
+    return others
 
 
 @pytest.mark.timeout(90)
@@ -473,22 +479,21 @@ def test_a_worker_killed_while_receiving_a_message_loses_nothing(fresh: Stack) -
     between (celery/celery#7950, celery/kombu#305). Quorum's receive (workers.atomic_receive) waits
     without taking the message and then takes and records it in one script: a worker frozen while
     the server answers its wait, then killed, leaves the message in Redis for the next worker."""
-    fleet, host, deadline_s = fresh.fleet, socket.gethostname(), 6
+    fleet, deadline_s = fresh.fleet, 6
     fleet.start_worker("victim")
-    others = [f"{n}@{host}" for n in fleet.workers if n != "victim"]
-    fleet.app.control.cancel_consumer("quorum", destination=others, reply=True, timeout=5)
+    others = _only(fleet, "victim")
     pgid = fleet.workers["victim"].pid
     job = None
     try:
         for _ in range(10):  # bounded: each round waits at most ~3 s
             until = time.monotonic() + 3
-            while _blocked_receivers(fleet.redis) != 1 and time.monotonic() < until:
+            while _blocked(fleet.redis, "brpop", "blmove") != 1 and time.monotonic() < until:
                 time.sleep(0.02)
             os.killpg(pgid, signal.SIGSTOP)  # frozen while its wait is pending on the server
-            if _blocked_receivers(fleet.redis) == 1:
+            if _blocked(fleet.redis, "brpop", "blmove") == 1:
                 job = fleet.send(**_job_kwargs(1, deadline_s=deadline_s))
                 time.sleep(0.2)  # the server answers the frozen worker's wait meanwhile
-                if _blocked_receivers(fleet.redis) == 0:
+                if _blocked(fleet.redis, "brpop", "blmove") == 0:
                     break  # its wait was answered: the window where BRPOP would have lost the job
                 job.forget()
                 job = None
@@ -506,6 +511,34 @@ def test_a_worker_killed_while_receiving_a_message_loses_nothing(fresh: Stack) -
     outcome = _wait(fleet.redis, [job], killed_at + deadline_s + 4)[job.id]
     assert isinstance(outcome, dict), f"job {job.id} did not end with an answer: {outcome!r}"
     print(f"\nreceive window: worker frozen in its wait, job {job.id} handed to it, SIGKILLed; answered")
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_consuming_several_queues_keeps_kombus_receive(fresh: Stack) -> None:
+    """BLMOVE watches one list: a worker on two queues receives with kombu's BRPOP, and works."""
+    fleet = fresh.fleet
+    fleet.start_worker("multi", queues="quorum,spare")
+    others = _only(fleet, "multi")
+    try:
+        until = time.monotonic() + 5
+        while time.monotonic() < until and not _blocked(fleet.redis, "brpop"):
+            time.sleep(0.05)
+        assert _blocked(fleet.redis, "brpop") == 1 and _blocked(fleet.redis, "blmove") == 0
+        job = fleet.send(**_job_kwargs(2, deadline_s=10))
+        assert isinstance(job.get(timeout=15), dict)
+    finally:
+        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        fleet.kill_worker("multi")
+
+
+@pytest.mark.timeout(60)
+def test_a_job_sent_with_a_priority_is_received_too(fresh: Stack) -> None:
+    """kombu puts a message with a priority on another list (``quorum\\x06\\x166``); the receive
+    script checks those lists as well, at the latest when the wait times out (1 s)."""
+    fleet = fresh.fleet
+    job = fleet.app.send_task("quorum.extract", kwargs=_job_kwargs(3, deadline_s=10), priority=6)
+    assert isinstance(job.get(timeout=15), dict)
+    assert fleet.redis.llen("quorum\x06\x166") == 0
 
 
 # --------------------------------------------------------------------------- 2. Redis restart
