@@ -82,7 +82,7 @@ def _start(self: kombu_redis.Channel, timeout: float | None = None) -> None:
 
 def _read(self: kombu_redis.Channel, **options: Any) -> bool:
     """The wait is over (a message came or the timeout passed): take one message, atomically."""
-    keys = getattr(self, "_atomic_keys", None)
+    keys = self._atomic_keys
     if not keys:
         return _original_read(self, **options)  # type: ignore[no-any-return]
     self._atomic_keys = None

@@ -25,7 +25,7 @@ from redis import Redis
 
 from orchestration.models import CostRecord
 from orchestration.state.keys import provider_key
-from orchestration.state.scripts import lua_source, text
+from orchestration.state.scripts import bound_script, lua_source, text
 
 #: How long an attempt's (or job's) "already counted" marker lives: far beyond any redelivery.
 SEEN_TTL_S = 7 * 24 * 3600
@@ -69,7 +69,7 @@ def _non_negative(**values: int) -> list[int]:
 
 def _once(redis: Redis, keys: list[str], index_member: str, increments: dict[str, int]) -> bool:
     """Run the once-only ledger script; True when counted, False for a duplicate."""
-    script = redis.register_script(lua_source("ledger.lua"))
+    script = bound_script(redis, "ledger.lua")
     args: list[str | int] = [SEEN_TTL_S, index_member]
     for field, amount in increments.items():
         args += [field, amount]

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import logging
 import math
-import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis import Redis
-from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestration.models import ProviderHealth
 from orchestration.state.keys import ProviderKeys
 from orchestration.state.machine import BreakerSnapshot, BreakerState, error_kind_of
-from orchestration.state.scripts import float_arg, lua_source, opt_float, text
+from orchestration.state.scripts import bound_script, float_arg, opt_float, text
 
 log = logging.getLogger("quorum.health")
 
@@ -40,17 +38,6 @@ MAX_MESSAGE_CHARS = 300
 BreakerInfo = BreakerSnapshot | BreakerState | str | None
 
 
-_scripts: weakref.WeakKeyDictionary[Redis, Script] = weakref.WeakKeyDictionary()
-
-
-def _script(redis: Redis) -> Script:
-    """The health script bound to ``redis``, registered once per client (not once per call)."""
-    script = _scripts.get(redis)
-    if script is None:
-        script = _scripts[redis] = redis.register_script(lua_source("health.lua"))
-    return script
-
-
 def _record(
     redis: Redis,
     prefix: str,
@@ -62,7 +49,7 @@ def _record(
     message: str = "",
 ) -> None:
     """Run the health script once: one atomic update per finished call."""
-    script = _script(redis)
+    script = bound_script(redis, "health.lua")
     args = [
         float_arg(now),
         "1" if ok else "0",

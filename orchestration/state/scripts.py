@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import weakref
 from functools import cache
 from importlib.resources import files
+
+from redis import Redis
+from redis.commands.core import Script
 
 
 @cache
 def lua_source(name: str) -> str:
     """The text of ``lua/<name>`` (cached: the files never change at run time)."""
     return files("orchestration.state").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+_bound: weakref.WeakKeyDictionary[Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
+
+
+def bound_script(redis: Redis, name: str) -> Script:
+    """``lua/<name>`` registered with ``redis``, once per client rather than once per call."""
+    scripts = _bound.setdefault(redis, {})
+    script = scripts.get(name)
+    if script is None:
+        script = scripts[name] = redis.register_script(lua_source(name))
+    return script
 
 
 def text(value: bytes | str | None) -> str:
