@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
 from bench.harness import THREE, Bench, quiet_profile
-from bench.load import Load, producer_for
+from bench.load import Load, LogTail, job_kwargs, producer_for
 from bench.proc import tree_cpu
 from bench.report import Section, cli
 from bench.stats import fmt, median, p95, table, verdict
@@ -34,31 +33,12 @@ SETTLE_S = 0.3  # after a batch's last result: let its trailing hops (acks, even
 _RECEIVED = re.compile(rb"\] Task [\w.]+\[[^\]]+\] received")
 
 
-def _kwargs(strategy: str, i: int, text: str) -> dict[str, Any]:
-    providers = THREE if strategy == "consensus" else [THREE[i % 3]]
-    return {"text": text, "strategy": strategy, "providers": providers, "use_cache": False}
-
-
-class _Log:
-    """Counts the tasks a worker received, from its log (Celery logs each at INFO)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, path.stat().st_size
-
-    def received(self) -> int:
-        with self.path.open("rb") as fh:
-            fh.seek(self.offset)
-            chunk = fh.read()
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        return len(_RECEIVED.findall(complete))
-
-
-def _batch(b: Bench, producer: Celery, pid: int, log: _Log, strategy: str, n: int) -> dict[str, Any]:
-    """``n`` jobs of ``strategy``, ``IN_FLIGHT`` at a time: the worker's CPU, calls and tasks."""
+def _batch(b: Bench, producer: Celery, pid: int, log: LogTail, strategy: str, n: int) -> dict[str, Any]:
+    """``n`` jobs of ``strategy``, ``IN_FLIGHT`` at a time: the worker's CPU, calls and the tasks
+    it received (Celery logs each at INFO)."""
     load = Load(b, producer, strategy, backlog=IN_FLIGHT, cap=n)
     before = b.emulator.stats()
-    log.received()
+    log.read()  # what came before this batch
     t0, cpu0 = time.monotonic(), tree_cpu(pid)
     while load.sent < n:
         load.step()
@@ -68,7 +48,7 @@ def _batch(b: Bench, producer: Celery, pid: int, log: _Log, strategy: str, n: in
     after = b.emulator.stats()
     return {
         "strategy": strategy, "jobs": load.done, "failed": load.failed, "unfinished": len(load.outstanding),
-        "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "tasks": log.received(),
+        "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "tasks": len(_RECEIVED.findall(log.read())),
         "calls": {p: after[p]["requests"] - before[p]["requests"] for p in THREE},
     }  # fmt: skip
 
@@ -97,7 +77,7 @@ def _direct_calls(b: Bench, batches: int, per_batch: int) -> dict[str, dict[str,
     settings, texts = b.settings, [e.text for e in load_emails()]
     calls: list[tuple[str, dict[str, Any], Any]] = []
     for i, text in enumerate(texts):
-        spec = prepare_extract(parse_request((), _kwargs("failover", i, text)), job_id=f"cpu-{i}",
+        spec = prepare_extract(parse_request((), job_kwargs("failover", i, text)), job_id=f"cpu-{i}",
                                settings=settings, fleet=FleetSetting())  # fmt: skip
         calls.append((spec.text, spec.json_schema, spec.candidates[0].params))
     providers: dict[str, Provider] = {
@@ -138,8 +118,8 @@ def run(full: bool = False) -> Section:
         producer = producer_for(b)
         try:
             for strategy in STRATEGIES:  # warm-up: SDK clients, connections, caches, Lua scripts
-                b.run_many([_kwargs(strategy, i, texts[i % len(texts)]) for i in range(12)], in_flight=4)
-            log = _Log(b.workdir / f"{name}.log")
+                b.run_many([job_kwargs(strategy, i, texts[i % len(texts)]) for i in range(12)], in_flight=4)
+            log = LogTail(b.workdir / f"{name}.log")
             idle = _idle_cores(pid, 2.0)
             noop = _noop_cpu(b, pid, noop_n)
             out: list[dict[str, Any]] = []

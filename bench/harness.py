@@ -203,7 +203,7 @@ class Bench:
     def stop_workers(self, sig: int = signal.SIGTERM) -> None:
         """Stop every worker process group: ``sig`` (TERM: warm shutdown), KILL after 10 s."""
         for name in list(self.procs):
-            _stop_group(self.procs.pop(name), sig)
+            stop_group(self.procs.pop(name), sig)
 
     def log(self, name: str, chars: int = 4000) -> str:
         """The tail of a worker's log."""
@@ -286,7 +286,7 @@ def _settings_from(env: dict[str, str]) -> Settings:
         os.environ.update(old)
 
 
-def _stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     """Signal a process group started with ``start_new_session``; KILL it if it lingers."""
     if proc.poll() is not None:
         return

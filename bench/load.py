@@ -1,4 +1,4 @@
-"""Closed-loop load against running workers, shared by :mod:`bench.pools` and :mod:`bench.scaling`.
+"""Closed-loop load against running workers, and the job/emulator helpers the worker benchmarks share.
 
 :class:`Load` keeps a fixed number of ``quorum.extract`` jobs outstanding and counts completions;
 :class:`Warmth` reads a worker's log to tell when every pool process has called every provider;
@@ -28,6 +28,7 @@ from orchestration.data import load_emails
 LATENCY_MS, SIGMA = 500.0, 0.25
 WARM_LIMIT_S, RAMP_LIMIT_S, DRAIN_S, POLL_S = 60.0, 30.0, 30.0, 0.02
 MB = 1024 * 1024
+FINISHED = ("SUCCESS", "FAILURE")  # a job's stored status once it is over
 #: Latencies between the end of the ramp and the start of a counted window (see count_window).
 FILL_LATENCIES = 2.5
 
@@ -56,6 +57,39 @@ def counts(b: Bench) -> tuple[int, int]:
     return sum(s["requests"] for s in stats), sum(sum(s["errors"].values()) for s in stats)
 
 
+def in_flight(b: Bench) -> int:
+    """Provider calls in flight at the emulator now, over every provider."""
+    return sum(s["in_flight"] for s in b.emulator.stats().values())
+
+
+def job_kwargs(strategy: str, i: int, text: str) -> dict[str, Any]:
+    """The ``i``-th job of ``strategy``: failover rotates its one provider, the others use all three."""
+    providers = THREE if strategy != "failover" else [THREE[i % 3]]
+    return {"text": text, "strategy": strategy, "providers": providers, "use_cache": False}
+
+
+def statuses(b: Bench, ids: list[str]) -> list[str | None]:
+    """The stored status of each job (``SUCCESS``, ``FAILURE``...; None while it has no result)."""
+    raw = b.redis.mget([b.app.backend.get_key_for_task(i) for i in ids]) if ids else []
+    return [json.loads(v).get("status") if v is not None else None for v in raw]
+
+
+class LogTail:
+    """The complete lines a log file gains between reads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def read(self) -> bytes:
+        """The complete lines written since the last read."""
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return complete
+
+
 class Sampler(threading.Thread):
     """Every 100 ms: provider calls in flight at the emulator (while ``counting``) and the memory
     of each watched worker's process tree (RSS and PSS; the trees are re-read once a second, so
@@ -82,12 +116,10 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            in_flight = None
-            if self.counting:
-                in_flight = sum(s["in_flight"] for s in self.b.emulator.stats().values())
+            calls = in_flight(self.b) if self.counting else None
             with self._lock:
-                if in_flight is not None:
-                    self.peak_in_flight = max(self.peak_in_flight, in_flight)
+                if calls is not None:
+                    self.peak_in_flight = max(self.peak_in_flight, calls)
                 self._sample()
 
     def _sample(self) -> None:
@@ -133,24 +165,18 @@ class Load:
     def step(self) -> None:
         """Top up the backlog, collect finished jobs, pause one poll interval."""
         while len(self.outstanding) < self.backlog and self.sent < self.cap:
-            i = self.sent
-            providers = THREE if self.strategy != "failover" else [THREE[i % 3]]
-            kwargs = {"text": self.emails[i % len(self.emails)], "strategy": self.strategy,
-                      "use_cache": False, "providers": providers}  # fmt: skip
+            kwargs = job_kwargs(self.strategy, self.sent, self.emails[self.sent % len(self.emails)])
             job = self.producer.send_task("quorum.extract", kwargs=kwargs).id
             self.outstanding.append(job)
-            self.provider_of[job] = providers[0]
+            self.provider_of[job] = kwargs["providers"][0]
             self.sent += 1
         self._poll()
         time.sleep(POLL_S)
 
     def _poll(self) -> None:
-        keys = [self.b.app.backend.get_key_for_task(i) for i in self.outstanding]
-        raw = self.b.redis.mget(keys) if keys else []
         still = []
-        for job, value in zip(self.outstanding, raw, strict=True):
-            status = json.loads(value).get("status") if value is not None else None
-            if status in ("SUCCESS", "FAILURE"):
+        for job, status in zip(self.outstanding, statuses(self.b, self.outstanding), strict=True):
+            if status in FINISHED:
                 self.done += 1
                 self.failed += status == "FAILURE"
             else:
@@ -185,7 +211,7 @@ class Warmth:
     """Reads a worker's log: warm once every pool process has called every provider."""
 
     def __init__(self, path: Path, processes: int) -> None:
-        self.path, self.processes, self.offset = path, processes, 0
+        self.log, self.processes = LogTail(path), processes
         self.seen: set[tuple[str, str]] = set()
 
     @classmethod
@@ -195,12 +221,7 @@ class Warmth:
 
     def warm(self, provider_of: dict[str, str]) -> bool:
         """True when each of the pool's processes has finished a call to each provider."""
-        with self.path.open("rb") as fh:
-            fh.seek(self.offset)
-            chunk = fh.read()
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        for proc, job, tail in _CALL_DONE.findall(complete.decode(errors="replace")):
+        for proc, job, tail in _CALL_DONE.findall(self.log.read().decode(errors="replace")):
             provider = provider_of.get(job) if tail == "h0" else THREE[int(tail[1:])]
             if provider:
                 self.seen.add((proc, provider))

@@ -16,7 +16,6 @@ LiteLLM is an optional extra (``pip install -e ".[bench]"``); without it the sec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -33,10 +32,11 @@ from typing import Any
 
 from celery import Celery
 
-from bench.harness import FAKE_KEYS, Bench, quiet_profile
+from bench.harness import FAKE_KEYS, Bench, quiet_profile, stop_group
+from bench.load import FINISHED, counts, in_flight, producer_for, set_latency, statuses
 from bench.proc import tree_cpu
 from bench.report import Section, cli
-from bench.stats import fmt, median, p95, ratio, summary_ms, table
+from bench.stats import fmt, median, ratio, summary_ms, table
 from orchestration.config import ProviderConfig, ProviderKind
 from orchestration.data import load_emails
 from orchestration.prompts import EXTRACTION_SYSTEM, TOOL_NAME, extraction_prompt
@@ -172,19 +172,18 @@ DOWN: dict[str, tuple[list[str], str]] = {
     "failover": ([PRIMARY], SECONDARY),
     "double": ([PRIMARY, SECONDARY], TERTIARY),
 }
-CASES = [(system, case) for system in ("quorum", "litellm") for case in DOWN]
+SYSTEMS = ("quorum", "litellm")
+CASES = [(system, case) for system in SYSTEMS for case in DOWN]
 
 
 def _failover(b: Bench, router: Any, emails: list[str], rounds: int, warm: int, seed: int) -> dict[str, Any]:
     """``rounds`` shuffled rounds of the six cases; the providers are taken down (or up) untimed
     before each request. Only requests answered by the expected provider count."""
-    for p in CHAIN:
-        b.emulator.configure(p, latency_median_ms=FAILOVER_MS, latency_sigma=0.0)
+    set_latency(b, FAILOVER_MS, 0.0)
     rng = random.Random(seed)
     lat: dict[tuple[str, str], list[float]] = {c: [] for c in CASES}
     anomalies = {f"{s}/{c}": 0 for s, c in CASES}
     downs_before = {p: b.emulator.errors(p).get("down", 0) for p in CHAIN}
-    sent = dict.fromkeys(DOWN, 0)
     for r in range(warm + rounds):
         cases = list(CASES)
         rng.shuffle(cases)
@@ -193,7 +192,6 @@ def _failover(b: Bench, router: Any, emails: list[str], rounds: int, warm: int, 
             down, expected = DOWN[case]
             for p in CHAIN:
                 b.emulator.set_down(p, p in down)
-            sent[case] += 1
             if system == "quorum":
                 seconds, result = b.timed(text=text, strategy="failover", providers=CHAIN, use_cache=False)
                 who = quorum_answerer(result)
@@ -213,23 +211,24 @@ def _failover(b: Bench, router: Any, emails: list[str], rounds: int, warm: int, 
     for p in CHAIN:
         b.emulator.set_down(p, False)
     downs = {p: b.emulator.errors(p).get("down", 0) - downs_before[p] for p in CHAIN}
+    per_case = len(SYSTEMS) * (warm + rounds)  # requests sent per case, warm-up included
     out: dict[str, Any] = {
         "latency_ms": FAILOVER_MS,
         "rounds": rounds,
         "anomalies": anomalies,
         # each request should call each down provider once: 1.00 when nothing is retried or skipped
-        "primary_calls_per_failover": downs[PRIMARY] / max(sent["failover"] + sent["double"], 1),
-        "secondary_calls_per_double": downs[SECONDARY] / max(sent["double"], 1),
+        "primary_calls_per_failover": downs[PRIMARY] / (2 * per_case),
+        "secondary_calls_per_double": downs[SECONDARY] / per_case,
     }
-    for system in ("quorum", "litellm"):
-        d, f, f2 = (lat[(system, c)] for c in DOWN)
+    for system in SYSTEMS:
+        d, f, f2 = (summary_ms(lat[(system, c)]) for c in DOWN)
         out[system] = {
-            "direct": summary_ms(d),
-            "failover": summary_ms(f),
-            "double": summary_ms(f2),
-            "cost_median_ms": (median(f) - median(d)) * 1000,
-            "cost_p95_ms": (p95(f) - p95(d)) * 1000,
-            "double_cost_median_ms": (median(f2) - median(d)) * 1000,
+            "direct": d,
+            "failover": f,
+            "double": f2,
+            "cost_median_ms": f["median_ms"] - d["median_ms"],
+            "cost_p95_ms": f["p95_ms"] - d["p95_ms"],
+            "double_cost_median_ms": f2["median_ms"] - d["median_ms"],
         }
     q, li = out["quorum"], out["litellm"]
     out["ratio"] = {
@@ -240,31 +239,46 @@ def _failover(b: Bench, router: Any, emails: list[str], rounds: int, warm: int, 
         "double_median": ratio(q["double"]["median_ms"], li["double"]["median_ms"]),
         "cost_median": ratio(q["cost_median_ms"], li["cost_median_ms"]),
     }
-    out["samples_ms"] = {s: [x * 1000 for x in lat[(s, "failover")]] for s in ("quorum", "litellm")}
-    out["direct_samples_ms"] = {s: [x * 1000 for x in lat[(s, "direct")]] for s in ("quorum", "litellm")}
-    out["double_samples_ms"] = {s: [x * 1000 for x in lat[(s, "double")]] for s in ("quorum", "litellm")}
+    for key, case in (
+        ("samples_ms", "failover"),
+        ("direct_samples_ms", "direct"),
+        ("double_samples_ms", "double"),
+    ):
+        out[key] = {s: [x * 1000 for x in lat[(s, case)]] for s in SYSTEMS}
     return out
 
 
 # --------------------------------------------------------------------------- 2. throughput
 
 
-def _producer(b: Bench) -> Celery:
-    """A producer without a result backend: sending does not subscribe to every job's result."""
-    producer = Celery("bench-peer-producer", broker=b.redis_url)
-    producer.conf.update(task_default_queue="quorum", task_serializer="json", accept_content=["json"])
-    return producer
-
-
-def _states(b: Bench, ids: list[str]) -> list[dict[str, Any] | None]:
-    """The stored result of each job (None while it has none)."""
-    keys = [b.app.backend.get_key_for_task(i) for i in ids]
-    return [json.loads(v) if v is not None else None for v in (b.redis.mget(keys) if keys else [])]
-
-
 def _send(producer: Celery, text: str, order: list[str]) -> str:
     kwargs = {"text": text, "strategy": "failover", "providers": order, "use_cache": False}
     return str(producer.send_task("quorum.extract", kwargs=kwargs).id)
+
+
+async def _answered(router: Any, emails: list[str], i: int) -> bool:
+    """Request ``i`` through the Router (primary rotated by :func:`_order`): a usable answer?"""
+    try:
+        response = await router.acompletion(model=_order(i)[0], **litellm_request(emails[i % len(emails)]))
+    except Exception:  # counted as failed, never fatal
+        return False
+    return litellm_answerer(response) is not None
+
+
+def _window(
+    done: list[tuple[float, float]], w0: float, w1: float, failed: int, unfinished: int, cpu_s: float
+) -> dict[str, Any]:
+    """One load run's figures from its ``(finished at, latency s)`` answers, counted in ``[w0, w1)``."""
+    in_window = [lat for at, lat in done if w0 <= at < w1]
+    return {
+        "jobs_s": len(in_window) / (w1 - w0),
+        "completed_in_window": len(in_window),
+        "failed": failed,
+        "unfinished": unfinished,
+        "cpu_s_per_s": cpu_s / (w1 - w0),
+        "latency": summary_ms(in_window),
+        "samples_ms": [x * 1000 for x in in_window],
+    }
 
 
 def _quorum_load(
@@ -294,24 +308,15 @@ def _quorum_load(
             cpu1 = tree_cpu(pid)
         ids = list(outstanding)
         now = time.monotonic()
-        for job, state in zip(ids, _states(b, ids), strict=True):
-            if state is not None and state.get("status") in ("SUCCESS", "FAILURE"):
+        for job, status in zip(ids, statuses(b, ids), strict=True):
+            if status in FINISHED:
                 started = outstanding.pop(job)
-                if state["status"] == "SUCCESS":
+                if status == "SUCCESS":
                     done.append((now, now - started))
                 else:
                     failed += 1
         time.sleep(POLL_S)
-    in_window = [lat for at, lat in done if w0 <= at < w1]
-    return {
-        "jobs_s": len(in_window) / window_s,
-        "completed_in_window": len(in_window),
-        "failed": failed,
-        "unfinished": len(outstanding),
-        "cpu_s_per_s": ((cpu1 or 0.0) - (cpu0 or 0.0)) / window_s,
-        "latency": summary_ms(in_window),
-        "samples_ms": [x * 1000 for x in in_window],
-    }
+    return _window(done, w0, w1, failed, len(outstanding), (cpu1 or 0.0) - (cpu0 or 0.0))
 
 
 async def _litellm_load(
@@ -328,14 +333,7 @@ async def _litellm_load(
         i = k
         while time.monotonic() < w1:
             start = time.monotonic()
-            order = _order(i)
-            try:
-                response = await router.acompletion(
-                    model=order[0], **litellm_request(emails[i % len(emails)])
-                )
-                ok = litellm_answerer(response) is not None
-            except Exception:
-                ok = False
+            ok = await _answered(router, emails, i)
             now = time.monotonic()
             if ok:
                 done.append((now, now - start))
@@ -350,36 +348,20 @@ async def _litellm_load(
         cpu["w1"] = time.process_time()
 
     await asyncio.gather(clock(), *(client(k) for k in range(n)))
-    in_window = [lat for at, lat in done if w0 <= at < w1]
-    return {
-        "jobs_s": len(in_window) / window_s,
-        "completed_in_window": len(in_window),
-        "failed": bad[0],
-        "unfinished": 0,
-        "cpu_s_per_s": (cpu["w1"] - cpu["w0"]) / window_s,
-        "latency": summary_ms(in_window),
-        "samples_ms": [x * 1000 for x in in_window],
-    }
+    return _window(done, w0, w1, bad[0], 0, cpu["w1"] - cpu["w0"])
 
 
 def _throughput(
-    b: Bench,
-    router: Any,
-    loop: asyncio.AbstractEventLoop,
-    emails: list[str],
-    n: int,
-    warm_s: float,
-    window_s: float,
-    rounds: int,
+    b: Bench, router: Any, emails: list[str], n: int, warm_s: float, window_s: float, rounds: int
 ) -> dict[str, Any]:
     """``rounds`` of each system in alternating order (Q L, L Q, ...)."""
-    for p in CHAIN:
-        b.emulator.configure(p, latency_median_ms=LOAD_MS, latency_sigma=LOAD_SIGMA)
-    producer = _producer(b)
+    set_latency(b, LOAD_MS, LOAD_SIGMA)
+    producer = producer_for(b)
+    loop = asyncio.new_event_loop()  # one for every round: the Router's async clients live in it
     runs: dict[str, list[dict[str, Any]]] = {"quorum": [], "litellm": []}
     try:
         for r in range(rounds):
-            for system in ("quorum", "litellm") if r % 2 == 0 else ("litellm", "quorum"):  # ABBA
+            for system in SYSTEMS if r % 2 == 0 else SYSTEMS[::-1]:  # ABBA
                 if system == "quorum":
                     runs[system].append(_quorum_load(b, producer, emails, n, warm_s, window_s))
                 else:
@@ -388,6 +370,8 @@ def _throughput(
                     )
     finally:
         producer.close()
+        loop.close()
+    samples = {s: [v for x in rs for v in x["samples_ms"]] for s, rs in runs.items()}
     out: dict[str, Any] = {
         "in_flight": n,
         "latency_ms": LOAD_MS,
@@ -403,11 +387,11 @@ def _throughput(
             "cpu_s_per_s": median([x["cpu_s_per_s"] for x in rs]),
             "failed": sum(x["failed"] for x in rs),
             "unfinished": sum(x["unfinished"] for x in rs),
-            "latency": summary_ms([s / 1000 for x in rs for s in x["samples_ms"]]),
+            "latency": summary_ms([v / 1000 for v in samples[system]]),
             "runs": [{k: v for k, v in x.items() if k != "samples_ms"} for x in rs],
         }
     out["ratio"] = ratio(out["quorum"]["jobs_s"], out["litellm"]["jobs_s"])
-    out["samples_ms"] = {s: [v for x in rs for v in x["samples_ms"]] for s, rs in runs.items()}
+    out["samples_ms"] = samples
     return out
 
 
@@ -423,38 +407,37 @@ def _quorum_kill(
 
     ``meanwhile`` runs while no worker exists (the LiteLLM side, so the wait is not idle time) and
     returns the provider calls it made, which are not Quorum's."""
-    producer = _producer(b)
-    calls0 = sum(b.emulator.requests(p) for p in CHAIN)
+    producer = producer_for(b)
+    calls0 = counts(b)[0]
     try:
         ids = [_send(producer, emails[i % len(emails)], _order(i)) for i in range(m)]
     finally:
         producer.close()
     time.sleep(kill_after)
-    in_flight = sum(s["in_flight"] for p, s in b.emulator.stats().items() if p in CHAIN)
+    calls_at_kill = in_flight(b)
     b.stop_workers(signal.SIGKILL)
     killed_at = time.monotonic()
-    before = sum(1 for s in _states(b, ids) if s is not None and s.get("status") == "SUCCESS")
+    before = statuses(b, ids).count("SUCCESS")
     others = meanwhile()
     time.sleep(max(0.0, killed_at + VISIBILITY_S + 0.5 - time.monotonic()))
     b.start_workers(1, "threads", 32)
     restarted_s = time.monotonic() - killed_at
     until = time.monotonic() + wait_s
-    states: list[dict[str, Any] | None] = []
+    states: list[str | None] = []
     while time.monotonic() < until:
-        states = _states(b, ids)
-        if all(s is not None and s.get("status") in ("SUCCESS", "FAILURE") for s in states):
+        states = statuses(b, ids)
+        if all(s in FINISHED for s in states):
             break
         time.sleep(0.1)
-    answered = sum(1 for s in states if s is not None and s.get("status") == "SUCCESS")
-    failed = sum(1 for s in states if s is not None and s.get("status") == "FAILURE")
-    calls = sum(b.emulator.requests(p) for p in CHAIN) - calls0 - others
+    answered, failed = states.count("SUCCESS"), states.count("FAILURE")
+    calls = counts(b)[0] - calls0 - others
     return {
         "sent": m,
         "answered": answered,
         "answered_before_kill": before,
         "failed": failed,
         "unanswered": m - answered - failed,
-        "provider_calls_in_flight_at_kill": in_flight,
+        "provider_calls_in_flight_at_kill": calls_at_kill,
         "provider_calls": calls,
         "new_worker_after_s": restarted_s,
         "all_done_after_kill_s": time.monotonic() - killed_at,
@@ -474,14 +457,7 @@ def child_main() -> None:
     emails: list[str] = spec["emails"]
 
     async def one(i: int) -> None:
-        try:
-            response = await router.acompletion(
-                model=_order(i)[0], **litellm_request(emails[i % len(emails)])
-            )
-            ok = litellm_answerer(response) is not None
-        except Exception:
-            ok = False
-        print(f"{'ANSWER' if ok else 'FAILED'} {i}", flush=True)
+        print(f"{'ANSWER' if await _answered(router, emails, i) else 'FAILED'} {i}", flush=True)
 
     async def main() -> None:
         await asyncio.gather(*(router.acompletion(model=p, **litellm_request(emails[0])) for p in CHAIN))
@@ -524,7 +500,7 @@ def _litellm_kill(b: Bench, emails: list[str], m: int, kill_after: float) -> dic
 
     reader = threading.Thread(target=read, daemon=True, name="bench-peer-child")
     reader.start()
-    calls0 = sum(b.emulator.requests(p) for p in CHAIN)
+    calls0 = counts(b)[0]
     killed = False
     try:
         assert proc.stdin is not None
@@ -533,28 +509,22 @@ def _litellm_kill(b: Bench, emails: list[str], m: int, kill_after: float) -> dic
         if not sent.wait(60):
             tail = errors.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"the LiteLLM child did not send its requests:\n{tail}")
-        warm_calls = sum(b.emulator.requests(p) for p in CHAIN) - calls0
+        warm_calls = counts(b)[0] - calls0
         time.sleep(kill_after)
-        in_flight = sum(s["in_flight"] for p, s in b.emulator.stats().items() if p in CHAIN)
+        calls_at_kill = in_flight(b)
         killed = proc.poll() is None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        finished.wait(5)
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, signal.SIGKILL)
+    finished.wait(5)
     answered = sum(1 for _, line in lines if line.startswith("ANSWER"))
     failed = sum(1 for _, line in lines if line.startswith("FAILED"))
-    calls = sum(b.emulator.requests(p) for p in CHAIN) - calls0 - warm_calls
+    calls = counts(b)[0] - calls0 - warm_calls
     return {
         "sent": m,
         "answered": answered,
         "failed": failed,
         "unanswered": m - answered - failed,
-        "provider_calls_in_flight_at_kill": in_flight,
+        "provider_calls_in_flight_at_kill": calls_at_kill,
         "provider_calls": calls,
         "warm_up_calls": warm_calls,
         "killed_mid_flight": killed and not any(line == "DONE" for _, line in lines),
@@ -562,8 +532,7 @@ def _litellm_kill(b: Bench, emails: list[str], m: int, kill_after: float) -> dic
 
 
 def _kill(b: Bench, emails: list[str], m: int, kill_after: float) -> dict[str, Any]:
-    for p in CHAIN:
-        b.emulator.configure(p, latency_median_ms=KILL_MS, latency_sigma=KILL_SIGMA)
+    set_latency(b, KILL_MS, KILL_SIGMA)
     out: dict[str, Any] = {
         "latency_ms": KILL_MS,
         "sigma": KILL_SIGMA,
@@ -601,11 +570,7 @@ def run(full: bool = False) -> Section:
     ) as b:
         router = litellm.Router(**router_config(b.emulator.url))
         failover = _failover(b, router, emails, rounds, warm=3, seed=3)
-        loop = asyncio.new_event_loop()
-        try:
-            throughput = _throughput(b, router, loop, emails, IN_FLIGHT, warm, window, load_rounds)
-        finally:
-            loop.close()
+        throughput = _throughput(b, router, emails, IN_FLIGHT, warm, window, load_rounds)
         kill = _kill(b, emails, m, kill_after=KILL_MS / 1000)
     version = _version("litellm")
     return _section(failover, throughput, kill, version, full)

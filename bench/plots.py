@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.report import OUT_DIR
 from bench.stats import quantile
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
 INSTALL_HINT = (
     "matplotlib is not installed, so no plots: pip install 'quorum[bench]' "
     "(or pip install matplotlib), then python -m bench.plots"
@@ -247,22 +247,20 @@ def _lines(ax: Any, series: dict[str, list[tuple[float, float]]], fmt: str, idea
 def plot_throughput(report: Report, out: Path, say: Say = print) -> Path | None:
     """``throughput.png``: jobs/s (and memory per worker) against the worker count per pool, from
     ``scaling``; failing that, one worker's jobs/s against its concurrency, from ``pools``."""
-    scaling = bench_data(report, "scaling")
-    rows = (scaling or {}).get("series")
-    from_scaling = isinstance(rows, list) and bool(_by_pool(rows, "workers", "jobs_s"))
+    rows = (bench_data(report, "scaling") or {}).get("series")
+    jobs = _by_pool(rows, "workers", "jobs_s", with_concurrency=True) if isinstance(rows, list) else {}
+    from_scaling = bool(jobs)
     if from_scaling:
-        jobs = _by_pool(rows, "workers", "jobs_s", with_concurrency=True)
         rss = _by_pool(rows, "workers", "peak_rss_mb_per_worker", with_concurrency=True)
         x_label, title = "workers", "Throughput against the number of workers"
         mem_label, mem_title = "peak RSS per worker (MB)", "Memory per worker"
     else:
-        pools = bench_data(report, "pools")
-        rows = (pools or {}).get("configs")
-        if not isinstance(rows, list) or not _by_pool(rows, "concurrency", "jobs_s"):
+        rows = (bench_data(report, "pools") or {}).get("configs")
+        jobs = _by_pool(rows, "concurrency", "jobs_s") if isinstance(rows, list) else {}
+        if not jobs:
             say("throughput.png: skipped (no scaling series nor pools configs in the report)")
             return None
         say("throughput.png: no scaling benchmark in the report, plotting pools (one worker) instead")
-        jobs = _by_pool(rows, "concurrency", "jobs_s")
         rss = _by_pool(rows, "concurrency", "peak_pss_mb")
         x_label = "concurrency of the one worker (threads or processes, log scale)"
         title = "One worker: throughput against its concurrency (pools; no scaling data)"
@@ -388,7 +386,7 @@ def plot_peer(report: Report, out: Path, say: Say = print) -> Path | None:
         say("peer.png: skipped (no peer failover samples_ms in the report)")
         return None
     names = {"quorum": "Quorum", "litellm": "LiteLLM"}
-    direct = failover.get("direct_samples_ms") if isinstance(failover, dict) else None
+    direct = failover.get("direct_samples_ms")  # failover is a dict: it holds samples
     direct = direct if isinstance(direct, dict) else {}
     curves = []
     for i, (k, v) in enumerate(samples.items()):
@@ -402,7 +400,7 @@ def plot_peer(report: Report, out: Path, say: Say = print) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
-    ms = _finite(failover.get("latency_ms")) if isinstance(failover, dict) else None
+    ms = _finite(failover.get("latency_ms"))
     at = f"providers at a fixed {ms:g} ms" if ms is not None else "same providers for both"
     title = (
         f"Failover: a down primary (503) then the fallback\n({at}; Quorum: whole job; LiteLLM: in-process)"

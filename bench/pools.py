@@ -26,7 +26,7 @@ from bench.load import (
 )
 from bench.proc import tree_memory
 from bench.report import Section, cli
-from bench.stats import fmt, table
+from bench.stats import fmt, pct, table
 
 #: Small: the default threads pool around its default concurrency (32), and threads vs prefork at
 #: the same 4 slots; each prefork process must import and warm every SDK, so prefork is the slow one.
@@ -79,11 +79,16 @@ def _num(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def _rate(r: dict[str, Any]) -> float:
+    """Jobs/s for ranking (NaN ranks last)."""
+    return 0.0 if math.isnan(r["jobs_s"]) else r["jobs_s"]
+
+
 def _row(r: dict[str, Any]) -> list[Any]:
     return [
         r["pool"], r["concurrency"], r["warm_up_s"], r["jobs_s"], r["calls_s"],
         r["concurrency"] / (LATENCY_MS / 1000), r["cpu_cores"], _num(r["cpu_ms_per_job"]),
-        f"{100 * r['machine_busy']:.0f} %", r["peak_in_flight"],
+        pct(r["machine_busy"], 0), r["peak_in_flight"],
         f"{r['failed']}/{r['unfinished']}/{r['provider_errors']}", r["processes"], r["idle_pss_mb"],
         r["peak_rss_mb"], r["peak_pss_mb"], r["peak_pss_mb"] / max(r["peak_in_flight"], 1),
     ]  # fmt: skip
@@ -96,11 +101,9 @@ HEADS = ["pool", "c", "warm-up s", "jobs/s", "provider calls/s", "ideal jobs/s",
 
 def _section(rows: list[dict[str, Any]], window: float, min_jobs: int, strategy: str, full: bool) -> Section:
     clean = [r for r in rows if r["failed"] == 0 and r["unfinished"] == 0 and r["provider_errors"] == 0]
-    rate = {id(r): (0.0 if math.isnan(r["jobs_s"]) else r["jobs_s"]) for r in rows}
-    pools = ("threads", "prefork")
-    best = {p: max((r for r in rows if r["pool"] == p), key=lambda r: rate[id(r)]) for p in pools}
-    winner, loser = sorted(best.values(), key=lambda r: rate[id(r)], reverse=True)
-    speedup = rate[id(winner)] / max(rate[id(loser)], 1e-9)
+    best = [max((r for r in rows if r["pool"] == p), key=_rate) for p in ("threads", "prefork")]
+    winner, loser = sorted(best, key=_rate, reverse=True)
+    speedup = _rate(winner) / max(_rate(loser), 1e-9)
     ceiling = max((r["peak_in_flight"] for r in clean), default=0)
     why = " (no configuration had an error: the ceiling is CPU, not failures)" if clean == rows else ""
     common = {r["concurrency"] for r in rows if r["pool"] == "threads"}
