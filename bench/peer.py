@@ -420,7 +420,7 @@ def _quorum_kill(
     before = statuses(b, ids).count("SUCCESS")
     others = meanwhile()
     time.sleep(max(0.0, killed_at + VISIBILITY_S + 0.5 - time.monotonic()))
-    b.start_workers(1, "threads", 32)
+    b.start_workers(1, "threads", WORKER_CONCURRENCY)  # the same worker again
     restarted_s = time.monotonic() - killed_at
     until = time.monotonic() + wait_s
     states: list[str | None] = []
