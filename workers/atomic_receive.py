@@ -92,6 +92,8 @@ def _read(self: kombu_redis.Channel, **options: Any) -> bool:
         except self.connection_errors:
             self.client.connection.disconnect()  # reconnect on the next round
             raise
+        if self._closing or self.connection is None:
+            raise Empty()  # closing: the message stays queued for another consumer
         client = _client(self)
         reply = _receive_script(client)(
             keys=[*keys, self.unacked_index_key, self.unacked_key], args=[], client=client

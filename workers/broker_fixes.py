@@ -26,6 +26,7 @@ _original_close = kombu_redis.Channel.close
 
 def _close(self: kombu_redis.Channel) -> None:
     """``Channel.close`` that survives a broker gone while a BRPOP was pending."""
+    self._closing = True  # as kombu's close does first: a closing channel takes no new message
     if self._in_poll:
         try:
             self._brpop_read()
