@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 Role = Literal["producer", "worker", "ops"]
@@ -176,3 +176,27 @@ def render(
         else:
             lines.append(" ".join(["ACL", "SETUSER", *(_quote(t) for t in tokens)]))
     return "\n".join(lines) + "\n"
+
+
+def password_env(role: Role) -> str:
+    """The environment variable ``quorum acl --password-env`` reads ``role``'s password from."""
+    return f"QUORUM_ACL_{role.upper()}_PASSWORD"
+
+
+def command_output(
+    key_prefix: str, broker_url: str | None, role: str, fmt: str, env: Mapping[str, str] | None
+) -> str:
+    """What ``quorum acl`` prints; ``env`` set: passwords from it (each role's must be there)."""
+    roles: tuple[Role, ...] = ROLES if role == "all" else tuple(r for r in ROLES if r == role)
+    if not roles:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)} or all")
+    if fmt not in ("setuser", "aclfile"):
+        raise ValueError(f"unknown format {fmt!r}; choose setuser or aclfile")
+    passwords = None
+    if env is not None:
+        missing = [password_env(r) for r in roles if not env.get(password_env(r))]
+        if missing:
+            raise ValueError(f"--password-env: set {', '.join(missing)}")
+        passwords = {r: env[password_env(r)] for r in roles}
+    names = AclNames.from_settings(key_prefix, broker_url)
+    return render(names, roles, cast(Format, fmt), passwords)

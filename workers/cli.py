@@ -378,6 +378,39 @@ def bench(
     run_benchmarks(argv)
 
 
+# -- quorum acl: Redis ACL rules of the fleet's roles (rules and rationale in workers/acl.py) --
+@cli.command()
+def acl(
+    role: Annotated[str, typer.Option(help="producer, worker, ops or all.")] = "all",
+    fmt: Annotated[str, typer.Option("--format", help="setuser (pipe to redis-cli) or aclfile.")] = "setuser",
+    password_env: Annotated[
+        bool,
+        typer.Option(
+            "--password-env",
+            help="Passwords from QUORUM_ACL_<ROLE>_PASSWORD (else placeholders Redis refuses).",
+        ),
+    ] = False,
+) -> None:
+    """Print the Redis ACL users of the fleet: `quorum acl --password-env | redis-cli`."""
+    import os
+
+    from workers.acl import command_output
+
+    settings = _settings()
+    try:
+        text = command_output(
+            settings.key_prefix,
+            settings.broker_url or settings.redis_url,
+            role,
+            fmt,
+            os.environ if password_env else None,
+        )
+    except ValueError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(EXIT_USAGE) from None
+    sys.stdout.write(text)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

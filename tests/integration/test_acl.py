@@ -5,8 +5,6 @@ running as the ``producer`` user, which can send a job and read its answer and n
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +13,13 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from celery import Celery
+from click.testing import Result
+from typer.testing import CliRunner
 
 from orchestration.emulator.testing import EmulatorHandle
 from tests.integration.fleet import Fleet
 from workers.acl import ROLES, AclNames, password_rule, role_rules
+from workers.cli import cli
 
 EMAIL = "Hi team, Dana Reyes from Lumen Labs here. Our pilot with Northwind starts 2026-03-02."
 PASSWORD = "s3cret-for-tests"
@@ -107,24 +108,23 @@ def test_producer_sends_a_job_and_reads_its_answer_and_nothing_else(acl_fleet: A
     assert json.loads(r.get(f"celery-task-meta-{job.id}"))["status"] == "SUCCESS"
 
 
-def quorum(args: list[str], fleet: Fleet, url: str) -> subprocess.CompletedProcess[str]:
-    env = {**fleet.env, "QUORUM_REDIS_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+def quorum(args: list[str], fleet: Fleet, url: str) -> Result:
+    """Run the ``quorum`` command with the fleet's config and ``url`` as its Redis."""
+    env = {"QUORUM_CONFIG": str(fleet.config_path), "QUORUM_REDIS_URL": url}
+    return CliRunner().invoke(cli, args, env=env)
 
 
 def test_ops_reads_status_and_writes_the_fleet_setting_and_breakers_only(acl_fleet: AclFleet) -> None:
     fleet, url = acl_fleet.fleet, acl_fleet.urls["ops"]
     status = quorum(["status", "--detailed", "--json"], fleet, url)
-    assert status.returncode in (0, 1), status.stderr
-    assert {p["provider"] for p in json.loads(status.stdout)["providers"]} == set(fleet.settings.providers)
+    assert status.exit_code in (0, 1), status.output
+    assert {p["provider"] for p in json.loads(status.output)["providers"]} == set(fleet.settings.providers)
 
-    assert quorum(["set-strategy", "consensus", "--order", "openai,claude"], fleet, url).returncode == 0
+    assert quorum(["set-strategy", "consensus", "--order", "openai,claude"], fleet, url).exit_code == 0
     assert json.loads(acl_fleet.admin.get("quorum:fleet:strategy"))["strategy"] == "consensus"
     acl_fleet.admin.hset("quorum:{openai}:breaker", mapping={"state": "open", "reason": "test"})
     reset = quorum(["reset", "openai"], fleet, url)
-    assert reset.returncode == 0, reset.stderr
+    assert reset.exit_code == 0, reset.output
     assert acl_fleet.admin.hget("quorum:{openai}:breaker", "state") in (None, b"closed")
 
     r = acl_fleet.client("ops")
