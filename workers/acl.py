@@ -103,6 +103,7 @@ def role_rules(role: Role, names: AclNames) -> list[str]:
             "~_kombu.*",
             "~unacked*",
             f"~*.{PIDBOX}*",
+            f"~{EVENTS}.*",  # event receivers' queues (gossip, Flower): ``celeryev.<uuid>``
             f"&{RESULT_KEYS}",
             f"&{fanout}{EVENTS}/*",
             f"&{fanout}{EVENTS}/worker.*",
