@@ -131,7 +131,7 @@ def role_rules(role: Role, names: AclNames) -> list[str]:
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
 
-def password_rule(password: str | None, role: Role) -> str:
+def password_rule(password: str | None, role: str) -> str:
     """``#<sha256>`` of the password (no clear text in files or history), else a placeholder
     that Redis refuses (not 64 hex digits), so an unfilled line can never create a user."""
     if password is None:
@@ -158,14 +158,20 @@ def render(
     fmt: Format = "setuser",
     passwords: Mapping[str, str] | None = None,
     users: Mapping[str, str] | None = None,
+    admin_password: str | None = None,
 ) -> str:
     """The rules of ``roles`` as ``ACL SETUSER`` commands (for ``redis-cli``) or aclfile lines.
 
     ``passwords`` maps a role to its password (else a placeholder); ``users`` maps a role to its
     Redis user name (default: the role's name). An aclfile cannot quote: kombu's priority
-    separator is written as its raw bytes there, as ``ACL SAVE`` writes it.
+    separator is written as its raw bytes there, as ``ACL SAVE`` writes it. An aclfile also
+    defines ``default`` (a file without it leaves ``default`` passwordless with every right):
+    the administrator with ``admin_password``, else switched off.
     """
     lines = []
+    if fmt == "aclfile":
+        admin = f"on {password_rule(admin_password, 'admin')} ~* &* +@all" if admin_password else "off"
+        lines.append(f"user default {admin}")
     for role in roles:
         user = (users or {}).get(role, role)
         tokens = [user, "reset", "on", password_rule((passwords or {}).get(role), role)]
@@ -179,7 +185,7 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def password_env(role: Role) -> str:
+def password_env(role: str) -> str:
     """The environment variable ``quorum acl --password-env`` reads ``role``'s password from."""
     return f"QUORUM_ACL_{role.upper()}_PASSWORD"
 
@@ -187,7 +193,8 @@ def password_env(role: Role) -> str:
 def command_output(
     key_prefix: str, broker_url: str | None, role: str, fmt: str, env: Mapping[str, str] | None
 ) -> str:
-    """What ``quorum acl`` prints; ``env`` set: passwords from it (each role's must be there)."""
+    """What ``quorum acl`` prints; ``env`` set: passwords from it (each role's must be there, the
+    administrator's, for an aclfile's ``default`` user, is optional)."""
     roles: tuple[Role, ...] = ROLES if role == "all" else tuple(r for r in ROLES if r == role)
     if not roles:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)} or all")
@@ -200,4 +207,5 @@ def command_output(
             raise ValueError(f"--password-env: set {', '.join(missing)}")
         passwords = {r: env[password_env(r)] for r in roles}
     names = AclNames.from_settings(key_prefix, broker_url)
-    return render(names, roles, cast(Format, fmt), passwords)
+    admin = env.get(password_env("admin")) if env is not None else None
+    return render(names, roles, cast(Format, fmt), passwords, admin_password=admin or None)

@@ -159,13 +159,18 @@ def test_setuser_output_is_accepted_as_redis_cli_reads_it(valkey_redis: redis.Re
 
 def test_aclfile_output_is_loaded_by_valkey(tmp_path: Path) -> None:
     acl = tmp_path / "users.acl"
-    acl.write_text("user default on nopass ~* &* +@all\n" + render(AclNames(), fmt="aclfile",
-                   passwords={r: "pw" for r in ROLES}))  # fmt: skip
+    acl.write_text("user default on nopass ~* &* +@all\n")
     with ValkeyServer(aclfile=str(acl)) as server:
-        admin = redis.Redis.from_url(server.connection_url)
+        passwords = {r: "pw" for r in ROLES}
+        acl.write_text(render(AclNames(), fmt="aclfile", passwords=passwords, admin_password="admin-pw"))
+        redis.Redis.from_url(server.connection_url).execute_command("ACL", "LOAD")
+        with pytest.raises(redis.AuthenticationError):  # default is never left passwordless
+            redis.Redis.from_url(server.connection_url).ping()
+        admin = redis.Redis.from_url(server.connection_url, password="admin-pw")
         assert sorted(admin.execute_command("ACL", "USERS")) == [b"default", b"ops", b"producer", b"worker"]
         assert redis.Redis.from_url(server.connection_url, username="producer", password="pw").ping()
         assert allowed(admin, "producer", "LLEN", f"quorum{SEP}9")
+    assert render(AclNames(), ["ops"], "aclfile").startswith("user default off\n")
 
 
 def test_cli_prints_rules_and_asks_for_missing_passwords() -> None:
@@ -173,7 +178,7 @@ def test_cli_prints_rules_and_asks_for_missing_passwords() -> None:
     env = {"QUORUM_ACL_WORKER_PASSWORD": "pw", "QUORUM_REDIS_URL": "redis://h:6379/0"}
     result = runner.invoke(cli, ["acl", "--role", "worker", "--format", "aclfile", "--password-env"], env=env)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("user worker on #" + hashlib.sha256(b"pw").hexdigest())
+    assert result.output.splitlines()[1].startswith("user worker on #" + hashlib.sha256(b"pw").hexdigest())
     missing = runner.invoke(cli, ["acl", "--password-env"], env=env)
     assert missing.exit_code == 2 and "QUORUM_ACL_PRODUCER_PASSWORD" in missing.output
     assert runner.invoke(cli, ["acl", "--role", "admin"]).exit_code == 2
