@@ -17,7 +17,13 @@ from celery import Celery
 ROOT = Path(__file__).resolve().parents[2]
 APP_MODULE = "workers.app"
 PUBLIC_AND_INTERNAL_TASKS = {"quorum.extract", "quorum.call", "quorum.finish", "quorum.failover_next"}
-REDIS_URL = "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
+REDIS_URL = "redis://worker:${WORKER_REDIS_PASSWORD:?set WORKER_REDIS_PASSWORD}@redis:6379/0"
+ACL_PASSWORDS = {  # `quorum acl --password-env` variable -> the host variable compose requires
+    "QUORUM_ACL_ADMIN_PASSWORD": "REDIS_PASSWORD",
+    "QUORUM_ACL_WORKER_PASSWORD": "WORKER_REDIS_PASSWORD",
+    "QUORUM_ACL_PRODUCER_PASSWORD": "PRODUCER_REDIS_PASSWORD",
+    "QUORUM_ACL_OPS_PASSWORD": "OPS_REDIS_PASSWORD",
+}
 PROVIDER_KEYS = {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY"}
 
 
@@ -184,12 +190,56 @@ def test_redis_is_password_protected_persistent_and_private() -> None:
     redis = service("redis")
     assert redis["image"].startswith("redis:7")
     command = redis["command"]
-    assert command[command.index("--requirepass") + 1] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert "--requirepass" not in command  # the aclfile defines every user, default included
     assert "ports" not in redis
-    volume = redis["volumes"][0].split(":")[0]
-    assert volume in compose()["volumes"]  # a named volume, not a host path
+    volumes = [v.split(":")[0] for v in redis["volumes"]]
+    assert set(volumes) <= set(compose()["volumes"])  # named volumes, not host paths
     assert redis["healthcheck"]["test"][:2] == ["CMD", "redis-cli"]
+    assert environment(redis)["REDISCLI_AUTH"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
+
+
+def test_redis_users_come_from_quorum_acl_before_redis_starts() -> None:
+    redis, acl = service("redis"), service("redis-acl")
+    aclfile = redis["command"][redis["command"].index("--aclfile") + 1]
+    mount = next(v for v in redis["volumes"] if v.startswith("redis-acl:"))
+    assert mount.endswith(":ro") and aclfile == mount.split(":")[1] + "/users.acl"
+    assert redis["depends_on"]["redis-acl"]["condition"] == "service_completed_successfully"
+    words = normalise(acl["command"])
+    assert words[:2] == ["sh", "-c"]
+    assert shlex.split(words[2]) == [
+        "quorum",
+        "acl",
+        "--format",
+        "aclfile",
+        "--password-env",
+        ">",
+        "users.acl",
+    ]
+    home = acl["volumes"][0].split(":")[1]
+    assert acl["volumes"] == [f"redis-acl:{home}"] and home == "/home/quorum"  # its working directory
+    env = environment(acl)
+    assert env == {k: f"${{{v}:?set {v}}}" for k, v in ACL_PASSWORDS.items()}  # all required
+
+
+def test_the_acl_step_writes_every_user_with_hashed_passwords() -> None:
+    from typer.testing import CliRunner
+
+    from workers.cli import cli
+
+    words = shlex.split(normalise(service("redis-acl")["command"])[2])
+    env = {k: f"pw-{k}" for k in ACL_PASSWORDS}
+    result = CliRunner().invoke(cli, words[1 : words.index(">")], env=env)
+    assert result.exit_code == 0, result.output
+    users = [line.split()[:3] for line in result.output.splitlines()]
+    assert [u[1] for u in users] == ["default", "producer", "worker", "ops"]
+    assert all(u[0] == "user" and u[2] == "on" for u in users)
+    assert "pw-" not in result.output  # SHA-256 hashes only
+
+
+def test_services_connect_as_their_acl_users() -> None:
+    for name in ("worker", "flower"):
+        assert environment(service(name))["QUORUM_REDIS_URL"] == REDIS_URL
 
 
 def test_workers_scale_and_take_keys_only_from_the_environment() -> None:
@@ -234,7 +284,7 @@ def test_image_installs_the_package_and_runs_unprivileged() -> None:
     assert users and users[-1] not in {"root", "0"}
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".env", ".venv"} <= ignored
-    for svc in ("worker", "flower", "emulator"):
+    for svc in ("worker", "flower", "emulator", "redis-acl"):
         assert service(svc)["build"] == "." and service(svc)["image"] == service("worker")["image"]
 
 
