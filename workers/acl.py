@@ -46,7 +46,7 @@ OPS_READ = ("{*", "fleet:*", "stats:*")
 #: treat as a write to its declared keys (budgets read the day hashes, which stay read-only).
 OPS_WRITE = ("fleet:*", "{*}:breaker*", "{*}:cost:days")
 #: Connection housekeeping every client sends (redis-py's ``HELLO``, ``CLIENT SETINFO``, ``PING``).
-CONNECTION = ("+hello", "+ping", "+select", "+client|setinfo", "+client|setname", "+quit", "+reset")
+CONNECTION = ("+hello", "+ping", "+client|setinfo", "+client|setname", "+quit", "+reset")
 #: Commands a worker never needs; @admin/@dangerous miss these script/function flushes.
 WORKER_DENY = ("-@admin", "-@dangerous", "-script|flush", "-script|kill", "-function")
 
@@ -75,6 +75,9 @@ def role_rules(role: Role, names: AclNames) -> list[str]:
     """The ACL rules of ``role`` (without user name, ``on`` or password), one token each."""
     p, q = _literal(names.key_prefix), _literal(names.queue)
     fanout = f"/{names.db}."
+    # Clients send SELECT for a database other than 0 only. ACLs span databases: one fleet per
+    # Redis, or a producer of one fleet could push into another's queue of the same name.
+    connection = [*CONNECTION, "+select"] if names.db else list(CONNECTION)
     if role == "producer":
         return [
             "resetchannels",
@@ -82,7 +85,7 @@ def role_rules(role: Role, names: AclNames) -> list[str]:
             f"~{q}{PRIORITY_SEP}*",
             f"&{RESULT_KEYS}",
             "-@all",
-            *CONNECTION,
+            *connection,
             "+multi",
             "+exec",
             "+discard",
@@ -117,7 +120,7 @@ def role_rules(role: Role, names: AclNames) -> list[str]:
             *(f"%R~{p}{k}" for k in OPS_READ),
             *(f"~{p}{k}" for k in OPS_WRITE),  # one pattern must grant both: EVAL needs RW
             "-@all",
-            *CONNECTION,
+            *connection,
             "+@read",
             "+@write",
             "+@transaction",

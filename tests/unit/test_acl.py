@@ -135,7 +135,8 @@ def test_names_come_from_the_prefix_and_the_broker_database() -> None:
     assert names == AclNames(key_prefix="acme*q:", queue="quorum", db=3)
     worker, ops = role_rules("worker", names), role_rules("ops", names)
     assert "~acme\\*q:*" in worker and "&/3.celeryev/*" in worker and "&/3.celery.pidbox" in worker
-    assert "~acme\\*q:fleet:*" in ops
+    assert "~acme\\*q:fleet:*" in ops and "+select" in ops
+    assert "+select" not in role_rules("producer", AclNames())  # database 0 needs no SELECT
     assert AclNames.from_settings("quorum:", None).db == 0
 
 
