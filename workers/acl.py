@@ -41,9 +41,9 @@ EVENTS = "celeryev"
 #: Key families ops may read under the prefix: provider-tagged keys (``{openai}:breaker``,
 #: ``{fleet}:jobs``), the fleet setting and stats. Job contents (``cache:``, ``job:``) stay out.
 OPS_READ = ("{*", "fleet:*", "stats:*")
-#: What ops may write (and read) under the prefix: the fleet setting and the breakers (``quorum reset``); and
-#: the cost day index, only because ``status --detailed`` reads it with ``EVAL``, which ACLs
-#: treat as a write to its declared keys (budgets read the day hashes, which stay read-only).
+#: What ops may write (and read) under the prefix: the fleet setting, the breakers (``quorum
+#: reset``) and the cost day index, only because ``status --detailed`` reads it with ``EVAL``,
+#: which ACLs treat as a write to its declared keys (budgets read the day hashes: read-only).
 OPS_WRITE = ("fleet:*", "{*}:breaker*", "{*}:cost:days")
 #: Connection housekeeping every client sends (redis-py's ``HELLO``, ``CLIENT SETINFO``, ``PING``).
 CONNECTION = ("+hello", "+ping", "+client|setinfo", "+client|setname", "+quit", "+reset")
