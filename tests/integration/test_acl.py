@@ -54,10 +54,12 @@ def acl_fleet(
     fleet = Fleet(redis_url=urls["worker"], emulator_url=emulator.url,
                   workdir=tmp_path_factory.mktemp("acl"), concurrency=4)  # fmt: skip
     try:
+        fleet.reset_state()
         fleet.start_worker("acl1")
         yield AclFleet(fleet, urls, admin)
     finally:
         fleet.stop()
+        fleet.reset_state()  # the fleet setting written here must not reach the next module
         admin.execute_command("ACL", "DELUSER", *ROLES)
 
 
