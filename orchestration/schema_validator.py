@@ -25,6 +25,9 @@ from referencing.exceptions import NoSuchResource
 #: Keyword evaluations one answer's validation may take (email_entities: 5; 50 objects of 5
 #: string properties: ~650). Spent in ~100 ms at worst (every step a $ref), ~10 ms usually.
 MAX_VALIDATION_STEPS = 5_000
+#: Subschemas a schema may expand to through its ``$ref``s (each expanded once; recursion counts
+#: one): a schema whose definitions reference each other twice per level is refused up front.
+MAX_EXPANDED_SUBSCHEMAS = 10_000
 #: Memory RE2 may use to compile one pattern (bytes); larger patterns are refused.
 RE2_MAX_MEM = 1 << 20
 #: Keywords whose values are references to resolve; only ``#/$defs/...`` (or ``#/definitions``).
@@ -219,48 +222,89 @@ def run_budgeted(fn: Callable[[], Any], budget: Budget) -> Any:
 # --------------------------------------------------------------------------- request-time checks
 
 
-def _pointer(ref: str) -> list[str]:
-    """The unescaped segments of a local reference ``#/a/b~1c``."""
-    return [unquote(p).replace("~1", "/").replace("~0", "~") for p in ref[2:].split("/")]
+#: Subschema keywords by shape, and whether they apply to a part of the value (``True``) or to
+#: the value itself (``False``, in place: a ``$ref`` cycle through these never ends).
+_ONE = {"not": False, "if": False, "then": False, "else": False,
+        "items": True, "contains": True, "additionalProperties": True, "propertyNames": True}  # fmt: skip
+_LIST = {"allOf": False, "anyOf": False, "oneOf": False, "prefixItems": True}
+_MAP = {"dependentSchemas": False, "properties": True, "patternProperties": True}
 
 
-def _resolves(root: dict[str, Any], ref: str) -> bool:
-    node: Any = root
-    for part in _pointer(ref):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return isinstance(node, dict | bool)
+def _children(node: dict[str, Any]) -> Iterator[tuple[str, Any, bool]]:
+    """``(pointer suffix, subschema, consumes)`` of every subschema directly under ``node``."""
+    for key, value in node.items():
+        if key in _ONE and isinstance(value, dict):
+            yield f"/{key}", value, _ONE[key]
+        elif key in _LIST and isinstance(value, list):
+            for i, sub in enumerate(value):
+                yield f"/{key}/{i}", sub, _LIST[key]
+        elif key in _MAP and isinstance(value, dict):
+            for name, sub in value.items():
+                yield f"/{key}/{name}", sub, _MAP[key]
 
 
 def _walk(node: Any, where: str) -> Iterator[tuple[dict[str, Any], str]]:
-    """Every subschema (dict) of ``node`` with its JSON pointer, by the 2020-12 vocabulary."""
+    """Every subschema (dict) of ``node``, ``$defs`` included, with its JSON pointer."""
     if not isinstance(node, dict):
         return
     yield node, where
-    for key, value in node.items():
-        if key in ("$defs", "definitions", "properties", "patternProperties", "dependentSchemas"):
-            if isinstance(value, dict):
-                for name, sub in value.items():
-                    yield from _walk(sub, f"{where}/{key}/{name}")
-        elif key in ("allOf", "anyOf", "oneOf", "prefixItems") and isinstance(value, list):
-            for i, sub in enumerate(value):
-                yield from _walk(sub, f"{where}/{key}/{i}")
-        elif isinstance(value, dict) and key in _SUBSCHEMA_KEYWORDS:
-            yield from _walk(value, f"{where}/{key}")
+    for key in ("$defs", "definitions"):
+        if isinstance(node.get(key), dict):
+            for name, sub in node[key].items():
+                yield from _walk(sub, f"{where}/{key}/{name}")
+    for suffix, sub, _ in _children(node):
+        yield from _walk(sub, where + suffix)
 
 
-#: Keywords whose value is one subschema (2020-12 plus ``items`` as an array of the old drafts).
-_SUBSCHEMA_KEYWORDS = frozenset(
-    {"not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames"}
-)
+def _lookup(root: dict[str, Any], ref: str) -> Any:
+    """The subschema a local reference ``#/a/b~1c`` names, or None."""
+    node: Any = root
+    for part in ref[2:].split("/"):
+        part = unquote(part).replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, dict | bool) else None
+
+
+def _expanded_size(root: dict[str, Any]) -> int:
+    """Subschemas of ``root`` with every ``$ref`` expanded once (a recursive one counts 1); raise
+    SchemaFeatureError on a ``$ref`` cycle that never moves into a part of the value."""
+    sizes: dict[str, int] = {}
+    entered: dict[str, int] = {}  # refs being expanded → the descent depth at which they were
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, dict):
+            return 1
+        total = 1
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(LOCAL_REF_PREFIXES):
+            if ref in entered:
+                if entered[ref] == depth:
+                    raise SchemaFeatureError("", f"$ref {ref[:80]!r} refers back to itself in place")
+                total += 1
+            elif ref in sizes:
+                total += sizes[ref]
+            else:
+                entered[ref] = depth
+                sizes[ref] = size(_lookup(root, ref), depth)
+                del entered[ref]
+                total += sizes[ref]
+        for _, sub, consumes in _children(node):
+            total += size(sub, depth + consumes)
+            if total > MAX_EXPANDED_SUBSCHEMAS:
+                break
+        return total
+
+    return size(root, 0)
 
 
 def check_schema_features(schema: dict[str, Any]) -> None:
     """Refuse, with :class:`SchemaFeatureError`, what the bounded validator does not run: any
     reference that is not ``#/$defs/...`` (remote, ``file:``, relative: never fetched or read,
     and the message never depends on what such a URI would find), ``$id``, ``$dynamicRef``,
-    ``unevaluated*``, and patterns RE2 cannot compile."""
+    ``unevaluated*``, patterns RE2 cannot compile, ``$ref`` loops that stay in place and
+    ``$ref`` graphs that expand past :data:`MAX_EXPANDED_SUBSCHEMAS`."""
     for node, where in _walk(schema, ""):
         for keyword, reason in REFUSED_KEYWORDS.items():
             if keyword in node:
@@ -275,7 +319,7 @@ def check_schema_features(schema: dict[str, Any]) -> None:
                     "$ref may only point inside the schema (#/$defs/...); schemas are data, "
                     "remote and file references are never fetched",
                 )
-            if not _resolves(schema, ref):
+            if _lookup(schema, ref) is None:
                 raise SchemaFeatureError(where, f"$ref {ref[:80]!r} names nothing in the schema")
         patterns = list(node.get("patternProperties", {}) or {})
         if isinstance(node.get("pattern"), str):
@@ -285,3 +329,7 @@ def check_schema_features(schema: dict[str, Any]) -> None:
                 compile_pattern(pattern)
             except ValueError as e:
                 raise SchemaFeatureError(where, str(e)) from None
+    if _expanded_size(schema) > MAX_EXPANDED_SUBSCHEMAS:
+        raise SchemaFeatureError(
+            "", f"its $refs expand to more than {MAX_EXPANDED_SUBSCHEMAS} subschemas; reuse fewer levels"
+        )

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.protocols import Validator
 
 from orchestration.errors import InvalidOutputError, InvalidRequestError
@@ -252,9 +252,9 @@ def _field_validators(dumped: str) -> dict[str, Validator]:
 
 
 def _value_error(validator: Validator, value: Any, budget: Budget) -> str | None:
-    """Why ``value`` fails its field's schema (first error), None when it passes."""
+    """Why ``value`` fails its field's schema (the most relevant error), None when it passes."""
     try:
-        error = run_budgeted(lambda: next(iter(validator.iter_errors(value)), None), budget)
+        error = run_budgeted(lambda: best_match(validator.iter_errors(value)), budget)
     except RecursionError:
         return "validation recursed too deep"
     except Exception as e:  # budget spent, or a reference the schema cannot resolve

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from orchestration.errors import InvalidOutputError, InvalidRequestError
-from orchestration.schema_validator import MAX_VALIDATION_STEPS, compile_pattern
+from orchestration.schema_validator import MAX_EXPANDED_SUBSCHEMAS, MAX_VALIDATION_STEPS, compile_pattern
 from orchestration.schemas import (
     EMAIL_ENTITIES,
     MAX_OUTPUT_CHARS,
@@ -217,25 +217,65 @@ def test_unique_items_is_linear_and_exact() -> None:
     assert parse_output(_answer(xs=[1, True, "1", None, 0, False]), schema, "p").fields["xs"]
 
 
-@pytest.mark.timeout(20)
-def test_exponential_schema_is_cut_by_the_step_budget() -> None:
-    """Each level references the previous one twice: 2^30 evaluations unbounded."""
+def _doubling_defs(levels: int) -> dict[str, Any]:
+    """Each level references the previous one twice: 2^levels evaluations unbounded."""
     defs: dict[str, Any] = {"d0": {"type": "string", "minLength": 2}}
-    for i in range(1, 31):
+    for i in range(1, levels + 1):
         defs[f"d{i}"] = {"allOf": [{"$ref": f"#/$defs/d{i - 1}"}, {"$ref": f"#/$defs/d{i - 1}"}]}
-    y_first = {**_schema(y={"type": "string"}, x={"$ref": "#/$defs/d30"}), "$defs": defs}
+    return defs
+
+
+def test_exploding_and_looping_refs_are_refused_up_front() -> None:
+    exploding = {**_schema(x={"$ref": "#/$defs/d30"}), "$defs": _doubling_defs(30)}
+    assert str(MAX_EXPANDED_SUBSCHEMAS) in _refused(exploding)
+    modest = {**_schema(x={"$ref": "#/$defs/d8"}), "$defs": _doubling_defs(8)}  # 2^8: fine
+    check_json_schema(modest)
+    assert parse_output(_answer(x="abc"), modest, "p").fields["x"].value == "abc"
+    for defs in (
+        {"a": {"$ref": "#/$defs/a"}},
+        {"a": {"$ref": "#/$defs/b"}, "b": {"not": {"$ref": "#/$defs/a"}}},
+    ):
+        assert "refers back to itself" in _refused({**_schema(x={"$ref": "#/$defs/a"}), "$defs": defs})
+
+
+TREE = {  # a recursive schema is fine: each level of the value is one level of the schema
+    "type": "object",
+    "$defs": {"node": {"type": "object", "properties": {
+        "name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+    "properties": {"org": {"$ref": "#/$defs/node"}},
+}  # fmt: skip
+
+
+def test_recursive_schema_validates_nested_values() -> None:
+    check_json_schema(TREE)
+    org = {"name": "Acme", "children": [{"name": "Labs", "children": [{"name": "Robotics"}]}]}
+    assert parse_output(_answer(org=org), TREE, "p").fields["org"].value == org
+    org["children"][0]["children"][0]["name"] = 7
+    with pytest.raises(InvalidOutputError, match="children/0/children/0/name"):
+        parse_output(_answer(org=org), TREE, "p")
+
+
+@pytest.mark.timeout(20)
+def test_fan_out_on_deep_values_is_cut_by_the_step_budget() -> None:
+    """Two in-place branches per level of a nested array: 2^depth evaluations unbounded."""
+    fan = {"allOf": [{"type": "array", "items": {"$ref": "#/$defs/fan"}}, {"items": {"$ref": "#/$defs/fan"}}]}
+    y_first = {**_schema(y={"type": "string"}, x={"$ref": "#/$defs/fan"}), "$defs": {"fan": fan}}
     check_json_schema(y_first)
-    parsed = parse_output(_answer(y="fine", x="abc"), y_first, "p")
+    deep: Any = []
+    for _ in range(40):
+        deep = [deep]
+    parsed = parse_output(_answer(y="fine", x=deep), y_first, "p")
     assert str(MAX_VALIDATION_STEPS) in parsed.notes.dropped["x"]
     assert parsed.fields["y"].value == "fine"  # checked first, while the budget lasted
-    x_first = {**_schema(x={"$ref": "#/$defs/d30"}, y={"type": "string"}), "$defs": defs}
+    x_first = {**y_first, "properties": dict(reversed(list(y_first["properties"].items())))}
     with pytest.raises(InvalidOutputError, match=str(MAX_VALIDATION_STEPS)):  # one budget per answer
-        parse_output(_answer(y="fine", x="abc"), x_first, "p")
+        parse_output(_answer(y="fine", x=deep), x_first, "p")
+    assert parse_output(_answer(y="ok", x=[[[]]]), y_first, "p").fields["x"].value == [[[]]]
 
 
-def test_self_referencing_schema_does_not_crash() -> None:
+def test_self_referencing_schema_does_not_crash_the_parser() -> None:
+    """check_json_schema refuses it; should one reach the parser anyway, the field is dropped."""
     schema = {**_schema(x={"$ref": "#/$defs/a"}, y={"type": "string"}), "$defs": {"a": {"$ref": "#/$defs/a"}}}
-    check_json_schema(schema)
     parsed = parse_output(_answer(x="v", y="w"), schema, "p")
     assert "x" in parsed.notes.dropped and parsed.fields["y"].value == "w"
 
