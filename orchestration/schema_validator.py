@@ -61,7 +61,7 @@ def _refuse_retrieval(uri: str) -> Any:
 
 
 #: A registry that resolves only what the schema itself holds (and the bundled meta-schemas).
-REGISTRY: Registry[Any] = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+REGISTRY: Registry[Any] = Registry(retrieve=_refuse_retrieval)
 
 
 # --------------------------------------------------------------------------- RE2 patterns
@@ -329,7 +329,11 @@ def check_schema_features(schema: dict[str, Any]) -> None:
                 compile_pattern(pattern)
             except ValueError as e:
                 raise SchemaFeatureError(where, str(e)) from None
-    if _expanded_size(schema) > MAX_EXPANDED_SUBSCHEMAS:
+    try:
+        expanded = _expanded_size(schema)
+    except RecursionError:
+        raise SchemaFeatureError("", "its $refs chain too deep") from None
+    if expanded > MAX_EXPANDED_SUBSCHEMAS:
         raise SchemaFeatureError(
             "", f"its $refs expand to more than {MAX_EXPANDED_SUBSCHEMAS} subschemas; reuse fewer levels"
         )

@@ -238,6 +238,17 @@ def test_exploding_and_looping_refs_are_refused_up_front() -> None:
         assert "refers back to itself" in _refused({**_schema(x={"$ref": "#/$defs/a"}), "$defs": defs})
 
 
+def test_a_long_ref_chain_never_crashes() -> None:
+    """900 links fit in 32 KiB; checking them stays within Python's recursion limit, validating
+    them does not: the parser drops the field instead of failing the attempt with a crash."""
+    defs: dict[str, Any] = {str(i): {"$ref": f"#/$defs/{i + 1}"} for i in range(900)}
+    defs["900"] = {"type": "string"}
+    schema = {**_schema(y={"type": "string"}, x={"$ref": "#/$defs/0"}), "$defs": defs}
+    check_json_schema(schema)
+    parsed = parse_output(_answer(x="v", y="w"), schema, "p")
+    assert parsed.notes.dropped["x"] == "validation recursed too deep" and parsed.fields["y"].value == "w"
+
+
 TREE = {  # a recursive schema is fine: each level of the value is one level of the schema
     "type": "object",
     "$defs": {"node": {"type": "object", "properties": {
