@@ -402,7 +402,8 @@ def test_injected_instructions_cannot_change_the_output_schema(
     # the answer that dropped a real field is partial: that field abstains, the attempt says why
     [attempt] = dropped["attempts"]
     assert attempt["result"]["notes"]["dropped"] == {"startup_name": "missing"}
-    assert dropped["fields"]["startup_name"]["abstained"] and dropped["fields"]["person_in_charge"]["value"]
+    assert dropped["fields"]["startup_name"]["abstained"]
+    assert not dropped["fields"]["person_in_charge"]["abstained"]
     print(
         "\ninjection: an injected extra field ('password') was ignored and noted, a dropped field "
         "abstained; answers carry exactly the schema's fields"
