@@ -242,6 +242,15 @@ def _confidence(stated: Any) -> tuple[float, bool]:
     return clamped, clamped != number or isinstance(stated, str)
 
 
+def _finite(value: Any) -> str | None:
+    """Why ``value`` is no JSON value (NaN or ±Infinity somewhere in it), None when it is one."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, RecursionError):
+        return "holds NaN or Infinity, not JSON"
+    return None
+
+
 @lru_cache(maxsize=256)
 def _field_validators(dumped: str) -> dict[str, Validator]:
     """Per field of a schema (as JSON text), a bounded validator of its ``value``."""
@@ -285,7 +294,7 @@ def parse_output(raw: str | dict[str, Any], schema: dict[str, Any], provider: st
         if not isinstance(entry, dict) or "value" not in entry:
             notes.dropped[name] = "missing" if name not in data else "not a {value, confidence} object"
             continue
-        problem = _value_error(validator, entry["value"], budget)
+        problem = _finite(entry["value"]) or _value_error(validator, entry["value"], budget)
         if problem is not None:
             notes.dropped[name] = problem
             continue

@@ -331,6 +331,16 @@ def test_partial_answer_keeps_valid_fields_and_names_the_dropped() -> None:
     assert parsed.notes.ignored == ["password"]
 
 
+def test_non_finite_values_are_dropped() -> None:
+    raw = '{"date": {"value": NaN, "confidence": 1}, "details": {"value": [1, -Infinity], "confidence": 1},'
+    raw += ' "startup_name": {"value": "Acme", "confidence": 1}}'
+    parsed = parse_output(raw, EMAIL_ENTITIES, "p")
+    assert (
+        parsed.notes.dropped["date"] == parsed.notes.dropped["details"] == "holds NaN or Infinity, not JSON"
+    )
+    assert parsed.fields["startup_name"].value == "Acme"
+
+
 @pytest.mark.parametrize(
     "raw",
     ['{"person_in_charge": {"value": "Ada"', "null", '"text"', "{}", json.dumps({"x": 1}),
