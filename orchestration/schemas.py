@@ -229,13 +229,12 @@ def _confidence(stated: Any) -> tuple[float, bool]:
     missing or a string) to get there."""
     if isinstance(stated, bool) or not isinstance(stated, int | float | str):
         return 0.0, True
-    if isinstance(stated, str):
-        try:
-            number = float(stated.strip())
-        except ValueError:
-            return 0.0, True
-    else:
-        number = float(stated)
+    try:
+        number = float(stated.strip() if isinstance(stated, str) else stated)
+    except ValueError:
+        return 0.0, True
+    except OverflowError:  # an integer beyond the float range
+        number = math.inf if int(stated) > 0 else -math.inf
     if math.isnan(number):
         return 0.0, True
     clamped = min(max(number, 0.0), 1.0)

@@ -297,7 +297,8 @@ def test_self_referencing_schema_does_not_crash_the_parser() -> None:
 @pytest.mark.parametrize(
     ("stated", "kept"),
     [(10000, 1.0), (math.inf, 1.0), (-1, 0.0), (-math.inf, 0.0), (math.nan, 0.0), ("0.8", 0.8),
-     ("95", 1.0), ("high", 0.0), (None, 0.0), (True, 0.0), ([0.5], 0.0)],
+     ("95", 1.0), ("high", 0.0), (None, 0.0), (True, 0.0), ([0.5], 0.0), (10**400, 1.0),
+     (-(10**400), 0.0), ("1e400", 1.0)],
 )  # fmt: skip
 def test_out_of_range_confidence_is_clamped_and_noted(stated: Any, kept: float) -> None:
     answer = _answer(person_in_charge="Ada", startup_name="Acme")
