@@ -9,6 +9,7 @@ settings: adapters read them from the environment variable named by ``api_key_en
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ DEFAULT_KEY_ENV: dict[str, str | None] = {
     "gemini": "GEMINI_API_KEY",
     "openai_compatible": None,
 }
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class _Section(BaseModel):
@@ -98,6 +100,18 @@ class OrchestrationConfig(_Section):
         default=None, description="Chord candidates when a job names none (default: all enabled)."
     )
     variations: dict[str, list[Candidate]] = Field(default_factory=dict)
+    scorer_modules: list[str] = Field(
+        default_factory=list,
+        description="Modules whose @scorer callables generation jobs may name (imported at worker start).",
+    )
+
+    @field_validator("scorer_modules")
+    @classmethod
+    def _module_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _MODULE_NAME.match(name):
+                raise ValueError(f"scorer_modules: {name!r} is not a dotted module name")
+        return v
 
     @field_validator("strategy")
     @classmethod

@@ -179,12 +179,13 @@ def build_result(
     now: float | None = None,
     early: bool = False,
 ) -> ExtractionResult:
-    """The job's final result with totals over every attempt so far."""
+    """The job's final result with totals over every attempt so far; every schema field is in
+    it (one a partial answer did not give abstains)."""
     now = time.time() if now is None else now
     return ExtractionResult(
         job_id=spec.job_id,
         strategy=spec.strategy,
-        fields=fields,
+        fields={name: fields.get(name) or MergedField(abstained=True) for name in spec.fields},
         chosen=chosen,
         attempts=attempts,
         tokens_in=sum(a.tokens_in for a in attempts),

@@ -144,6 +144,23 @@ class FieldValue(BaseModel):
         return v
 
 
+class ParseNotes(BaseModel):
+    """What parsing changed in a structured answer that was kept (all empty for a clean one)."""
+
+    clamped: dict[str, str] = Field(
+        default_factory=dict, description="Field → the confidence it stated outside [0, 1] (now clamped)."
+    )
+    dropped: dict[str, str] = Field(
+        default_factory=dict, description="Field → why it failed validation; it counts as missing."
+    )
+    ignored: list[str] = Field(default_factory=list, description="Keys of the answer not in the schema.")
+
+    @property
+    def partial(self) -> bool:
+        """Whether some of the schema's fields were dropped."""
+        return bool(self.dropped)
+
+
 class ProviderResult(BaseModel):
     """What one successful provider call produced, with usage read from the SDK response."""
 
@@ -151,6 +168,7 @@ class ProviderResult(BaseModel):
     model: str
     params: SamplingParams = Field(default_factory=SamplingParams)
     fields: dict[str, FieldValue] = Field(default_factory=dict)
+    notes: ParseNotes = Field(default_factory=ParseNotes, description="Clamps and dropped fields.")
     text: str | None = Field(default=None, description="Free text (generation jobs).")
     tokens_in: int = 0
     tokens_out: int = 0

@@ -4,8 +4,12 @@ Built-ins (default weights in :data:`DEFAULT_WEIGHTS`): ``syntax`` (python/json 
 stripping one surrounding Markdown fence; more languages via :func:`register_syntax_checker` or
 entry-point group ``quorum.syntax``), ``completeness`` (coverage of the requirements' key terms),
 ``consistency`` (mean similarity to the other candidates: self-consistency / MBR) and ``format``
-(empty or refusal → 0; absurd length vs the candidates' median → penalty). Jobs may also name
-a callable marked with :func:`scorer` by dotted path, or an entry point in ``quorum.scorers``.
+(empty or refusal → 0; absurd length vs the candidates' median → penalty).
+
+Plug-ins come from the operator, never from a job: entry points in ``quorum.scorers`` and the
+callables marked with :func:`scorer` in the modules listed under ``[orchestration]
+scorer_modules`` (imported once at worker start). A job names one of those or is refused;
+nothing is imported because a job asked.
 """
 
 from __future__ import annotations
@@ -215,7 +219,8 @@ def syntax_checker(language: str | None) -> SyntaxChecker | None:
             _SYNTAX[lang] = ep.load()
             break
         else:
-            _NO_SYNTAX.add(lang)
+            if len(_NO_SYNTAX) < 1024:  # the language comes from jobs: keep the memo bounded
+                _NO_SYNTAX.add(lang)
     return _SYNTAX.get(lang)
 
 
@@ -283,40 +288,55 @@ _F = TypeVar("_F", bound=Callable[..., float])
 
 
 def scorer(fn: _F) -> _F:
-    """Mark a callable as a scorer so that jobs may name it by dotted path (an explicit opt-in)."""
+    """Mark a callable as a scorer, so that listing its module in ``scorer_modules`` offers it."""
     fn.__quorum_scorer__ = True  # type: ignore[attr-defined]
     return fn
 
 
-def _from_dotted(name: str, allowed_modules: Sequence[str] | None) -> Scorer | None:
-    """``pkg.mod:attr`` or ``pkg.mod.attr`` → a marked callable; None when nothing is there."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-    else:
-        module, _, attr = name.rpartition(".")
-    if not module or not attr:
-        return None
-    if allowed_modules is not None and not any(
-        module == p or module.startswith(p + ".") for p in allowed_modules
-    ):
-        raise InvalidRequestError(f"scorer {name!r}: module {module!r} is not allowed", field="scorers")
-    try:
-        obj: object = importlib.import_module(module)
-    except Exception as e:  # a missing module is unknown; a broken plug-in module says so
-        if isinstance(e, ModuleNotFoundError) and e.name and (module + ".").startswith(e.name + "."):
-            return None
-        raise InvalidRequestError(
-            f"scorer {name!r}: importing {module} failed: {type(e).__name__}: {e}", field="scorers"
-        ) from None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    if not callable(obj) or not getattr(obj, "__quorum_scorer__", False):
-        raise InvalidRequestError(
-            f"scorer {name!r} is not marked with @orchestration.scoring.scorer", field="scorers"
-        )
-    return obj  # type: ignore[return-value]
+@dataclass
+class ScorerRegistry:
+    """The scorers jobs may name: the built-ins, entry points in ``quorum.scorers`` and the marked
+    callables of operator-listed modules (named ``module:function`` or ``module.function``)."""
+
+    plugins: dict[str, Scorer] = field(default_factory=dict)
+
+    def load_modules(self, modules: Sequence[str]) -> list[str]:
+        """Import the operator's scorer modules (worker start) and register their marked callables.
+
+        Errors propagate: a misconfigured worker should not start. Returns the names registered.
+        """
+        names = []
+        for module in modules:
+            found = {
+                attr: obj
+                for attr, obj in vars(importlib.import_module(module)).items()
+                if callable(obj) and getattr(obj, "__quorum_scorer__", False)
+            }
+            if not found:
+                raise ValueError(f"scorer module {module!r} has no callable marked with @scorer")
+            for attr, obj in found.items():
+                self.plugins[f"{module}:{attr}"] = self.plugins[f"{module}.{attr}"] = obj
+                names.append(f"{module}:{attr}")
+        return names
+
+    def known(self) -> list[str]:
+        """Every name a job may use (plug-ins in their ``module:function`` spelling)."""
+        entry = sorted(ep.name for ep in entry_points(group=SCORER_GROUP))
+        return [*BUILTIN_SCORERS, *sorted(n for n in self.plugins if ":" in n), *entry]
+
+    def resolve(self, name: str) -> Scorer:
+        """A scorer by built-in name, registered plug-in or entry point; else InvalidRequestError."""
+        fn = BUILTIN_SCORERS.get(name) or self.plugins.get(name) or _from_entry_point(name)
+        if fn is None:
+            known = self.known()
+            shown = ", ".join(known[:40]) + (f" (+{len(known) - 40} more)" if len(known) > 40 else "")
+            raise InvalidRequestError(
+                f"unknown scorer {name[:100]!r}; known scorers: {shown} (plug-ins are registered "
+                f"by the operator: entry points in {SCORER_GROUP!r} or [orchestration] scorer_modules)",
+                field="scorers",
+                scorer=name[:100],
+            )
+        return fn
 
 
 def _from_entry_point(name: str) -> Scorer | None:
@@ -330,34 +350,22 @@ def _from_entry_point(name: str) -> Scorer | None:
         ) from None
 
 
-def resolve_scorer(name: str, allowed_modules: Sequence[str] | None = None) -> Scorer:
-    """A scorer by built-in name, entry point (``quorum.scorers``) or dotted path."""
-    fn = BUILTIN_SCORERS.get(name) or _from_entry_point(name)
-    if fn is None and (":" in name or "." in name):
-        fn = _from_dotted(name, allowed_modules)
-    if fn is None:
-        raise InvalidRequestError(
-            f"unknown scorer {name!r}; built-in: {', '.join(BUILTIN_SCORERS)}; or a dotted path "
-            f"'package.module:function', or an entry point in group {SCORER_GROUP!r}",
-            field="scorers",
-            scorer=name,
-        )
-    return fn
+#: This process's registry; workers fill it from the config at start (:meth:`load_modules`).
+SCORERS = ScorerRegistry()
 
 
 def resolve_scorers(
-    spec: Mapping[str, float] | None, allowed_modules: Sequence[str] | None = None
+    spec: Mapping[str, float] | None, registry: ScorerRegistry = SCORERS
 ) -> list[ResolvedScorer]:
-    """The job's scorers with weights (None → :data:`DEFAULT_WEIGHTS`); zero weights are dropped.
-
-    ``allowed_modules`` (module prefixes) restricts dotted paths, e.g. from operator config.
-    """
+    """The job's scorers with weights (None → :data:`DEFAULT_WEIGHTS`); zero weights are dropped."""
     spec = DEFAULT_WEIGHTS if spec is None else spec
     out = []
     for name, weight in spec.items():
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
-            raise InvalidRequestError(f"scorer {name!r}: weight {weight!r} must be ≥ 0", field="scorers")
-        fn = resolve_scorer(name, allowed_modules)
+            raise InvalidRequestError(
+                f"scorer {name[:100]!r}: weight {weight!r} must be ≥ 0", field="scorers"
+            )
+        fn = registry.resolve(name)
         if weight > 0:
             out.append(ResolvedScorer(name, float(weight), fn))
     if not out:

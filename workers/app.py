@@ -7,12 +7,15 @@ JSON is the only accepted codec, so a pickled message is refused, never executed
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.app import trace
 from celery.signals import worker_init
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
+from orchestration.scoring import SCORERS
 from workers import atomic_receive, broker_fixes, einfo_speedup, embedded
 
 broker_fixes.install()  # a Redis restart must not make busy workers exit (see broker_fixes)
@@ -120,3 +123,13 @@ def _worker_sending(sender: object = None, **_: object) -> None:
         "interval_step": 0.25,
         "interval_max": 0.5,
     }
+
+
+@worker_init.connect
+def _load_scorer_plugins(sender: object = None, **_: object) -> None:
+    """Import the operator's scorer modules (``[orchestration] scorer_modules``) once, at start:
+    a job may name their scorers, and nothing else is ever imported because a job asked."""
+    modules = app.conf.quorum_settings.orchestration.scorer_modules
+    if modules:
+        names = SCORERS.load_modules(modules)
+        logging.getLogger("quorum.app").info("scorer plug-ins: %s", ", ".join(names))

@@ -119,7 +119,7 @@ class Provider(ABC):
             output_schema=output_schema(schema),
         )
         result, content = self._send(request, timeout)
-        result.fields = parse_output(content, schema, self.name)
+        result.fields, result.notes = parse_output(content, schema, self.name)
         return result
 
     def generate(

@@ -134,8 +134,37 @@ ERROR_CASES: list[tuple[str, type[ProviderError], int | None]] = [
     ("auth", AuthError, 401),
     ("reset", ProviderConnectionError, None),
     ("malformed", InvalidOutputError, None),
-    ("schema", InvalidOutputError, None),
 ]
+
+
+def test_schema_violating_answer_is_kept_with_notes(emulator: Any, provider: Provider, name: str) -> None:
+    """A weak answer (a field missing, or a confidence of 7) is data: kept, what was wrong noted."""
+    emulator.configure(name, error_rate=1.0, errors={"schema": 1})
+    result = extract(provider)
+    notes = result.notes
+    assert notes.dropped or list(notes.clamped.values()) == ["7"]
+    assert set(result.fields) | set(notes.dropped) == set(EMAIL_ENTITIES["properties"])
+    assert all(0.0 <= f.confidence <= 1.0 for f in result.fields.values())
+    assert result.tokens_in > 0
+    assert emulator.requests(name) == 1
+
+
+LOCAL_REFS = {
+    "type": "object",
+    "$defs": {"name": {"type": ["string", "null"], "description": "A name as written in the email."}},
+    "properties": {
+        "startup_name": {"$ref": "#/$defs/name"},
+        "person_in_charge": {"$ref": "#/$defs/name"},
+    },
+}
+
+
+def test_local_refs_reach_the_provider_and_resolve(emulator: Any, provider: Provider, name: str) -> None:
+    """``$defs`` travel at the root of the schema each SDK sends, and the answer validates."""
+    result = provider.extract(labelled_email(), LOCAL_REFS, SamplingParams())
+    assert set(result.fields) == set(LOCAL_REFS["properties"])
+    assert not result.notes.dropped
+    assert all(isinstance(f.value, str | None) for f in result.fields.values())
 
 
 @pytest.mark.parametrize(("kind", "cls", "status"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
@@ -215,6 +244,9 @@ BAD_SCHEMAS: list[Any] = [
     {"type": "object", "properties": {}},
     {"type": "array", "items": {"type": "string"}},
     {"type": "object", "properties": {"bad name!": {"type": "string"}}},
+    {"type": "object", "properties": {"x": {"$ref": "http://127.0.0.1:9/evil.json"}}},
+    {"type": "object", "properties": {"x": {"$ref": "file:///etc/hostname"}}},
+    {"type": "object", "properties": {"x": {"type": "string", "pattern": "^(a+)\\1$"}}},
 ]
 
 
@@ -228,7 +260,11 @@ def test_bad_text_rejected_before_http(emulator: Any, provider: Provider, name: 
     assert emulator.requests(name) == 0
 
 
-@pytest.mark.parametrize("schema", BAD_SCHEMAS, ids=["bad-type", "no-props", "not-object", "bad-name"])
+@pytest.mark.parametrize(
+    "schema",
+    BAD_SCHEMAS,
+    ids=["bad-type", "no-props", "not-object", "bad-name", "http-ref", "file-ref", "backreference"],
+)
 def test_bad_schema_rejected_before_http(emulator: Any, provider: Provider, name: str, schema: Any) -> None:
     with pytest.raises(InvalidRequestError):
         provider.extract(labelled_email(), schema, SamplingParams())

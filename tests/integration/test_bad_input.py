@@ -1,15 +1,19 @@
 """Bad input sent by name, as a foreign producer would: every malformed job fails alone with
 ``InvalidRequestError`` naming the problem, the worker stays up, a good job sent alongside still
 succeeds; pickled and other non-JSON messages are refused, never executed; an email that tries
-to inject instructions cannot change the output schema."""
+to inject instructions cannot change the output schema; a hostile schema fetches nothing, reads
+no file and cannot freeze a worker; a scorer name imports nothing."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
+import os
 import pathlib
 import pickle
 import socket
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +26,7 @@ from hypothesis import strategies as st
 
 from orchestration.data import load_emails
 from orchestration.emulator.testing import EmulatorHandle
-from orchestration.errors import AllProvidersFailedError, InvalidRequestError, QuorumError
+from orchestration.errors import InvalidRequestError
 from orchestration.models import MAX_TEXT_CHARS, ExtractionRequest
 from orchestration.schemas import MAX_FIELDS, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH
 from tests.integration.fleet import Fleet
@@ -49,13 +53,45 @@ def proxy(emulator: EmulatorHandle) -> Iterator[RewritingProxy]:
         yield p
 
 
+#: On the worker's path, never listed in its config: importing it leaves ``imported.marker``.
+UNLISTED = "quorum_probe_unlisted"
+#: On the worker's path and listed in ``[orchestration] scorer_modules``.
+LISTED = "quorum_listed_scorers"
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Two scorer modules for the worker's PYTHONPATH: one the config lists, one it does not."""
+    d = tmp_path_factory.mktemp("plugins")
+    marker = d / "imported.marker"
+    (d / f"{UNLISTED}.py").write_text(
+        f"import pathlib\n\npathlib.Path({str(marker)!r}).touch()\n\n\ndef x(text, ctx):\n    return 1.0\n"
+    )
+    (d / f"{LISTED}.py").write_text(
+        "from orchestration.scoring import scorer\n\n\n@scorer\ndef short(text, ctx):\n"
+        "    return 1.0 if len(text) < 10_000 else 0.0\n"
+    )
+    return d
+
+
 @pytest.fixture(scope="module")
 def bfleet(
-    redis_url: str, proxy: RewritingProxy, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str,
+    proxy: RewritingProxy,
+    plugin_dir: pathlib.Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fleet]:
-    """One worker process behind the proxy, on the session's Valkey."""
+    """One worker process behind the proxy, on the session's Valkey, with one scorer module."""
+    path = [str(plugin_dir), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     f = Fleet(
-        redis_url=redis_url, emulator_url=proxy.url, workdir=tmp_path_factory.mktemp("bad"), concurrency=8
+        redis_url=redis_url,
+        emulator_url=proxy.url,
+        workdir=tmp_path_factory.mktemp("bad"),
+        concurrency=8,
+        extra_env={
+            "PYTHONPATH": os.pathsep.join(path),
+            "QUORUM_ORCHESTRATION__SCORER_MODULES": json.dumps([LISTED]),
+        },
     )
     try:
         f.start_worker("b1")
@@ -350,25 +386,180 @@ def test_injected_instructions_cannot_change_the_output_schema(
             {"text": INJECTION, "json_schema": SCHEMA, "strategy": "consensus",
              "providers": ["openai", "gemini", "local"], "use_cache": False, "min_responses": 2},
         ).get(timeout=20)  # fmt: skip
-        with pytest.raises(AllProvidersFailedError) as info:  # every provider obeyed: no answer at all
-            _send(
-                producer,
-                {"text": INJECTION, "json_schema": SCHEMA, "strategy": "failover",
-                 "providers": ["openai", "claude"], "use_cache": False},
-            ).get(timeout=20)  # fmt: skip
+        dropped = _send(
+            producer,
+            {"text": INJECTION, "json_schema": SCHEMA, "strategy": "failover",
+             "providers": ["claude"], "use_cache": False},
+        ).get(timeout=20)  # fmt: skip
     finally:
         proxy.rewrites.clear()
-    for result in (failover, consensus):
+    for result in (failover, consensus, dropped):
         assert set(result["fields"]) == set(SCHEMA["properties"])
-        refused = [a for a in result["attempts"] if a["provider"] in ("openai", "claude")]
-        assert refused and all(a["error"]["type"] == "InvalidOutputError" for a in refused)
-        assert all(
-            "password" in a["error"]["message"] or "startup_name" in a["error"]["message"] for a in refused
-        )
-    assert failover["chosen"] == "gemini"
-    assert "password" not in json.dumps([failover["fields"], consensus["fields"]])
-    assert isinstance(info.value, QuorumError)
+        obeyed = [a for a in result["attempts"] if a["provider"] in ("openai", "claude")]
+        assert obeyed and all(a["result"]["notes"]["ignored"] == ["password"] for a in obeyed)
+        assert "hunter2" not in json.dumps(result["fields"])
+    assert failover["chosen"] == "openai"
+    # the answer that dropped a real field is partial: that field abstains, the attempt says why
+    [attempt] = dropped["attempts"]
+    assert attempt["result"]["notes"]["dropped"] == {"startup_name": "missing"}
+    assert dropped["fields"]["startup_name"]["abstained"]
+    assert not dropped["fields"]["person_in_charge"]["abstained"]
     print(
-        "\ninjection: models that obeyed an injected instruction (extra 'password', dropped field) were "
-        "refused as InvalidOutputError; answers carry exactly the schema's fields"
+        "\ninjection: an injected extra field ('password') was ignored and noted, a dropped field "
+        "abstained; answers carry exactly the schema's fields"
     )
+
+
+# --------------------------------------------------------------------------- hostile schemas
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server that would serve a schema; the list records every request."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = b'{"type": "string", "maxLength": 1}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _one_field(prop: dict[str, Any], **root: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": {"startup_name": prop}, **root}
+
+
+def test_remote_refs_are_never_fetched(
+    bfleet: Fleet, producer: Celery, http_server: tuple[str, list[str]]
+) -> None:
+    url, hits = http_server
+    schemas = [
+        _one_field({"$ref": f"{url}/evil.json"}),
+        _one_field({"anyOf": [{"type": "null"}, {"$ref": f"{url}/evil.json#/x"}]}),
+        _one_field({"$ref": "evil.json"}, **{"$id": f"{url}/"}),
+    ]
+    jobs = [_send(producer, {**GOOD, "json_schema": schema}) for schema in schemas]
+    good = _send(producer, GOOD)
+    for job in jobs:
+        with pytest.raises(InvalidRequestError, match="json_schema"):
+            job.get(timeout=15)
+    assert good.get(timeout=15)["fields"]
+    assert hits == [], "the worker fetched a producer's $ref"
+    assert _worker_up(bfleet)
+    print(f"\n$ref: {len(schemas)} schemas pointing at a live HTTP server refused; 0 requests made")
+
+
+def test_file_refs_are_refused_alike_whether_or_not_the_file_exists(
+    bfleet: Fleet, producer: Celery, tmp_path: pathlib.Path
+) -> None:
+    existing = tmp_path / "schema.json"
+    existing.write_text(json.dumps({"type": "string", "maxLength": 1}))
+    messages = []
+    for path in (existing, tmp_path / "missing.json"):
+        job = _send(producer, {**GOOD, "json_schema": _one_field({"$ref": path.as_uri()})})
+        with pytest.raises(InvalidRequestError) as info:
+            job.get(timeout=15)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "never fetched" in messages[0] and str(tmp_path) not in messages[0]
+    print(f"\nfile $ref: existing and missing file give one message: {messages[0][:90]}...")
+
+
+REDOS = {
+    "type": "object",
+    "properties": {
+        "code": {"type": ["string", "null"], "pattern": "^(a+)+$"},
+        "startup_name": {"type": ["string", "null"]},
+    },
+}
+#: Python's re needs ~2^n steps to refuse this against ^(a+)+$ (30 a's took 70 s of CPU).
+HOSTILE = "a" * 5000 + "!"
+
+
+def _answer_hostile_code(ex: Exchange) -> None:
+    """A model that answers the ReDoS string for ``code`` (OpenAI wire)."""
+    if ex.status != 200:
+        return
+    data = json.loads(ex.body)
+    fields = json.loads(data["choices"][0]["message"]["content"])
+    fields["code"] = {"value": HOSTILE, "confidence": 0.9}
+    data["choices"][0]["message"]["content"] = json.dumps(fields)
+    ex.body = json.dumps(data).encode()
+
+
+def test_catastrophic_pattern_does_not_freeze_the_worker(
+    bfleet: Fleet, producer: Celery, proxy: RewritingProxy
+) -> None:
+    proxy.rewrites.update(openai=_answer_hostile_code)
+    try:
+        jobs = [
+            _send(
+                producer,
+                {
+                    "text": EMAIL,
+                    "json_schema": REDOS,
+                    "strategy": "failover",
+                    "providers": ["openai"],
+                    "use_cache": False,
+                },
+            )
+            for _ in range(4)
+        ]
+        assert _worker_up(bfleet)
+        good = _send(producer, {**GOOD, "providers": ["claude"]})
+        results = [job.get(timeout=20) for job in jobs]
+        assert good.get(timeout=15)["fields"]
+    finally:
+        proxy.rewrites.clear()
+    for result in results:
+        assert result["fields"]["code"]["value"] is None and result["fields"]["code"]["abstained"]
+        [attempt] = result["attempts"]
+        assert attempt["ok"] and "startup_name" in attempt["result"]["fields"]  # the rest is kept
+        assert not result["fields"]["startup_name"]["abstained"]
+        assert "does not match" in attempt["result"]["notes"]["dropped"]["code"]
+    assert _worker_up(bfleet)
+    print("\nReDoS: 4 answers of 5000 a's + '!' against ^(a+)+$ checked on RE2; field dropped, worker up")
+
+
+def test_a_pattern_re2_cannot_run_is_refused(bfleet: Fleet, producer: Celery) -> None:
+    job = _send(producer, {**GOOD, "json_schema": _one_field({"type": "string", "pattern": r"^(a+)\1$"})})
+    with pytest.raises(InvalidRequestError, match="RE2"):
+        job.get(timeout=15)
+
+
+# --------------------------------------------------------------------------- scorer plug-ins
+
+
+def _generate(producer: Celery, **kwargs: Any) -> Any:
+    return producer.send_task(
+        "quorum.generate", kwargs={"prompt": "Write a haiku.", **kwargs}, queue="quorum"
+    )
+
+
+def test_a_scorer_name_never_imports_a_module(
+    bfleet: Fleet, producer: Celery, plugin_dir: pathlib.Path
+) -> None:
+    for name in (f"{UNLISTED}.x", f"{UNLISTED}:x", "this.x"):
+        with pytest.raises(InvalidRequestError, match="unknown scorer") as info:
+            _generate(producer, scorers={name: 1}).get(timeout=15)
+        assert f"{LISTED}:short" in str(info.value)  # the refusal names what is known
+    assert not (plugin_dir / "imported.marker").exists(), "the worker imported a module a job named"
+    assert "Beautiful is better than ugly" not in bfleet.log("b1")  # `import this` prints it
+    ok = _generate(producer, scorers={f"{LISTED}:short": 1}, providers=["claude", "openai"]).get(timeout=30)
+    assert ok["breakdown"] == {f"{LISTED}:short": 1.0}
+    assert _worker_up(bfleet)
+    print("\nscorers: 3 unregistered names refused without an import; the configured plug-in scored")

@@ -1,4 +1,5 @@
-"""Sample scorer plug-ins, resolved by dotted path in tests/unit/test_scoring.py."""
+"""Sample scorer plug-ins: tests/unit/test_scoring.py lists this module as an operator would
+(``scorer_modules``), then resolves its marked callables by name."""
 
 from __future__ import annotations
 
@@ -19,5 +20,5 @@ def broken(text: str, ctx: ScoringContext) -> float:
 
 
 def unmarked(text: str, ctx: ScoringContext) -> float:
-    """Not marked with @scorer: naming it by dotted path is refused."""
+    """Not marked with @scorer: listing the module does not offer it to jobs."""
     return 1.0

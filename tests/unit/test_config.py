@@ -112,6 +112,14 @@ def test_invalid_env_value_names_key(clean_env: pytest.MonkeyPatch) -> None:
     assert "orchestration.strategy" in str(info.value) and "majority" in str(info.value)
 
 
+def test_scorer_modules_are_dotted_names_and_not_imported_by_loading(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("QUORUM_ORCHESTRATION__SCORER_MODULES", '["acme.scorers", "quorum_not_installed"]')
+    assert load_settings().orchestration.scorer_modules == ["acme.scorers", "quorum_not_installed"]
+    clean_env.setenv("QUORUM_ORCHESTRATION__SCORER_MODULES", '["acme.scorers:fn"]')
+    with pytest.raises(ConfigError, match="scorer_modules"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [

@@ -22,7 +22,6 @@ from google.genai import types
 from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.emulator.wire import WireError
 from orchestration.emulator.wire.gemini import GeminiWire
-from orchestration.errors import InvalidOutputError
 from orchestration.prompts import (
     EXTRACTION_SYSTEM,
     GENERATION_SYSTEM,
@@ -143,7 +142,7 @@ EXTRACTORS: dict[str, Callable[..., dict[str, Any]]] = {
 @pytest.mark.parametrize("provider", sorted(EXTRACTORS))
 def test_extraction_answers_labels_through_each_sdk(emu: EmulatorHandle, provider: str) -> None:
     data = EXTRACTORS[provider](emu)
-    fields = parse_output(data, EMAIL_ENTITIES, provider)
+    fields = parse_output(data, EMAIL_ENTITIES, provider).fields
     assert {k: v.value for k, v in fields.items()} == LABELS
     assert all(0.5 <= v.confidence <= 1 for v in fields.values())
     assert emu.requests(provider) == 1
@@ -242,7 +241,7 @@ def test_gemini_rest_extraction_in_either_spelling(emu: EmulatorHandle, snake: b
     candidate = full["candidates"][0]
     assert candidate["finishReason"] == "STOP"
     data = json.loads(candidate["content"]["parts"][0]["text"])  # the schema was read: JSON
-    fields = parse_output(data, EMAIL_ENTITIES, GEMINI)
+    fields = parse_output(data, EMAIL_ENTITIES, GEMINI).fields
     assert {k: v.value for k, v in fields.items()} == LABELS
     # the system instruction was read: it counts in the prompt tokens
     assert full["usageMetadata"]["promptTokenCount"] > no_system["usageMetadata"]["promptTokenCount"]
@@ -325,7 +324,7 @@ def test_hang_times_out_and_is_released(emu: EmulatorHandle) -> None:
     assert all(s["in_flight"] == 0 for s in emu.stats().values())
 
 
-def test_malformed_and_schema_faults_spoil_the_answer(emu: EmulatorHandle) -> None:
+def test_malformed_answers_are_spoilt_and_schema_faults_noted(emu: EmulatorHandle) -> None:
     for provider in EXTRACTORS:
         emu.configure(provider, error_rate=1.0, errors={"malformed": 1})
     with pytest.raises(json.JSONDecodeError):
@@ -340,10 +339,11 @@ def test_malformed_and_schema_faults_spoil_the_answer(emu: EmulatorHandle) -> No
     assert msg.content[0].type == "text"
     with pytest.raises(json.JSONDecodeError):
         json.loads(msg.content[0].text)
-    for provider, extractor in EXTRACTORS.items():
+    for provider, extractor in EXTRACTORS.items():  # a weak answer: kept, with what was wrong noted
         emu.configure(provider, errors={"schema": 1})
-        with pytest.raises(InvalidOutputError):
-            parse_output(extractor(emu), EMAIL_ENTITIES, provider)
+        parsed = parse_output(extractor(emu), EMAIL_ENTITIES, provider)
+        assert parsed.notes.dropped or list(parsed.notes.clamped.values()) == ["7"]
+        assert len(parsed.fields) + len(parsed.notes.dropped) == len(EMAIL_ENTITIES["properties"])
         assert emu.errors(provider) == {"malformed": 1, "schema": 1}
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from orchestration.config import Settings
 from orchestration.errors import InsufficientResponsesError, ServerError
-from orchestration.jobs import parse_request, prepare_extract
-from orchestration.models import Attempt, Candidate, FieldValue, ProviderResult, SamplingParams
+from orchestration.jobs import build_result, parse_request, prepare_extract, single_answer
+from orchestration.models import Attempt, Candidate, FieldValue, ParseNotes, ProviderResult, SamplingParams
 from orchestration.state.fleet import FleetSetting
 from orchestration.strategies.extraction import chord_labels, early_answer_ready, merge_answer
 
@@ -30,6 +30,15 @@ def answer(label: str, provider: str, value: str, conf: float = 0.9) -> Attempt:
 
 def failure(label: str, provider: str) -> Attempt:
     return Attempt(provider=provider, label=label, error=ServerError("boom", provider=provider).to_dict())
+
+
+def partial(label: str, provider: str, value: str, conf: float, dropped: tuple[str, ...]) -> Attempt:
+    """An answer whose ``dropped`` fields failed validation (absent, as parse_output leaves them)."""
+    a = answer(label, provider, value, conf)
+    assert a.result is not None
+    a.result.fields = {f: v for f, v in a.result.fields.items() if f not in dropped}
+    a.result.notes = ParseNotes(dropped={f: "missing" for f in dropped})
+    return a
 
 
 def test_chord_labels_are_unique():
@@ -84,3 +93,42 @@ def test_consensus_merges_and_best_match_chooses():
     assert sorted(fields["startup_name"].sources) == ["claude", "openai"]
     fields, chosen = merge_answer(job("best_match"), outcomes, accuracy={}, priors={})
     assert chosen == "gemini" and fields["date"].value == "Robert Zhang date"
+
+
+def test_consensus_partial_answer_votes_only_on_its_valid_fields():
+    outcomes = [
+        partial("claude", "claude", "a", 0.9, dropped=("startup_name",)),
+        answer("openai", "openai", "a", 0.8),
+        answer("gemini", "gemini", "b", 0.95),
+    ]
+    fields, _ = merge_answer(job(), outcomes, accuracy={}, priors={})
+    # without claude's vote, gemini (0.95) outweighs openai (0.8) on the dropped field...
+    assert fields["startup_name"].value == "Robert Zhang startup_name"
+    assert fields["startup_name"].sources == ["gemini"]
+    # ...and claude still counts everywhere else
+    assert fields["date"].value == "Alice Kim date"
+    assert sorted(fields["date"].sources) == ["claude", "openai"]
+
+
+def test_best_match_counts_dropped_fields_as_zero():
+    outcomes = [
+        partial("claude", "claude", "a", 0.95, dropped=("startup_name", "date")),  # 0.95 * 3/5 = 0.57
+        answer("openai", "openai", "b", 0.6),  # 0.6
+    ]
+    fields, chosen = merge_answer(job("best_match"), outcomes, accuracy={}, priors={})
+    assert chosen == "openai"
+    assert fields["date"].value == "Robert Zhang date"
+    only_partial = [partial("claude", "claude", "a", 0.95, dropped=("date",))]
+    fields, chosen = merge_answer(job("best_match", min_responses=1), only_partial, accuracy={}, priors={})
+    assert chosen == "claude" and fields["date"].value is None and fields["details"].value
+
+
+def test_failover_partial_answer_keeps_every_schema_field_in_the_result():
+    spec = job("failover")
+    winner = partial("claude", "claude", "a", 0.9, dropped=("date", "details"))
+    result = build_result(spec, [winner], single_answer(winner), chosen="claude", now=1.0)
+    assert list(result.fields) == FIELDS
+    assert result.fields["date"].abstained and result.fields["date"].value is None
+    assert result.fields["startup_name"].value == "Alice Kim startup_name"
+    assert result.attempts[0].result is not None
+    assert result.attempts[0].result.notes.dropped == {"date": "missing", "details": "missing"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
@@ -10,6 +11,7 @@ from orchestration.errors import InvalidRequestError
 from orchestration.scoring import (
     DEFAULT_WEIGHTS,
     ResolvedScorer,
+    ScorerRegistry,
     ScoringContext,
     completeness,
     consistency,
@@ -26,6 +28,16 @@ from orchestration.scoring import (
 # Works whether pytest imports this file as ``test_scoring`` or ``tests.unit.test_scoring``.
 _PKG = __name__.rpartition(".")[0]
 PLUGINS = f"{_PKG}.plugins_sample" if _PKG else "plugins_sample"
+UNIMPORTED = f"{_PKG}.plugins_unimported" if _PKG else "plugins_unimported"
+
+
+@pytest.fixture(scope="module")
+def registry() -> ScorerRegistry:
+    """A registry as a worker builds it from ``scorer_modules = [PLUGINS]``."""
+    reg = ScorerRegistry()
+    assert reg.load_modules([PLUGINS]) == [f"{PLUGINS}:mentions_task", f"{PLUGINS}:broken"]
+    return reg
+
 
 PY = ScoringContext(language="python")
 GOOD_PY = "def add(a, b):\n    return a + b\n"
@@ -186,33 +198,44 @@ def test_default_scorers_and_weights():
     assert sum(s.weight for s in resolved) == pytest.approx(1.0)
 
 
-def test_plugin_by_dotted_path_resolves_both_spellings():
+def test_configured_plugin_resolves_in_both_spellings(registry: ScorerRegistry):
     for name in (f"{PLUGINS}:mentions_task", f"{PLUGINS}.mentions_task"):
-        [(resolved_name, weight, fn)] = resolve_scorers({name: 2})
+        [(resolved_name, weight, fn)] = resolve_scorers({name: 2}, registry)
         assert resolved_name == name and weight == 2.0
         assert fn("Sort the list", ScoringContext(task="sort a list")) == 1.0
 
 
-def test_unknown_scorer_is_invalid_request_naming_it():
-    with pytest.raises(InvalidRequestError, match="no_such_scorer"):
-        resolve_scorers({"no_such_scorer": 1.0})
-    with pytest.raises(InvalidRequestError, match=r"nosuchpkg\.mod:fn"):
-        resolve_scorers({"nosuchpkg.mod:fn": 1.0})
-    with pytest.raises(InvalidRequestError, match="missing"):
-        resolve_scorers({f"{PLUGINS}:missing": 1.0})
+def test_unknown_scorer_is_invalid_request_naming_it_and_the_known_ones(registry: ScorerRegistry):
+    with pytest.raises(InvalidRequestError, match="no_such_scorer") as info:
+        resolve_scorers({"no_such_scorer": 1.0}, registry)
+    assert "syntax, completeness, consistency, format" in str(info.value)
+    assert f"{PLUGINS}:mentions_task" in str(info.value)
+    for name in ("nosuchpkg.mod:fn", f"{PLUGINS}:missing", f"{PLUGINS}:unmarked", "os.path:join"):
+        with pytest.raises(InvalidRequestError, match="unknown scorer"):
+            resolve_scorers({name: 1.0}, registry)
 
 
-def test_unmarked_callable_is_refused():
-    with pytest.raises(InvalidRequestError, match="not marked"):
-        resolve_scorers({f"{PLUGINS}:unmarked": 1.0})
-    with pytest.raises(InvalidRequestError, match="not marked"):
-        resolve_scorers({"os.path:join": 1.0})
+def test_a_job_naming_a_module_never_imports_it(registry: ScorerRegistry):
+    assert UNIMPORTED not in sys.modules
+    for name in (f"{UNIMPORTED}:x", f"{UNIMPORTED}.x", "this.x"):
+        with pytest.raises(InvalidRequestError, match="unknown scorer"):
+            resolve_scorers({name: 1.0}, registry)
+        with pytest.raises(InvalidRequestError, match="unknown scorer"):
+            resolve_scorers({name: 1.0})  # the process registry too
+    assert UNIMPORTED not in sys.modules
+    assert "this" not in sys.modules
 
 
-def test_allowed_modules_restricts_dotted_paths():
-    with pytest.raises(InvalidRequestError, match="not allowed"):
-        resolve_scorers({f"{PLUGINS}:mentions_task": 1.0}, allowed_modules=["acme_scorers"])
-    assert resolve_scorers({f"{PLUGINS}:mentions_task": 1.0}, allowed_modules=[PLUGINS])
+def test_unconfigured_plugin_is_unknown_until_its_module_is_listed():
+    with pytest.raises(InvalidRequestError, match="unknown scorer"):
+        resolve_scorers({f"{PLUGINS}:mentions_task": 1.0}, ScorerRegistry())
+
+
+def test_scorer_module_without_marked_callables_is_a_config_error():
+    with pytest.raises(ValueError, match="no callable marked"):
+        ScorerRegistry().load_modules(["json"])
+    with pytest.raises(ModuleNotFoundError):
+        ScorerRegistry().load_modules(["no_such_quorum_module"])
 
 
 def test_bad_weights():
@@ -259,10 +282,10 @@ def test_score_all_defaults_rank_a_good_answer_first():
     assert set(cards[0].breakdown) == set(DEFAULT_WEIGHTS)
 
 
-def test_score_all_records_a_failing_or_wild_plugin():
+def test_score_all_records_a_failing_or_wild_plugin(registry: ScorerRegistry):
     wild = ResolvedScorer("wild", 1.0, lambda text, ctx: 7.5)
     nan = ResolvedScorer("nan", 1.0, lambda text, ctx: math.nan)
-    broken = resolve_scorers({f"{PLUGINS}:broken": 1.0})[0]
+    broken = resolve_scorers({f"{PLUGINS}:broken": 1.0}, registry)[0]
     [card] = score_all(["x"], ScoringContext(), [wild, nan, broken])
     assert card.breakdown == {"wild": 1.0, "nan": 0.0, broken.name: 0.0}
     assert "plug-in bug" in card.errors[broken.name]
