@@ -38,6 +38,8 @@ log = logging.getLogger("orchestration.emulator")
 
 _RAW_SEND = "emulator.raw_send"
 GEMINI_VERSIONS = frozenset({"v1", "v1beta"})
+#: Providers the un-prefixed routes serve (``/v1/messages`` is "anthropic", ...).
+WIRE_DEFAULTS = frozenset({"openai", "anthropic", "gemini"})
 
 
 async def wait_or_disconnect(receive: Receive, seconds: float) -> bool:
@@ -179,7 +181,17 @@ class _ProviderRoute:
 
 
 def _admin_routes(emu: Emulator) -> list[Route]:
-    """``/_admin/*``: health, stats, reset, down/up switches and profile overrides."""
+    """``/_admin/*``: health, stats, reset, down/up switches and profile overrides.
+
+    A provider the emulator does not know (not in its profile, not a wire's default name, never
+    served) is a 404: a typo in a switch must not pass as a success.
+    """
+
+    def unknown(name: str) -> JSONResponse | None:
+        known = {*emu.state.profile.providers, *emu.state.providers, *WIRE_DEFAULTS}
+        if name in known:
+            return None
+        return JSONResponse({"error": f"unknown provider {name!r}; known: {', '.join(sorted(known))}"}, 404)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -195,11 +207,15 @@ def _admin_routes(emu: Emulator) -> list[Route]:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ("down", "up"):
             return JSONResponse({"error": f"unknown action {action!r}; use down or up"}, 404)
+        if (missing := unknown(name)) is not None:
+            return missing
         emu.state.get(name).down = action == "down"
         return JSONResponse({"provider": name, "down": action == "down"})
 
     async def provider(request: Request) -> JSONResponse:
         name = request.path_params["name"]
+        if (missing := unknown(name)) is not None:
+            return missing
         if request.method == "PUT":
             try:
                 overrides = json.loads(await request.body() or b"{}")
