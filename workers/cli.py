@@ -519,6 +519,35 @@ def worker(
 
 
 @cli.command()
+def metrics(
+    address: Annotated[str, typer.Option(help="Interface to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of /metrics (Prometheus text format).")] = 9464,
+) -> None:
+    """One Prometheus exporter for the whole fleet: reads Redis on each scrape (breakers, health,
+    latency, tokens, cost, budgets, rate limits, cache, jobs by outcome)."""
+    from prometheus_client import start_http_server
+
+    from workers.client import check_reachable
+    from workers.embedded import describe, state_redis, state_url
+    from workers.metrics import registry_for
+
+    settings = _settings()
+    url = state_url(settings)
+    check_reachable(url)
+    try:
+        server, thread = start_http_server(
+            port, address, registry=registry_for(state_redis(settings), settings)
+        )
+    except OSError as e:
+        console.print(f"[red]cannot serve on {address}:{port}:[/] {e.strerror}; pick another --port")
+        raise typer.Exit(EXIT_USAGE) from None
+    console.print(
+        f"serving http://{address}:{server.server_port}/metrics from Redis {describe(url)}", highlight=False
+    )
+    thread.join()
+
+
+@cli.command()
 def bench(
     full: Annotated[bool, typer.Option("--full", help="Larger runs (default: small, quick ones).")] = False,
     only: Annotated[
