@@ -40,7 +40,12 @@ def wait(result: AsyncResult, timeout: float, waiting: Waiting, *, local_stack: 
         try:
             return result.get(timeout=timeout)
         except CeleryTimeoutError:
-            raise JobStillRunning(result.id, timeout, local_stack=local_stack) from None
+            pass
+    job_id = result.id
+    # Stop listening now, while the app is open (not in __del__ at interpreter exit).
+    result.backend.remove_pending_result(result)
+    del result
+    raise JobStillRunning(job_id, timeout, local_stack=local_stack)
 
 
 def check_reachable(url: str) -> None:
