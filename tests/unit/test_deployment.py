@@ -253,3 +253,20 @@ def test_docs_show_the_procfile_commands() -> None:
     documented = documented_commands()
     for name, command in procfile().items():
         assert normalise(launched(command)) in documented, f"the {name} command is not in the README"
+
+
+def test_one_emulator_port_everywhere() -> None:
+    from workers.cli import EMULATOR_PORT
+
+    assert (
+        inspect.signature(importlib.import_module("workers.cli").emulator).parameters["port"].default
+        == EMULATOR_PORT
+    )
+    for doc in (".env.example", "quorum.example.toml", "README.md", "docker-compose.yml"):
+        text = (ROOT / doc).read_text()
+        ports = set(re.findall(r"(?:127\.0\.0\.1|emulator|--port):?\s?(\d{4})\b", text)) - {
+            "5555",
+            "6379",
+            "9464",
+        }
+        assert ports == {str(EMULATOR_PORT)}, (doc, ports)

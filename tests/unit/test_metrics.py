@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from pathlib import Path
 
 import redis
 from prometheus_client import generate_latest
@@ -72,3 +75,18 @@ def test_an_unreachable_redis_is_quorum_up_0_not_an_error(monkeypatch):
     monkeypatch.delenv("QUORUM_CONFIG", raising=False)
     client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     assert scrape(registry_for(client, load_settings())) == {("quorum_up", ()): 0.0}
+
+
+def test_the_dashboard_and_scrape_example_use_what_the_exporter_serves(valkey_redis):
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    served = {
+        family.name
+        for family in text_string_to_metric_families(
+            generate_latest(registry_for(valkey_redis, Settings())).decode()
+        )
+    }
+    dashboard = json.loads((docs / "grafana" / "quorum.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_total$", "", m) for e in exprs for m in re.findall(r"\bquorum_\w+", e)}
+    assert used and used <= served, used - served
+    assert ":9464" in (docs / "prometheus.yml").read_text()
