@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from orchestration.config import default_providers
 from orchestration.emulator import answers, generation
 from orchestration.emulator.dataset import Dataset, load_dataset
 from orchestration.emulator.faults import ERROR_LATENCY_SHARE, STATUS_FAULTS, pick_fault, sample_latency
@@ -183,12 +184,13 @@ class _ProviderRoute:
 def _admin_routes(emu: Emulator) -> list[Route]:
     """``/_admin/*``: health, stats, reset, down/up switches and profile overrides.
 
-    A provider the emulator does not know (not in its profile, not a wire's default name, never
-    served) is a 404: a typo in a switch must not pass as a success.
+    A provider the emulator does not know (not in its profile, not one of Quorum's default
+    provider names or a wire's default name, never served) is a 404: a typo in a switch must
+    not pass as a success.
     """
 
     def unknown(name: str) -> JSONResponse | None:
-        known = {*emu.state.profile.providers, *emu.state.providers, *WIRE_DEFAULTS}
+        known = {*emu.state.profile.providers, *emu.state.providers, *WIRE_DEFAULTS, *default_providers()}
         if name in known:
             return None
         return JSONResponse({"error": f"unknown provider {name!r}; known: {', '.join(sorted(known))}"}, 404)
