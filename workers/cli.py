@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestration.config import Settings, load_settings
-from orchestration.errors import QuorumError
+from orchestration.errors import InvalidRequestError, QuorumError
 from workers.exits import (
     EXIT_CODES,
     EXIT_JOB_FAILED,
@@ -123,8 +123,9 @@ def _run_job(
         if as_json:
             _print_json({"error": e.to_dict()})
         else:
-            console.print(f"[red]{e.kind}:[/] {e}")
-        raise typer.Exit(EXIT_JOB_FAILED) from None
+            console.print(f"[red]{e.kind}:[/] {e}", highlight=False)
+        # The job refused its own input (unknown or disabled provider...): a usage error.
+        raise typer.Exit(EXIT_USAGE if isinstance(e, InvalidRequestError) else EXIT_JOB_FAILED) from None
     if as_json:
         _print_json(result)
     else:

@@ -32,7 +32,7 @@ EXIT_INTERRUPTED = 130  # ^C
 EXIT_CODES = {
     EXIT_OK: "success (`status`: every enabled provider healthy)",
     EXIT_JOB_FAILED: "the job failed (`status`: some enabled provider unhealthy; `test`: the call failed)",
-    EXIT_USAGE: "usage: bad option, input file, schema or configuration",
+    EXIT_USAGE: "usage: bad option, input file, schema, configuration, or a job refusing its input",
     EXIT_UNREACHABLE: "Redis unreachable, or none configured or running",
     EXIT_STILL_RUNNING: "the wait timed out; the job goes on (`quorum result JOB_ID`)",
     EXIT_INTERNAL: "unexpected error (a bug): rerun with `--debug` and report it",

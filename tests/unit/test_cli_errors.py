@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,9 @@ def test_the_spinner_shows_elapsed_time_only_when_asked():
     with spinner(Console(file=buffer, force_terminal=True), True)("j1") as progress:
         progress.refresh()
     assert "job j1" in buffer.getvalue() and "0:00:0" in buffer.getvalue()
+
+
+def test_the_readme_documents_every_exit_code():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("| exit | meaning |", 1)[1].split("\n\n", 1)[0]
+    assert {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)} == set(EXIT_CODES)
