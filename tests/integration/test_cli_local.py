@@ -61,6 +61,7 @@ def test_demo_runs_in_its_own_namespace_and_leaves_nothing_running(tmp_path):
         assert needle in done.stdout + done.stderr
     assert "Started embedded Valkey at redis://127.0.0.1:" in done.stdout + done.stderr
     assert str(tmp_path / "demo") in done.stdout + done.stderr  # its own data directory
+    assert "prefix quorum-demo:" in done.stdout  # the demo's status reads the demo's state
 
     assert snapshot(user) == before
     status = json.loads(quorum(["status", "--detailed", "--json"], tmp_path).stdout)
