@@ -24,6 +24,9 @@ from pydantic_settings import (
 from orchestration.errors import ConfigError
 from orchestration.models import EXTRACT_STRATEGIES, Candidate, describe_errors
 
+#: URL schemes redis-py (and so Celery's Redis transport and backend) accept.
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
 ProviderKind = Literal["anthropic", "openai", "gemini", "openai_compatible"]
 
 DEFAULT_KEY_ENV: dict[str, str | None] = {
@@ -178,6 +181,17 @@ class Settings(BaseSettings):
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
+    @field_validator("redis_url", "broker_url", "result_backend")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v and v.partition("://")[0] not in REDIS_SCHEMES:
+            scheme = v.partition("://")[0] if "://" in v else v[:20]
+            raise ValueError(
+                f"{scheme!r} is not a Redis URL scheme; use redis://HOST:6379/0 "
+                "(rediss:// for TLS, unix:///path/redis.sock for a socket)"
+            )
+        return v
+
     @field_validator("providers")
     @classmethod
     def _names(cls, v: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
@@ -220,6 +234,20 @@ class Settings(BaseSettings):
                 f"unknown provider {name!r}; configured: {', '.join(sorted(self.providers))}",
                 field="providers",
             ) from None
+
+    def callable_provider(self, name: str) -> ProviderConfig:
+        """The named provider's config if jobs may call it; a disabled (``enabled = false``) or
+        unknown one is an :class:`InvalidRequestError` naming it: disabled means never called."""
+        from orchestration.errors import InvalidRequestError
+
+        config = self.provider(name)
+        if not config.enabled:
+            raise InvalidRequestError(
+                f"provider {name!r} is disabled in the config (enabled = false); "
+                f"enabled: {', '.join(self.enabled_providers()) or 'none'}",
+                field="providers",
+            )
+        return config
 
 
 def config_path() -> Path | None:

@@ -107,10 +107,10 @@ def parse_generation_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> G
 
 
 def _known(settings: Settings, name: str | None, what: str) -> str | None:
-    """``name`` if it is a configured provider (None passes), else InvalidRequestError on ``what``."""
+    """``name`` if it is a configured, enabled provider (None passes), else InvalidRequestError."""
     if name is not None:
         try:
-            settings.provider(name)
+            settings.callable_provider(name)
         except InvalidRequestError as e:
             raise InvalidRequestError(f"{what}: {e.message}", field=what) from None
     return name
@@ -128,12 +128,12 @@ def prepare_generate(
     now = time.time() if now is None else now
     scorers = {s.name: s.weight for s in resolve_scorers(request.scorers)}  # unknown → error now
     enabled = settings.enabled_providers()
-    order = [p for p in (fleet.order or enabled) if p in settings.providers] or enabled
+    order = [p for p in (fleet.order or enabled) if p in enabled] or enabled  # disabled: never called
     candidates = chord_candidates(request, settings, order)
     if not candidates:
         raise InvalidRequestError("no providers: none enabled in the config", field="providers")
     for candidate in candidates:
-        settings.provider(candidate.provider)  # unknown names → InvalidRequestError
+        settings.callable_provider(candidate.provider)  # unknown or disabled → InvalidRequestError
     first = candidates[0].provider
     orch = settings.orchestration
     # Early stop exists to send as few calls as possible: one good answer is enough by default.

@@ -121,7 +121,7 @@ def prepare_extract(
         )
     schema_name, schema = resolve_schema(request.schema_name, request.json_schema)
     enabled = settings.enabled_providers()
-    order = [p for p in (fleet.order or enabled) if p in settings.providers] or enabled
+    order = [p for p in (fleet.order or enabled) if p in enabled] or enabled  # disabled: never called
     if strategy == "failover":
         names = request.providers or order
         candidates = [Candidate(provider=n, params=request.params) for n in names]
@@ -130,7 +130,7 @@ def prepare_extract(
     if not candidates:
         raise InvalidRequestError("no providers: none enabled in the config", field="providers")
     for candidate in candidates:
-        settings.provider(candidate.provider)  # unknown names → InvalidRequestError
+        settings.callable_provider(candidate.provider)  # unknown or disabled → InvalidRequestError
     orch = settings.orchestration
     min_responses = request.min_responses or min(orch.min_responses, len(candidates))
     if strategy != "failover" and min_responses > len(candidates):

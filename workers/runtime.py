@@ -136,10 +136,17 @@ class Runtime:
                 return reason
         return None
 
-    def record_job(self, job_id: str, attempts: list[Attempt]) -> None:
-        """Count the job and its total cost once (for the average cost per job)."""
+    def record_job(
+        self, job_id: str, attempts: list[Attempt], *, kind: str = "extract", strategy: str | None = None
+    ) -> None:
+        """Count the job and its total cost once (for the average cost per job), and under its kind,
+        strategy and outcome (``ok`` when an attempt answered, else ``failed``)."""
+        outcome = "ok" if any(a.ok for a in attempts) else "failed"
+        micro = sum(round(a.cost_usd * 1e6) for a in attempts)
         try:
-            record_job(self.fast_redis, self.prefix, job_id, sum(round(a.cost_usd * 1e6) for a in attempts))
+            record_job(
+                self.fast_redis, self.prefix, job_id, micro, kind=kind, strategy=strategy, outcome=outcome
+            )
         except REDIS_ERRORS:
             log.warning("job %s: could not record its cost (Redis unreachable)", job_id)
 

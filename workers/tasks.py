@@ -172,7 +172,7 @@ def merge(
     if job.strategy == "consensus":
         responses = responses_from_attempts([a for a in history if a.ok])
         record_accuracy(rt.fast_redis, rt.prefix, accuracy_updates(responses, fields), once=job.job_id)
-    rt.record_job(job.job_id, history)
+    rt.record_job(job.job_id, history, strategy=job.strategy)
     _cache_store(rt, job, result.model_dump(mode="json"))
     if not claim_publication(rt.redis, rt.prefix, job.job_id, f"body:{self.request.id}"):
         raise Ignore()  # published early: the late answers only updated health, cost and accuracy
@@ -204,7 +204,7 @@ def finish(
     result = build_result(job, history, single_answer(winner), chosen=winner.label)
     if not claim_publication(rt.redis, rt.prefix, job.job_id, f"finish:{self.request.id}"):
         raise Ignore()  # a duplicate chain (redelivered hop) already answered this job
-    rt.record_job(job.job_id, history)
+    rt.record_job(job.job_id, history, strategy=job.strategy)
     _cache_store(rt, job, result.model_dump(mode="json"))
     return result.model_dump(mode="json")
 
@@ -266,5 +266,5 @@ def _plan(rt: Runtime, job: JobSpec, history: list[Attempt], start: int) -> Send
 def _publish_failure(rt: Runtime, job: JobSpec, error: BaseException) -> None:
     if claim_publication(rt.redis, rt.prefix, job.job_id, "failover:failed"):
         log.warning("job %s failed: %s", job.job_id, error)
-        rt.record_job(job.job_id, [])
+        rt.record_job(job.job_id, [], strategy=job.strategy)
         app.backend.mark_as_failure(job.job_id, error)

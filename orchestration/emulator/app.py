@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from orchestration.config import default_providers
 from orchestration.emulator import answers, generation
 from orchestration.emulator.dataset import Dataset, load_dataset
 from orchestration.emulator.faults import ERROR_LATENCY_SHARE, STATUS_FAULTS, pick_fault, sample_latency
@@ -38,6 +39,8 @@ log = logging.getLogger("orchestration.emulator")
 
 _RAW_SEND = "emulator.raw_send"
 GEMINI_VERSIONS = frozenset({"v1", "v1beta"})
+#: Providers the un-prefixed routes serve (``/v1/messages`` is "anthropic", ...).
+WIRE_DEFAULTS = frozenset({"openai", "anthropic", "gemini"})
 
 
 async def wait_or_disconnect(receive: Receive, seconds: float) -> bool:
@@ -179,7 +182,18 @@ class _ProviderRoute:
 
 
 def _admin_routes(emu: Emulator) -> list[Route]:
-    """``/_admin/*``: health, stats, reset, down/up switches and profile overrides."""
+    """``/_admin/*``: health, stats, reset, down/up switches and profile overrides.
+
+    A provider the emulator does not know (not in its profile, not one of Quorum's default
+    provider names or a wire's default name, never served) is a 404: a typo in a switch must
+    not pass as a success.
+    """
+
+    def unknown(name: str) -> JSONResponse | None:
+        known = {*emu.state.profile.providers, *emu.state.providers, *WIRE_DEFAULTS, *default_providers()}
+        if name in known:
+            return None
+        return JSONResponse({"error": f"unknown provider {name!r}; known: {', '.join(sorted(known))}"}, 404)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -195,11 +209,15 @@ def _admin_routes(emu: Emulator) -> list[Route]:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ("down", "up"):
             return JSONResponse({"error": f"unknown action {action!r}; use down or up"}, 404)
+        if (missing := unknown(name)) is not None:
+            return missing
         emu.state.get(name).down = action == "down"
         return JSONResponse({"provider": name, "down": action == "down"})
 
     async def provider(request: Request) -> JSONResponse:
         name = request.path_params["name"]
+        if (missing := unknown(name)) is not None:
+            return missing
         if request.method == "PUT":
             try:
                 overrides = json.loads(await request.body() or b"{}")

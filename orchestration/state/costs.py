@@ -8,7 +8,8 @@ script sets ``{prefix}{provider}:cost:seen:<attempt_id>`` (NX, 7 days) and incre
 atomic step, so a redelivered task adds nothing. All of a provider's keys share its hash tag.
 
 Per job, ``{prefix}{fleet}:jobs`` counts ``jobs`` and ``micro_usd`` once per job id (marker
-``{prefix}{fleet}:jobs:seen:<job_id>``), for the average cost per job.
+``{prefix}{fleet}:jobs:seen:<job_id>``), for the average cost per job, and, when the caller says
+how the job ended, ``by:<kind>:<strategy>:<outcome>`` (``quorum metrics``' jobs by outcome).
 
 Counters are integers (``HINCRBY`` only): no float drift, however many calls are summed.
 Redis clients may use ``decode_responses`` True or False: replies are normalised on read.
@@ -35,6 +36,8 @@ FLEET_TAG = "fleet"
 COUNTERS = ("calls", "tokens_in", "tokens_out", "micro_usd")
 #: Model name recorded when a reply did not say which model answered.
 UNKNOWN_MODEL = "unknown"
+#: Prefix of the job hash's per kind/strategy/outcome counters.
+JOB_CLASS = "by"
 #: Field of a day hash holding the provider's total micro-USD that day (all models).
 DAY_TOTAL = "micro_usd"
 
@@ -109,13 +112,37 @@ def record_cost(
     return _once(redis, keys, day, increments)
 
 
-def record_job(redis: Redis, prefix: str, job_id: str, micro_usd: int) -> bool:
-    """Count one finished job and its total cost, once per ``job_id`` (False: duplicate)."""
+def record_job(
+    redis: Redis,
+    prefix: str,
+    job_id: str,
+    micro_usd: int,
+    *,
+    kind: str = "extract",
+    strategy: str | None = None,
+    outcome: str | None = None,
+) -> bool:
+    """Count one finished job and its total cost, once per ``job_id`` (False: duplicate); with an
+    ``outcome`` (``ok``, ``failed``) also under its kind, strategy and outcome."""
     if not job_id:
         raise ValueError("job_id must be non-empty")
     (micro,) = _non_negative(micro_usd=micro_usd)
     keys = [provider_key(prefix, FLEET_TAG, f"jobs:seen:{job_id}"), _jobs_key(prefix)]
-    return _once(redis, keys, "", {"jobs": 1, "micro_usd": micro})
+    increments = {"jobs": 1, "micro_usd": micro}
+    if outcome:
+        increments[f"{JOB_CLASS}:{kind}:{strategy or 'unknown'}:{outcome}"] = 1
+    return _once(redis, keys, "", increments)
+
+
+def jobs_by_class(redis: Redis, prefix: str) -> dict[tuple[str, str, str], int]:
+    """``{(kind, strategy, outcome): jobs}`` for the jobs recorded with an outcome."""
+    out = {}
+    for raw_field, raw_value in redis.hgetall(_jobs_key(prefix)).items():
+        tag, _, rest = text(raw_field).partition(":")
+        parts = rest.split(":")
+        if tag == JOB_CLASS and len(parts) == 3:
+            out[(parts[0], parts[1], parts[2])] = int(text(raw_value))
+    return out
 
 
 def _records(provider: str, day: str, fields: Any) -> list[CostRecord]:

@@ -6,18 +6,24 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from orchestration.data import load_emails
+from orchestration.state.health import record_call
 
 pytestmark = pytest.mark.integration
 
 
-def quorum(args: list[str], home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def quorum(
+    args: list[str], home: Path, stdin: str | None = None, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_") and not k.endswith("_API_KEY")}
     env["QUORUM_HOME"] = str(home)  # embedded Valkey data and logs under a fresh home
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
         input=stdin,
@@ -35,12 +41,32 @@ def leftover_pids(home: Path) -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines()[1:] if str(home) in line]
 
 
-def test_demo_runs_three_strategies_and_leaves_nothing_running(tmp_path):
-    done = quorum(["demo", "--emails", "3"], tmp_path)
+def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every key of a Redis with its serialised value (type, content) but not its TTL."""
+    return {key: client.dump(key) for key in client.scan_iter(count=1000)}
+
+
+def test_demo_runs_in_its_own_namespace_and_leaves_nothing_running(tmp_path):
+    """The user's embedded Valkey holds state; the demo runs (three strategies, an outage) and
+    leaves that state byte for byte as it was, and its jobs never show in the user's status."""
+    url = quorum(["redis"], tmp_path).stdout.strip()
+    user = redis.Redis.from_url(url)
+    assert quorum(["set-strategy", "consensus", "--order", "openai,gemini"], tmp_path).returncode == 0
+    record_call(user, "quorum:", "openai", ok=True, now=time.time(), latency_ms=250.0)
+    before = snapshot(user)
+
+    done = quorum(["demo", "--emails", "2"], tmp_path, QUORUM_BREAKER__CONSECUTIVE_FAILURES="2")
     assert done.returncode == 0, done.stdout + done.stderr
     for needle in ("failover", "consensus", "best_match", "taken down", "circuit breaker open"):
         assert needle in done.stdout + done.stderr
-    assert "Started embedded Valkey" in done.stdout + done.stderr
+    assert "Started embedded Valkey at redis://127.0.0.1:" in done.stdout + done.stderr
+    assert str(tmp_path / "demo") in done.stdout + done.stderr  # its own data directory
+    assert "prefix quorum-demo:" in done.stdout  # the demo's status reads the demo's state
+
+    assert snapshot(user) == before
+    status = json.loads(quorum(["status", "--detailed", "--json"], tmp_path).stdout)
+    assert status["jobs"] == 0 and status["strategy"] == "consensus"
+    assert quorum(["redis", "--stop"], tmp_path).returncode == 0
     assert leftover_pids(tmp_path) == []
 
 

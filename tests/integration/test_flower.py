@@ -97,9 +97,10 @@ def flower(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F
     port = _free_port()
     log_path = tmp_path_factory.mktemp("flower") / "flower.log"
     env = {k: v for k, v in fleet.env.items() if not k.startswith("FLOWER_")}  # no unauthenticated API
+    env["FLOWER_BASIC_AUTH"] = f"{USER}:{PASSWORD}"  # as documented: from the environment, not argv
     cmd = [
         sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
-        "--address=127.0.0.1", f"--basic-auth={USER}:{PASSWORD}", "--persistent=False",
+        "--address=127.0.0.1", "--persistent=False",
     ]  # fmt: skip
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -137,6 +137,11 @@ def normalise(command: str | list[str]) -> list[str]:
     return shlex.split(re.sub(r"\$\{(\w+)([^}]*)\}", var, text))
 
 
+def launched(command: str) -> str:
+    """The command a Procfile line runs, without its ``: "${X:?msg}" && exec`` guard."""
+    return re.sub(r'^:\s+"\$\{\w+:\?[^}]*\}"\s+&&\s+exec\s+', "", command)
+
+
 def environment(svc: dict[str, Any]) -> dict[str, str | None]:
     """A service's environment as a dict; a bare ``- NAME`` (pass-through from the host) is None."""
     env = svc.get("environment") or {}
@@ -152,8 +157,8 @@ def documented_commands() -> list[list[str]]:
     commands = []
     for line in lines:
         line = re.sub(r"\s+#.*$", "", line.strip().removeprefix("$ "))
-        line = re.sub(r"^[A-Za-z0-9_-]+:\s+(?=celery )", "", line)  # a Procfile line shown as is
-        if line.startswith("celery "):
+        line = launched(re.sub(r"^[A-Za-z0-9_-]+:\s+", "", line))  # a Procfile line shown as is
+        if line.startswith(("celery ", "quorum ")):
             try:
                 commands.append(normalise(line))
             except ValueError:
@@ -165,25 +170,31 @@ def documented_commands() -> list[list[str]]:
 
 
 def test_procfile_names_the_real_app_and_its_tasks() -> None:
-    assert set(procfile()) == {"worker", "flower"}
+    assert set(procfile()) == {"worker", "flower", "metrics"}
     assert normalise(procfile()["worker"])[:4] == ["celery", "-A", APP_MODULE, "worker"]
-    assert normalise(procfile()["flower"])[:4] == ["celery", "-A", APP_MODULE, "flower"]
+    assert normalise(launched(procfile()["flower"]))[:4] == ["celery", "-A", APP_MODULE, "flower"]
+    assert normalise(procfile()["metrics"])[:2] == ["quorum", "metrics"]
     module = importlib.import_module(APP_MODULE)
     assert isinstance(module.app, Celery)
     importlib.import_module("workers.tasks")
     assert set(module.app.tasks) >= PUBLIC_AND_INTERNAL_TASKS
 
 
-def test_flower_requires_basic_auth_and_a_set_password() -> None:
-    words = normalise(procfile()["flower"])
-    assert "--basic-auth=$FLOWER_BASIC_AUTH" in words
-    assert "${FLOWER_BASIC_AUTH:?" in procfile()["flower"]  # unset or empty refuses to start
-    assert "${FLOWER_BASIC_AUTH:?" in service("flower")["command"]
+def test_flower_requires_basic_auth_from_the_environment_never_the_command_line() -> None:
+    assert procfile()["flower"].startswith(': "${FLOWER_BASIC_AUTH:?')  # unset or empty: no start
+    assert environment(service("flower"))["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    commands = [
+        launched(procfile()["flower"]),
+        service("flower")["command"],
+        *map(shlex.join, documented_commands()),
+    ]
+    assert not [c for c in commands if "basic-auth" in c or "basic_auth" in c]  # ps shows argv
 
 
 def test_compose_runs_the_procfile_commands() -> None:
     assert normalise(service("worker")["command"]) == normalise(procfile()["worker"])
-    assert normalise(service("flower")["command"]) == normalise(procfile()["flower"])
+    assert normalise(service("flower")["command"]) == normalise(launched(procfile()["flower"]))
+    assert normalise(service("metrics")["command"]) == normalise(procfile()["metrics"])
 
 
 def test_redis_is_password_protected_persistent_and_private() -> None:
@@ -269,7 +280,7 @@ def test_only_flower_publishes_a_port() -> None:
 def test_emulator_is_opt_in_and_runs_the_cli() -> None:
     emulator = service("emulator")
     assert emulator["profiles"] == ["emulator"]
-    assert normalise(emulator["command"]) == ["quorum", "emulator", "--host", "0.0.0.0", "--port", "8900"]
+    assert normalise(emulator["command"]) == ["quorum", "emulator", "--host", "0.0.0.0", "--port", "8765"]
     from workers.cli import emulator as emulator_command
 
     assert {"host", "port"} <= set(inspect.signature(emulator_command).parameters)
@@ -291,4 +302,21 @@ def test_image_installs_the_package_and_runs_unprivileged() -> None:
 def test_docs_show_the_procfile_commands() -> None:
     documented = documented_commands()
     for name, command in procfile().items():
-        assert normalise(command) in documented, f"the {name} command is not in the README"
+        assert normalise(launched(command)) in documented, f"the {name} command is not in the README"
+
+
+def test_one_emulator_port_everywhere() -> None:
+    from workers.cli import EMULATOR_PORT
+
+    assert (
+        inspect.signature(importlib.import_module("workers.cli").emulator).parameters["port"].default
+        == EMULATOR_PORT
+    )
+    for doc in (".env.example", "quorum.example.toml", "README.md", "docker-compose.yml"):
+        text = (ROOT / doc).read_text()
+        ports = set(re.findall(r"(?:127\.0\.0\.1|emulator|--port):?\s?(\d{4})\b", text)) - {
+            "5555",
+            "6379",
+            "9464",
+        }
+        assert ports == {str(EMULATOR_PORT)}, (doc, ports)

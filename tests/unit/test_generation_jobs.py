@@ -43,8 +43,10 @@ PARTIAL = render(TASK, REQS[:1], "python")
 
 def settings() -> Settings:
     grid = [Candidate(provider="openai", params=SamplingParams(temperature=t)) for t in (0.2, 0.9)]
+    providers = default_providers()
+    providers["local"] = providers["local"].model_copy(update={"enabled": True})  # judge, aggregator
     return Settings(
-        providers=default_providers(),
+        providers=providers,
         orchestration=OrchestrationConfig(variations={"temps": grid}, min_responses=2),
     )
 
