@@ -33,6 +33,12 @@ DEFAULT_KEY_ENV: dict[str, str | None] = {
 }
 
 
+#: Default output-token cap per call: an extraction answer (value + confidence per field) takes
+#: ~100-400 tokens, so 1024 leaves headroom for large schemas while a runaway generation stops
+#: within seconds instead of running into the timeout; long generations raise it per job.
+DEFAULT_MAX_TOKENS = 1024
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +56,13 @@ class ProviderConfig(_Section):
     price_out_per_mtok: float = Field(default=0.0, ge=0)
     enabled: bool = True
     weight: float = Field(default=1.0, gt=0, le=10, description="Prior weight in consensus.")
+    max_tokens: int | None = Field(
+        default=DEFAULT_MAX_TOKENS,
+        ge=1,
+        le=32_768,
+        description="Output-token cap of every call unless the job's params say otherwise "
+        "(None: the server's own default).",
+    )
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, fleet-wide.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, fleet-wide.")
     daily_budget_usd: float | None = Field(default=None, gt=0)

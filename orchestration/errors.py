@@ -8,7 +8,14 @@ retry-after, attempts, ...). A producer that does not import Quorum still gets t
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+#: Who an error is held against (docs/operations.md, "What counts against a provider"):
+#: ``provider`` — an outage (breaker and health errors); ``quality`` — the provider answered but
+#: the answer was unusable (health's invalid-output figure and consensus weight, not the
+#: breaker); ``request`` — the job itself was at fault (neither breaker nor health);
+#: ``none`` — nobody (skipped, the job's deadline, this worker's own configuration).
+Blame = Literal["provider", "quality", "request", "none"]
 
 
 class QuorumError(Exception):
@@ -18,6 +25,8 @@ class QuorumError(Exception):
     retryable: ClassVar[bool] = False
     #: Whether the circuit breaker counts this error as a provider failure.
     counts_for_breaker: ClassVar[bool] = True
+    #: Who the error is held against in health figures (see :data:`Blame`).
+    blame: ClassVar[Blame] = "provider"
 
     def __init__(self, message: str = "", details: dict[str, Any] | None = None, **fields: Any) -> None:
         merged = {**(details or {}), **{k: v for k, v in fields.items() if v is not None}}
@@ -54,12 +63,14 @@ class InvalidRequestError(QuorumError):
     """The job itself is malformed; retrying with another provider cannot help."""
 
     counts_for_breaker = False
+    blame = "request"
 
 
 class ConfigError(QuorumError):
     """The configuration is invalid; names the key and the reason."""
 
     counts_for_breaker = False
+    blame = "none"
 
 
 # --------------------------------------------------------------------------- provider errors
@@ -99,16 +110,26 @@ class BadRequestError(ProviderError):
     """HTTP 400-class: the provider refused this request; does not count against its health."""
 
     counts_for_breaker = False
+    blame = "request"
 
 
 class InvalidOutputError(ProviderError):
-    """The provider answered, but the JSON was malformed or failed the schema."""
+    """The provider answered, but the JSON was malformed or failed the schema.
+
+    A quality figure, not an outage: it lowers the provider's consensus weight and shows in
+    health as its invalid-output rate, but never opens the availability breaker. ``tokens_in``
+    and ``tokens_out`` carry the usage the server reported (billed all the same).
+    """
+
+    counts_for_breaker = False
+    blame = "quality"
 
 
 class ProviderUnavailableError(ProviderError):
     """The provider was skipped without a call: breaker open, budget spent or rate limited."""
 
     counts_for_breaker = False
+    blame = "none"
 
 
 # --------------------------------------------------------------------------- job outcomes
@@ -126,6 +147,7 @@ class OrchestrationTimeoutError(QuorumError):
     """The job's absolute deadline passed before an answer was ready (not a provider fault)."""
 
     counts_for_breaker = False
+    blame = "none"
 
 
 class InsufficientResponsesError(QuorumError):
@@ -162,3 +184,9 @@ def error_from_dict(data: dict[str, Any]) -> QuorumError:
     cls = ERROR_TYPES.get(str(fields.pop("type", "")), QuorumError)
     message = str(fields.pop("message", ""))
     return cls(message, fields)
+
+
+def blame_of(error_kind: str) -> Blame:
+    """Who an error kind (class name) is held against; unknown kinds blame the provider."""
+    cls = ERROR_TYPES.get(error_kind)
+    return "provider" if cls is None else cls.blame

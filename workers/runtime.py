@@ -6,19 +6,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
+from celery.signals import task_failure
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
 from orchestration.config import Settings
+from orchestration.errors import InvalidRequestError, QuorumError
 from orchestration.models import Attempt, Candidate
 from orchestration.providers.registry import ProviderRegistry
 from orchestration.state.budget import BudgetGate
-from orchestration.state.costs import record_cost, record_job
+from orchestration.state.costs import job_micro_usd, record_cost, record_job
 from orchestration.state.fleet import FleetSetting, read_fleet
 from orchestration.state.health import record_call
 from orchestration.state.ratelimit import RateLimitGate
@@ -67,7 +70,8 @@ class BreakerGate:
 
 @dataclass
 class HealthRecorder:
-    """Writes each finished call into the provider's health figures and the cost ledger."""
+    """Writes each finished call into the provider's health figures and the cost ledger
+    (every call the server reported usage for, answer usable or not)."""
 
     redis: redis_lib.Redis
     prefix: str
@@ -75,7 +79,7 @@ class HealthRecorder:
     def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
         if attempt.skipped:
             return
-        if attempt.ok and attempt.task_id:
+        if attempt.task_id and (attempt.ok or attempt.tokens_in or attempt.tokens_out):
             record_cost(
                 self.redis,
                 self.prefix,
@@ -136,12 +140,17 @@ class Runtime:
                 return reason
         return None
 
-    def record_job(self, job_id: str, attempts: list[Attempt]) -> None:
-        """Count the job and its total cost once (for the average cost per job)."""
+    def record_job(self, job_id: str, attempts: Iterable[Attempt | dict[str, Any]]) -> None:
+        """Count the job and its total cost once (for the average cost per job), answered or not."""
         try:
-            record_job(self.fast_redis, self.prefix, job_id, sum(round(a.cost_usd * 1e6) for a in attempts))
+            record_job(self.fast_redis, self.prefix, job_id, job_micro_usd(attempts))
         except REDIS_ERRORS:
             log.warning("job %s: could not record its cost (Redis unreachable)", job_id)
+
+    def record_failed_job(self, job_id: str, error: BaseException) -> None:
+        """Count a failed job once, with what the attempts its error lists cost."""
+        attempts = error.details.get("attempts") if isinstance(error, QuorumError) else None
+        self.record_job(job_id, attempts if isinstance(attempts, list) else [])
 
     def attempt(
         self, candidate: Candidate, invoke: Invoke, *, label: str, task_id: str | None, deadline: float
@@ -190,3 +199,34 @@ def runtime() -> Runtime:
             if _runtime is None:
                 _runtime = build_runtime(app.conf.quorum_settings)
     return _runtime
+
+
+#: Tasks that run under a job's id (entries, chord bodies, generation hops): when one of them
+#: fails, the job has failed.
+JOB_TASKS = frozenset(
+    {
+        "quorum.extract",
+        "quorum.merge",
+        "quorum.generate",
+        "quorum.gen_select",
+        "quorum.gen_round",
+        "quorum.gen_finish",
+        "quorum.gen_step",
+    }
+)
+
+
+@task_failure.connect
+def _count_failed_job(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                      **_: Any) -> None:  # fmt: skip
+    """Count a job that failed by raising (a chord that could not merge, no provider to try...)
+    once, like an answered one, so ``quorum status`` counts every job; a request refused as
+    invalid never became a job and is not counted."""
+    if getattr(sender, "name", None) not in JOB_TASKS or not task_id or exception is None:
+        return
+    if isinstance(exception, InvalidRequestError):
+        return
+    try:
+        runtime().record_failed_job(task_id, exception)
+    except Exception:  # bookkeeping must never disturb Celery's failure handling
+        log.warning("job %s: could not count its failure", task_id, exc_info=True)

@@ -266,5 +266,5 @@ def _plan(rt: Runtime, job: JobSpec, history: list[Attempt], start: int) -> Send
 def _publish_failure(rt: Runtime, job: JobSpec, error: BaseException) -> None:
     if claim_publication(rt.redis, rt.prefix, job.job_id, "failover:failed"):
         log.warning("job %s failed: %s", job.job_id, error)
-        rt.record_job(job.job_id, [])
+        rt.record_failed_job(job.job_id, error)
         app.backend.mark_as_failure(job.job_id, error)
