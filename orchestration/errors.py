@@ -1,9 +1,13 @@
 """One error hierarchy for Quorum: every provider error is mapped into it at the SDK boundary.
 
-Every error is picklable *and* survives Celery's JSON result backend, which stores
-``exc.args`` and rebuilds the exception as ``cls(*args)``. So each error keeps exactly two
-args: the human message and a JSON-safe dict of operator facts (provider, status,
-retry-after, attempts, ...). A producer that does not import Quorum still gets the message.
+``str(error)`` is the human message, wherever the error ends up: each error's ``args`` is just
+``(message,)``, so Celery's JSON result backend (which stores ``exc.args`` and rebuilds
+``cls(*args)``, as a stand-in class of the same name when Quorum is not installed) gives a
+producer without Quorum an exception whose ``str()`` is the message. The operator facts live in
+``details`` (JSON-safe) and as typed attributes (``provider``, ``status``, ``retry_after``,
+``field``, ``reason``, ``code``, ``attempts``); they travel by pickle (``__reduce__``), by
+:meth:`QuorumError.to_dict` / :func:`error_from_dict`, and for a failed job beside its result
+(``workers.job_errors``: the ``<job_id>:error`` result any Celery producer can read).
 """
 
 from __future__ import annotations
@@ -37,14 +41,52 @@ class QuorumError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes that are not set: expose details as attributes.
-        details = self.__dict__.get("details", {})
-        if name in details:
-            return details[name]
-        if name in {"provider", "status", "retry_after"}:
-            return None
-        raise AttributeError(name)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.details)
+
+    def _detail(self, name: str) -> Any:
+        return self.details.get(name)
+
+    @property
+    def provider(self) -> str | None:
+        """The provider the error is about (None for job-level errors)."""
+        return self._detail("provider")
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status the provider answered, when it answered with one."""
+        return self._detail("status")
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the provider asked us to wait (rate limits), when it said."""
+        return self._detail("retry_after")
+
+    @property
+    def field(self) -> str | None:
+        """The request field at fault (``InvalidRequestError``), e.g. ``providers``."""
+        return self._detail("field")
+
+    @property
+    def reason(self) -> str | None:
+        """A short machine-readable reason (``missing_key``, a skip's cause...)."""
+        return self._detail("reason")
+
+    @property
+    def code(self) -> str | None:
+        """The provider's own error code or type, when it gave one."""
+        return self._detail("code")
+
+    @property
+    def request_id(self) -> str | None:
+        """The provider's request id, for its support desk."""
+        return self._detail("request_id")
+
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        """Per-attempt summaries of a failed job (provider, error, message, latency, cost)."""
+        value = self._detail("attempts")
+        return value if isinstance(value, list) else []
 
     @property
     def kind(self) -> str:
