@@ -1,6 +1,6 @@
 """What ``quorum status`` shows, read from Redis alone in a few pipelined round trips:
-per provider breaker, health, errors, latency, budget, tokens and cost; fleet-wide strategy,
-provider order, cache hit rate and average cost per job."""
+per provider breaker, health, errors, invalid-output rate (answer quality), latency, budget,
+tokens and cost; fleet-wide strategy, provider order, cache hit rate and average cost per job."""
 
 from __future__ import annotations
 
@@ -118,4 +118,5 @@ def as_json(report: FleetStatus) -> dict[str, Any]:
     data["cache_hit_rate"] = report.cache_hit_rate
     for row, model in zip(data["providers"], report.providers, strict=True):
         row["success_rate"] = model.success_rate
+        row["invalid_rate"] = model.invalid_rate
     return data

@@ -26,6 +26,7 @@ from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import job_micro_usd, job_stats, record_job, totals
 from orchestration.state.health import read_health, record_call
 from orchestration.state.machine import BreakerState, Outcome, classify
+from orchestration.state.report import as_json, fleet_status
 from workers.runtime import HealthRecorder
 
 PX = "quorum:"
@@ -199,3 +200,15 @@ def test_a_failed_jobs_cost_comes_from_its_error_attempts(redis_client: redis.Re
     record_job(redis_client, PX, "failed", job_micro_usd(error.details["attempts"]))
     record_job(redis_client, PX, "failed", 999)  # counted once
     assert job_stats(redis_client, PX) == (2, 3000, pytest.approx(0.0015))
+
+
+def test_status_shows_the_invalid_output_rate_of_a_healthy_provider(redis_client: redis.Redis) -> None:
+    settings = Settings()
+    record_call(redis_client, settings.key_prefix, "openai", ok=True, now=NOW, latency_ms=5.0)
+    record_call(
+        redis_client, settings.key_prefix, "openai", ok=False, now=NOW, error_kind="InvalidOutputError"
+    )
+    data = as_json(fleet_status(redis_client, settings, NOW))
+    row = next(p for p in data["providers"] if p["provider"] == "openai")
+    assert row["healthy"] and row["errors"] == {}
+    assert (row["invalid_outputs"], row["invalid_rate"], row["success_rate"]) == (1, 0.5, 0.5)
