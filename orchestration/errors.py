@@ -34,7 +34,7 @@ class QuorumError(Exception):
 
     def __init__(self, message: str = "", details: dict[str, Any] | None = None, **fields: Any) -> None:
         merged = {**(details or {}), **{k: v for k, v in fields.items() if v is not None}}
-        super().__init__(message, merged)
+        super().__init__(message)  # args == (message,): what Celery's JSON backend stores
         self.message = message
         self.details = merged
 

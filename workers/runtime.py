@@ -27,6 +27,7 @@ from orchestration.state.health import record_call
 from orchestration.state.ratelimit import RateLimitGate
 from orchestration.state.resilient import ResilientBreaker, fast_fail_client
 from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
+from workers.job_errors import JOB_TASKS
 
 log = logging.getLogger("quorum.runtime")
 
@@ -199,21 +200,6 @@ def runtime() -> Runtime:
             if _runtime is None:
                 _runtime = build_runtime(app.conf.quorum_settings)
     return _runtime
-
-
-#: Tasks that run under a job's id (entries, chord bodies, generation hops): when one of them
-#: fails, the job has failed.
-JOB_TASKS = frozenset(
-    {
-        "quorum.extract",
-        "quorum.merge",
-        "quorum.generate",
-        "quorum.gen_select",
-        "quorum.gen_round",
-        "quorum.gen_finish",
-        "quorum.gen_step",
-    }
-)
 
 
 @task_failure.connect
