@@ -95,6 +95,17 @@ class BreakerConfig(_Section):
     backoff: float = Field(default=2.0, ge=1)
     auth_cooldown_s: float = Field(default=3600.0, gt=0)
     probe_lease_s: float = Field(default=60.0, gt=0, description="How long a half-open probe may run.")
+    max_invalid_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Quality threshold, off by default: a provider whose invalid-output rate over "
+        "the last quality_window_s reaches it is skipped until the window forgets those answers.",
+    )
+    quality_window_s: float = Field(default=300.0, ge=60, le=3600)
+    quality_min_answers: int = Field(
+        default=10, ge=1, description="Answers in the window before it is judged."
+    )
 
 
 class OrchestrationConfig(_Section):

@@ -24,6 +24,7 @@ from orchestration.state.budget import BudgetGate
 from orchestration.state.costs import job_micro_usd, record_cost, record_job
 from orchestration.state.fleet import FleetSetting, read_fleet
 from orchestration.state.health import record_call
+from orchestration.state.quality import QualityGate
 from orchestration.state.ratelimit import RateLimitGate
 from orchestration.state.resilient import ResilientBreaker, fast_fail_client
 from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
@@ -116,6 +117,7 @@ class Runtime:
     breaker: ResilientBreaker
     budget: BudgetGate
     limits: RateLimitGate
+    quality: QualityGate
     gates: list[Gate] = field(default_factory=list)
 
     @property
@@ -132,7 +134,7 @@ class Runtime:
 
     def unavailable(self, provider: str, now: float) -> str | None:
         """Why ``provider`` should be skipped right now (no state change), or None."""
-        for check in (self.breaker.refusal, self.budget.refusal, self.limits.refusal):
+        for check in (self.breaker.refusal, self.budget.refusal, self.limits.refusal, self.quality.refusal):
             try:
                 reason = check(provider, now)
             except REDIS_ERRORS:
@@ -182,9 +184,10 @@ def build_runtime(settings: Settings) -> Runtime:
         breaker=breaker,
         budget=BudgetGate(fast, settings.key_prefix, settings),
         limits=RateLimitGate(fast, settings.key_prefix, settings),
+        quality=QualityGate(fast, settings.key_prefix, settings.breaker),
     )
     # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe.
-    rt.gates = [rt.budget, rt.limits, BreakerGate(breaker)]
+    rt.gates = [rt.budget, rt.limits, rt.quality, BreakerGate(breaker)]
     return rt
 
 

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestration.errors import blame_of
 from orchestration.models import ProviderHealth
-from orchestration.state.keys import ProviderKeys
+from orchestration.state.keys import ProviderKeys, provider_key
 from orchestration.state.machine import BreakerSnapshot, BreakerState, error_kind_of
 from orchestration.state.scripts import bound_script, float_arg, opt_float, text
 
@@ -43,6 +43,15 @@ LATENCY_SAMPLES = 200
 MAX_MESSAGE_CHARS = 300
 
 BreakerInfo = BreakerSnapshot | BreakerState | str | None
+#: Width of a quality bucket (answers and invalid answers per provider and minute), seconds.
+QUALITY_BUCKET_S = 60
+#: How long a quality bucket lives: beyond the longest quality window.
+QUALITY_BUCKET_TTL_S = 3600 + 2 * QUALITY_BUCKET_S
+
+
+def quality_bucket(prefix: str, provider: str, now: float) -> str:
+    """The quality bucket of ``provider`` for the minute holding ``now``."""
+    return provider_key(prefix, provider, f"health:quality:{int(now // QUALITY_BUCKET_S)}")
 
 
 def outcome_of(error_kind: str | None) -> str | None:
@@ -66,6 +75,7 @@ def _record(
 ) -> None:
     """Run the health script once: one atomic update per finished call."""
     script = bound_script(redis, "health.lua")
+    keys = [*ProviderKeys.of(prefix, provider).health_keys, quality_bucket(prefix, provider, now)]
     args = [
         float_arg(now),
         outcome,
@@ -74,8 +84,9 @@ def _record(
         message[:MAX_MESSAGE_CHARS],
         float_arg(EWMA_ALPHA),
         str(LATENCY_SAMPLES),
+        str(QUALITY_BUCKET_TTL_S),
     ]
-    script(keys=ProviderKeys.of(prefix, provider).health_keys, args=args)
+    script(keys=keys, args=args)
 
 
 def record_success(

@@ -10,7 +10,12 @@ import time
 import pytest
 
 from orchestration.data import load_emails
-from orchestration.errors import AllProvidersFailedError, InsufficientResponsesError, QuorumError
+from orchestration.errors import (
+    AllProvidersFailedError,
+    InsufficientResponsesError,
+    InvalidRequestError,
+    QuorumError,
+)
 from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import totals
 from orchestration.state.report import fleet_status
@@ -84,3 +89,13 @@ def test_a_failed_consensus_job_counts_in_status(clean, emulator):
     assert report.cost_usd == pytest.approx(ledger / 1e6)  # both jobs' calls, nothing twice
     assert report.cost_usd > answered["cost_usd"]  # the failed job's answered call cost too
     assert report.avg_cost_per_job_usd == pytest.approx(report.cost_usd / 2)
+
+
+def test_a_producer_gets_the_message_and_reads_the_error_payload(clean):
+    job = extract(clean, providers=["nope"])
+    with pytest.raises(InvalidRequestError) as info:
+        job.get(timeout=30)
+    assert str(info.value) == info.value.args[0] and "nope" in str(info.value)
+    payload = clean.app.AsyncResult(f"{job.id}:error").result  # what a plain Celery producer reads
+    assert payload["type"] == "InvalidRequestError" and payload["field"] == "providers"
+    assert payload["message"] == str(info.value)

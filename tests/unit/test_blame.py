@@ -26,6 +26,7 @@ from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import job_micro_usd, job_stats, record_job, totals
 from orchestration.state.health import read_health, record_call
 from orchestration.state.machine import BreakerState, Outcome, classify
+from orchestration.state.quality import QualityGate
 from orchestration.state.report import as_json, fleet_status
 from workers.runtime import HealthRecorder
 
@@ -212,3 +213,38 @@ def test_status_shows_the_invalid_output_rate_of_a_healthy_provider(redis_client
     row = next(p for p in data["providers"] if p["provider"] == "openai")
     assert row["healthy"] and row["errors"] == {}
     assert (row["invalid_outputs"], row["invalid_rate"], row["success_rate"]) == (1, 0.5, 0.5)
+
+
+# --------------------------------------------------------------------------- quality threshold
+
+
+def _answers(r: redis.Redis, provider: str, now: float, ok: int, invalid: int) -> None:
+    for _ in range(ok):
+        record_call(r, PX, provider, ok=True, now=now, latency_ms=1.0)
+    for _ in range(invalid):
+        record_call(r, PX, provider, ok=False, now=now, error_kind="InvalidOutputError")
+
+
+def test_the_quality_threshold_is_off_by_default(redis_client: redis.Redis) -> None:
+    _answers(redis_client, "weak", NOW, ok=0, invalid=50)
+    gate = QualityGate(redis_client, PX, BreakerConfig())
+    assert gate.refusal("weak", NOW) is None and not isinstance(gate.admit("weak", NOW), str)
+
+
+def test_the_quality_threshold_takes_a_weak_provider_out_until_the_window_forgets(
+    redis_client: redis.Redis,
+) -> None:
+    cfg = BreakerConfig(max_invalid_rate=0.5, quality_window_s=120, quality_min_answers=4)
+    gate = QualityGate(redis_client, PX, cfg)
+    _answers(redis_client, "openai", NOW, ok=0, invalid=3)
+    assert gate.refusal("openai", NOW) is None  # too few answers to judge
+    _answers(redis_client, "openai", NOW + 30, ok=1, invalid=0)
+    reason = gate.admit("openai", NOW + 30)
+    assert isinstance(reason, str) and "3 of its last 4 answers" in reason
+    _answers(redis_client, "gemini", NOW, ok=9, invalid=1)
+    assert gate.refusal("gemini", NOW + 30) is None
+    assert gate.refusal("openai", NOW + 300) is None  # back in rotation: the window moved on
+    settings = Settings()
+    settings.breaker = cfg
+    row = next(p for p in fleet_status(redis_client, settings, NOW + 30).providers if p.provider == "openai")
+    assert not row.healthy and row.reason == reason and row.state == "closed"
