@@ -187,7 +187,7 @@ def build_runtime(settings: Settings) -> Runtime:
         quality=QualityGate(fast, settings.key_prefix, settings.breaker),
     )
     # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe.
-    rt.gates = [rt.budget, rt.limits, rt.quality, BreakerGate(breaker)]
+    rt.gates = [rt.budget, rt.quality, rt.limits, BreakerGate(breaker)]
     return rt
 
 
