@@ -99,3 +99,15 @@ def test_a_producer_gets_the_message_and_reads_the_error_payload(clean):
     payload = clean.app.AsyncResult(f"{job.id}:error").result  # what a plain Celery producer reads
     assert payload["type"] == "InvalidRequestError" and payload["field"] == "providers"
     assert payload["message"] == str(info.value)
+
+
+def test_generation_jobs_count_once_answered_or_failed(clean, emulator):
+    prompt = "Write a Python function add(a, b) that returns a + b."
+    kw = {"prompt": prompt, "providers": THREE, "use_cache": False, "language": "python"}
+    answered = clean.send("quorum.generate", **kw).get(timeout=60)
+    emulator.set_down("openai")
+    emulator.set_down("gemini")
+    with pytest.raises(InsufficientResponsesError):
+        clean.send("quorum.generate", **kw).get(timeout=60)
+    report = fleet_status(clean.redis, clean.settings, time.time(), detailed=True)
+    assert report.jobs == 2 and report.cost_usd > answered["cost_usd"] > 0
