@@ -1,6 +1,10 @@
 """One provider attempt, start to end: deadline, gates (breaker, budget, rate limit), the SDK
 call with a timeout cut to the deadline, then health, breaker and cost bookkeeping.
 
+Every token the server reported is counted, whatever happened to the answer: a failed attempt
+whose error carries usage (an answer that failed parsing, say) gets its tokens and cost, which
+the rate-limit tickets and the cost ledger (hence the budgets) then see.
+
 It never raises: every outcome is an :class:`Attempt`, so a chord header can return it and the
 failover chain can re-raise its error. Its collaborators come in as arguments (no globals).
 """
@@ -57,6 +61,15 @@ class AttemptDeps:
     gates: list[Gate]
     recorder: Recorder
     clock: Callable[[], float] = time.time
+
+
+def billed_tokens(error: QuorumError) -> tuple[int, int]:
+    """The usage a failed call's server reported (``tokens_in``/``tokens_out`` in its details)."""
+    out = []
+    for key in ("tokens_in", "tokens_out"):
+        value = error.details.get(key)
+        out.append(value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0)
+    return out[0], out[1]
 
 
 def _error_attempt(base: Attempt, error: QuorumError, latency_ms: float = 0.0) -> Attempt:
@@ -149,6 +162,17 @@ def run_attempt(
                 provider=candidate.provider,
             )
         attempt, micro = _error_attempt(base, error, latency_ms), 0
+        tokens_in, tokens_out = billed_tokens(error)
+        if tokens_in or tokens_out:  # the server answered and billed it, usable or not
+            micro = cost_micro_usd(cfg, tokens_in, tokens_out)
+            update: dict[str, Any] = {
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": usd(micro),
+            }
+            if isinstance(error.details.get("model"), str) and error.details["model"]:
+                update["model"] = error.details["model"]
+            attempt = attempt.model_copy(update=update)
         # A key missing on this worker is this worker's problem: don't open the fleet's breaker.
         kind = "ConfigError" if error.details.get("reason") == "missing_key" else error.kind
     for t in tickets:

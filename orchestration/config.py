@@ -38,6 +38,12 @@ DEFAULT_KEY_ENV: dict[str, str | None] = {
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
+#: Default output-token cap per call: an extraction answer (value + confidence per field) takes
+#: ~100-400 tokens, so 1024 leaves headroom for large schemas while a runaway generation stops
+#: within seconds instead of running into the timeout; long generations raise it per job.
+DEFAULT_MAX_TOKENS = 1024
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -55,6 +61,13 @@ class ProviderConfig(_Section):
     price_out_per_mtok: float = Field(default=0.0, ge=0)
     enabled: bool = True
     weight: float = Field(default=1.0, gt=0, le=10, description="Prior weight in consensus.")
+    max_tokens: int | None = Field(
+        default=DEFAULT_MAX_TOKENS,
+        ge=1,
+        le=32_768,
+        description="Output-token cap of every call unless the job's params say otherwise "
+        "(None: the server's own default).",
+    )
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, fleet-wide.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, fleet-wide.")
     daily_budget_usd: float | None = Field(default=None, gt=0)
@@ -87,6 +100,17 @@ class BreakerConfig(_Section):
     backoff: float = Field(default=2.0, ge=1)
     auth_cooldown_s: float = Field(default=3600.0, gt=0)
     probe_lease_s: float = Field(default=60.0, gt=0, description="How long a half-open probe may run.")
+    max_invalid_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Quality threshold, off by default: a provider whose invalid-output rate over "
+        "the last quality_window_s reaches it is skipped until the window forgets those answers.",
+    )
+    quality_window_s: float = Field(default=300.0, ge=60, le=3600)
+    quality_min_answers: int = Field(
+        default=10, ge=1, description="Answers in the window before it is judged."
+    )
 
 
 class OrchestrationConfig(_Section):

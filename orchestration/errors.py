@@ -1,14 +1,25 @@
 """One error hierarchy for Quorum: every provider error is mapped into it at the SDK boundary.
 
-Every error is picklable *and* survives Celery's JSON result backend, which stores
-``exc.args`` and rebuilds the exception as ``cls(*args)``. So each error keeps exactly two
-args: the human message and a JSON-safe dict of operator facts (provider, status,
-retry-after, attempts, ...). A producer that does not import Quorum still gets the message.
+``str(error)`` is the human message, wherever the error ends up: each error's ``args`` is just
+``(message,)``, so Celery's JSON result backend (which stores ``exc.args`` and rebuilds
+``cls(*args)``, as a stand-in class of the same name when Quorum is not installed) gives a
+producer without Quorum an exception whose ``str()`` is the message. The operator facts live in
+``details`` (JSON-safe) and as typed attributes (``provider``, ``status``, ``retry_after``,
+``field``, ``reason``, ``code``, ``attempts``); they travel by pickle (``__reduce__``), by
+:meth:`QuorumError.to_dict` / :func:`error_from_dict`, and for a failed job beside its result
+(``workers.job_errors``: the ``<job_id>:error`` result any Celery producer can read).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+#: Who an error is held against (docs/operations.md, "What counts against a provider"):
+#: ``provider`` — an outage (breaker and health errors); ``quality`` — the provider answered but
+#: the answer was unusable (health's invalid-output figure and consensus weight, not the
+#: breaker); ``request`` — the job itself was at fault (neither breaker nor health);
+#: ``none`` — nobody (skipped, the job's deadline, this worker's own configuration).
+Blame = Literal["provider", "quality", "request", "none"]
 
 
 class QuorumError(Exception):
@@ -18,24 +29,64 @@ class QuorumError(Exception):
     retryable: ClassVar[bool] = False
     #: Whether the circuit breaker counts this error as a provider failure.
     counts_for_breaker: ClassVar[bool] = True
+    #: Who the error is held against in health figures (see :data:`Blame`).
+    blame: ClassVar[Blame] = "provider"
 
     def __init__(self, message: str = "", details: dict[str, Any] | None = None, **fields: Any) -> None:
         merged = {**(details or {}), **{k: v for k, v in fields.items() if v is not None}}
-        super().__init__(message, merged)
+        super().__init__(message)  # args == (message,): what Celery's JSON backend stores
         self.message = message
         self.details = merged
 
     def __str__(self) -> str:
         return self.message
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes that are not set: expose details as attributes.
-        details = self.__dict__.get("details", {})
-        if name in details:
-            return details[name]
-        if name in {"provider", "status", "retry_after"}:
-            return None
-        raise AttributeError(name)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.details)
+
+    def _detail(self, name: str) -> Any:
+        return self.details.get(name)
+
+    @property
+    def provider(self) -> str | None:
+        """The provider the error is about (None for job-level errors)."""
+        return self._detail("provider")
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status the provider answered, when it answered with one."""
+        return self._detail("status")
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the provider asked us to wait (rate limits), when it said."""
+        return self._detail("retry_after")
+
+    @property
+    def field(self) -> str | None:
+        """The request field at fault (``InvalidRequestError``), e.g. ``providers``."""
+        return self._detail("field")
+
+    @property
+    def reason(self) -> str | None:
+        """A short machine-readable reason (``missing_key``, a skip's cause...)."""
+        return self._detail("reason")
+
+    @property
+    def code(self) -> str | None:
+        """The provider's own error code or type, when it gave one."""
+        return self._detail("code")
+
+    @property
+    def request_id(self) -> str | None:
+        """The provider's request id, for its support desk."""
+        return self._detail("request_id")
+
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        """Per-attempt summaries of a failed job (provider, error, message, latency, cost)."""
+        value = self._detail("attempts")
+        return value if isinstance(value, list) else []
 
     @property
     def kind(self) -> str:
@@ -54,12 +105,14 @@ class InvalidRequestError(QuorumError):
     """The job itself is malformed; retrying with another provider cannot help."""
 
     counts_for_breaker = False
+    blame = "request"
 
 
 class ConfigError(QuorumError):
     """The configuration is invalid; names the key and the reason."""
 
     counts_for_breaker = False
+    blame = "none"
 
 
 # --------------------------------------------------------------------------- provider errors
@@ -99,16 +152,26 @@ class BadRequestError(ProviderError):
     """HTTP 400-class: the provider refused this request; does not count against its health."""
 
     counts_for_breaker = False
+    blame = "request"
 
 
 class InvalidOutputError(ProviderError):
-    """The provider answered, but the JSON was malformed or failed the schema."""
+    """The provider answered, but the JSON was malformed or failed the schema.
+
+    A quality figure, not an outage: it lowers the provider's consensus weight and shows in
+    health as its invalid-output rate, but never opens the availability breaker. ``tokens_in``
+    and ``tokens_out`` carry the usage the server reported (billed all the same).
+    """
+
+    counts_for_breaker = False
+    blame = "quality"
 
 
 class ProviderUnavailableError(ProviderError):
     """The provider was skipped without a call: breaker open, budget spent or rate limited."""
 
     counts_for_breaker = False
+    blame = "none"
 
 
 # --------------------------------------------------------------------------- job outcomes
@@ -126,6 +189,7 @@ class OrchestrationTimeoutError(QuorumError):
     """The job's absolute deadline passed before an answer was ready (not a provider fault)."""
 
     counts_for_breaker = False
+    blame = "none"
 
 
 class InsufficientResponsesError(QuorumError):
@@ -162,3 +226,9 @@ def error_from_dict(data: dict[str, Any]) -> QuorumError:
     cls = ERROR_TYPES.get(str(fields.pop("type", "")), QuorumError)
     message = str(fields.pop("message", ""))
     return cls(message, fields)
+
+
+def blame_of(error_kind: str) -> Blame:
+    """Who an error kind (class name) is held against; unknown kinds blame the provider."""
+    cls = ERROR_TYPES.get(error_kind)
+    return "provider" if cls is None else cls.blame

@@ -235,16 +235,28 @@ class ProviderHealth(BaseModel):
     reason: str | None = None
     calls: int = 0
     successes: int = 0
-    errors: dict[str, int] = Field(default_factory=dict)
+    errors: dict[str, int] = Field(default_factory=dict, description="Provider faults by class.")
+    invalid_outputs: int = Field(default=0, description="Answers that were malformed or failed the schema.")
+    request_errors: dict[str, int] = Field(
+        default_factory=dict, description="Calls the job itself made fail (not in calls or rates)."
+    )
     latency_ewma_ms: float | None = None
     latency_p95_ms: float | None = None
     last_success_at: float | None = None
     last_failure_at: float | None = None
     last_error: str | None = None
+    last_invalid_at: float | None = None
+    last_invalid: str | None = None
 
     @property
     def success_rate(self) -> float | None:
         return None if not self.calls else self.successes / self.calls
+
+    @property
+    def invalid_rate(self) -> float | None:
+        """Share of the provider's answers that were unusable (None before any answer)."""
+        answers = self.successes + self.invalid_outputs
+        return None if not answers else self.invalid_outputs / answers
 
 
 class CostRecord(BaseModel):

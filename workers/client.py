@@ -13,9 +13,11 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from orchestration.config import Settings
+from orchestration.errors import QuorumError
 from workers import embedded
 from workers.app import create_app
 from workers.canvas import redacted_kwargs
+from workers.job_errors import job_error
 
 #: Shows that a job is running (a spinner) while the block inside it waits; given the job id.
 Waiting = Callable[[str], AbstractContextManager[object]]
@@ -41,6 +43,8 @@ def wait(result: AsyncResult, timeout: float, waiting: Waiting, *, local_stack: 
             return result.get(timeout=timeout)
         except CeleryTimeoutError:
             pass
+        except QuorumError as e:  # the typed error with every detail (from its error payload)
+            raise (job_error(result) or e) from None
     job_id = result.id
     # Stop listening now, while the app is open (not in __del__ at interpreter exit).
     result.backend.remove_pending_result(result)

@@ -113,6 +113,7 @@ def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress,
         cache.store(rt.redis, spec.cache_key, result, rt.settings.orchestration.cache_ttl_s)
     if not claim_publication(rt.redis, rt.prefix, spec.job_id, "generate"):  # marks it published
         raise Ignore()
+    rt.record_job(spec.job_id, progress.attempts + progress.extra, kind="generate", strategy=spec.selector)
     log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
     return result
 

@@ -15,7 +15,9 @@ from typing import Any
 from celery import Task
 from celery.worker.request import Request
 
+from orchestration.errors import QuorumError
 from workers.canvas import redacted_kwargs
+from workers.job_errors import JOB_TASKS, store_error
 
 
 class ReprOnlyRequest(Request):
@@ -40,6 +42,15 @@ class RedactedRequest(ReprOnlyRequest):
 
 
 class QuorumTask(Task):
-    """Base of every Quorum task: inspection shows representations only."""
+    """Base of every Quorum task: inspection shows representations only, and a job that fails
+    with a Quorum error gets its error payload stored beside its result before the failure."""
 
     Request = "workers.requests:ReprOnlyRequest"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except QuorumError as e:
+            if self.name in JOB_TASKS and self.request.id:
+                store_error(self.backend, self.request.id, e)
+            raise

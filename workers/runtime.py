@@ -6,24 +6,29 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
+from celery.signals import task_failure
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
 from orchestration.config import Settings
+from orchestration.errors import InvalidRequestError, QuorumError
 from orchestration.models import Attempt, Candidate
 from orchestration.providers.registry import ProviderRegistry
 from orchestration.state.budget import BudgetGate
-from orchestration.state.costs import record_cost, record_job
+from orchestration.state.costs import job_micro_usd, record_cost, record_job
 from orchestration.state.fleet import FleetSetting, read_fleet
 from orchestration.state.health import record_call
+from orchestration.state.quality import QualityGate
 from orchestration.state.ratelimit import RateLimitGate
 from orchestration.state.resilient import ResilientBreaker, fast_fail_client
 from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
+from workers.job_errors import JOB_TASKS
 
 log = logging.getLogger("quorum.runtime")
 
@@ -67,7 +72,8 @@ class BreakerGate:
 
 @dataclass
 class HealthRecorder:
-    """Writes each finished call into the provider's health figures and the cost ledger."""
+    """Writes each finished call into the provider's health figures and the cost ledger
+    (every call the server reported usage for, answer usable or not)."""
 
     redis: redis_lib.Redis
     prefix: str
@@ -75,7 +81,7 @@ class HealthRecorder:
     def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
         if attempt.skipped:
             return
-        if attempt.ok and attempt.task_id:
+        if attempt.task_id and (attempt.ok or attempt.tokens_in or attempt.tokens_out):
             record_cost(
                 self.redis,
                 self.prefix,
@@ -111,6 +117,7 @@ class Runtime:
     breaker: ResilientBreaker
     budget: BudgetGate
     limits: RateLimitGate
+    quality: QualityGate
     gates: list[Gate] = field(default_factory=list)
 
     @property
@@ -127,7 +134,7 @@ class Runtime:
 
     def unavailable(self, provider: str, now: float) -> str | None:
         """Why ``provider`` should be skipped right now (no state change), or None."""
-        for check in (self.breaker.refusal, self.budget.refusal, self.limits.refusal):
+        for check in (self.breaker.refusal, self.budget.refusal, self.limits.refusal, self.quality.refusal):
             try:
                 reason = check(provider, now)
             except REDIS_ERRORS:
@@ -137,18 +144,44 @@ class Runtime:
         return None
 
     def record_job(
-        self, job_id: str, attempts: list[Attempt], *, kind: str = "extract", strategy: str | None = None
+        self,
+        job_id: str,
+        attempts: Iterable[Attempt | dict[str, Any]],
+        *,
+        kind: str = "extract",
+        strategy: str | None = None,
+        outcome: str | None = None,
     ) -> None:
-        """Count the job and its total cost once (for the average cost per job), and under its kind,
-        strategy and outcome (``ok`` when an attempt answered, else ``failed``)."""
-        outcome = "ok" if any(a.ok for a in attempts) else "failed"
-        micro = sum(round(a.cost_usd * 1e6) for a in attempts)
+        """Count the job and its total cost once (for the average cost per job), answered or not,
+        and under its kind, strategy and outcome (``ok`` when an attempt answered, else ``failed``)."""
+        attempts = list(attempts)
+        if outcome is None:
+            outcome = "ok" if any(isinstance(a, Attempt) and a.ok for a in attempts) else "failed"
         try:
             record_job(
-                self.fast_redis, self.prefix, job_id, micro, kind=kind, strategy=strategy, outcome=outcome
+                self.fast_redis,
+                self.prefix,
+                job_id,
+                job_micro_usd(attempts),
+                kind=kind,
+                strategy=strategy,
+                outcome=outcome,
             )
         except REDIS_ERRORS:
             log.warning("job %s: could not record its cost (Redis unreachable)", job_id)
+
+    def record_failed_job(
+        self, job_id: str, error: BaseException, *, kind: str = "extract", strategy: str | None = None
+    ) -> None:
+        """Count a failed job once, with what the attempts its error lists cost."""
+        attempts = error.details.get("attempts") if isinstance(error, QuorumError) else None
+        self.record_job(
+            job_id,
+            attempts if isinstance(attempts, list) else [],
+            kind=kind,
+            strategy=strategy,
+            outcome="failed",
+        )
 
     def attempt(
         self, candidate: Candidate, invoke: Invoke, *, label: str, task_id: str | None, deadline: float
@@ -179,9 +212,10 @@ def build_runtime(settings: Settings) -> Runtime:
         breaker=breaker,
         budget=BudgetGate(fast, settings.key_prefix, settings),
         limits=RateLimitGate(fast, settings.key_prefix, settings),
+        quality=QualityGate(fast, settings.key_prefix, settings.breaker),
     )
     # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe.
-    rt.gates = [rt.budget, rt.limits, BreakerGate(breaker)]
+    rt.gates = [rt.budget, rt.quality, rt.limits, BreakerGate(breaker)]
     return rt
 
 
@@ -197,3 +231,20 @@ def runtime() -> Runtime:
             if _runtime is None:
                 _runtime = build_runtime(app.conf.quorum_settings)
     return _runtime
+
+
+@task_failure.connect
+def _count_failed_job(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                      **_: Any) -> None:  # fmt: skip
+    """Count a job that failed by raising (a chord that could not merge, no provider to try...)
+    once, like an answered one, so ``quorum status`` counts every job; a request refused as
+    invalid never became a job and is not counted."""
+    if getattr(sender, "name", None) not in JOB_TASKS or not task_id or exception is None:
+        return
+    if isinstance(exception, InvalidRequestError):
+        return
+    try:
+        kind = str(sender.name).removeprefix("quorum.")  # type: ignore[union-attr]
+        runtime().record_failed_job(task_id, exception, kind=kind)
+    except Exception:  # bookkeeping must never disturb Celery's failure handling
+        log.warning("job %s: could not count its failure", task_id, exc_info=True)

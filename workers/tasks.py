@@ -34,6 +34,7 @@ from orchestration.strategies.extraction import chord_labels, early_answer_ready
 from orchestration.strategies.failover import Fail, Send, next_step, skipped_attempt
 from workers.app import app
 from workers.canvas import MODE_CHORD, MODE_FAILOVER, consensus_chord, failover_attempt
+from workers.job_errors import store_error
 from workers.runtime import Runtime, runtime
 
 log: logging.Logger = get_task_logger("quorum.tasks")
@@ -266,5 +267,6 @@ def _plan(rt: Runtime, job: JobSpec, history: list[Attempt], start: int) -> Send
 def _publish_failure(rt: Runtime, job: JobSpec, error: BaseException) -> None:
     if claim_publication(rt.redis, rt.prefix, job.job_id, "failover:failed"):
         log.warning("job %s failed: %s", job.job_id, error)
-        rt.record_job(job.job_id, [], strategy=job.strategy)
+        rt.record_failed_job(job.job_id, error, strategy=job.strategy)
+        store_error(app.backend, job.job_id, error)
         app.backend.mark_as_failure(job.job_id, error)

@@ -16,7 +16,7 @@ from typing import Any
 import anthropic
 
 from orchestration.errors import ProviderError
-from orchestration.providers.base import Completion, Provider, ProviderRequest, iter_text_parts
+from orchestration.providers.base import Completion, Provider, ProviderRequest, billed, iter_text_parts
 from orchestration.providers.http_errors import (
     MALFORMED_EXCEPTIONS,
     connection_error,
@@ -70,34 +70,41 @@ class AnthropicProvider(Provider):
         message = self._client.messages.create(**kwargs)
         if not isinstance(message, anthropic.types.Message):
             raise invalid_output(self.name, f"unexpected response type {type(message).__name__}")
+        usage = message.usage
+        bill = billed(getattr(usage, "input_tokens", 0), getattr(usage, "output_tokens", 0),
+                      message.model or self.model)  # fmt: skip
         if message.stop_reason == "refusal":
-            raise invalid_output(self.name, "the model refused to answer", stop_reason="refusal")
+            raise invalid_output(self.name, "the model refused to answer", stop_reason="refusal", **bill)
         content: str | dict[str, Any]
         if request.output_schema is not None:
-            content = self._tool_input(message, request.tool_name)
+            content = self._tool_input(message, request.tool_name, bill)
         else:
             content = "".join(iter_text_parts(b for b in message.content or () if b.type == "text"))
             if not content:
-                raise invalid_output(self.name, "response has no text", stop_reason=message.stop_reason)
-        usage = message.usage
-        return Completion(
-            content=content,
-            tokens_in=int(getattr(usage, "input_tokens", 0) or 0),
-            tokens_out=int(getattr(usage, "output_tokens", 0) or 0),
-            model=str(message.model or self.model),
-        )
+                raise invalid_output(
+                    self.name, "response has no text", stop_reason=message.stop_reason, **bill
+                )
+        return Completion(content=content, tokens_in=bill["tokens_in"], tokens_out=bill["tokens_out"],
+                          model=bill["model"])  # fmt: skip
 
-    def _tool_input(self, message: anthropic.types.Message, tool_name: str) -> dict[str, Any]:
-        """The ``input`` of the forced tool call, or :class:`InvalidOutputError`."""
+    def _tool_input(
+        self, message: anthropic.types.Message, tool_name: str, bill: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ``input`` of the forced tool call, or :class:`InvalidOutputError` (with the usage)."""
         if message.stop_reason == "max_tokens":
-            raise invalid_output(self.name, "tool input truncated at max_tokens", stop_reason="max_tokens")
+            raise invalid_output(
+                self.name, "tool input truncated at max_tokens", stop_reason="max_tokens", **bill
+            )
         for block in message.content or ():
             if block.type == "tool_use" and block.name == tool_name:
                 if not isinstance(block.input, dict):
-                    raise invalid_output(self.name, "tool_use input is not a JSON object")
+                    raise invalid_output(self.name, "tool_use input is not a JSON object", **bill)
                 return block.input
         raise invalid_output(
-            self.name, f"response has no tool_use block for {tool_name!r}", stop_reason=message.stop_reason
+            self.name,
+            f"response has no tool_use block for {tool_name!r}",
+            stop_reason=message.stop_reason,
+            **bill,
         )
 
     @contextmanager

@@ -4,10 +4,15 @@ A :class:`Provider` turns a :class:`ProviderRequest` into a :class:`Completion` 
 official SDK (``_complete``); the shared :meth:`Provider.call` validates before any HTTP call,
 times the call, maps every SDK exception into :mod:`orchestration.errors` (``_map_errors``),
 scrubs secrets from messages and parses structured output against the schema.
+
+Usage is counted whatever happens to the answer: an :class:`InvalidOutputError` raised after
+the server answered carries ``tokens_in``/``tokens_out``/``model`` in its details (parse
+failures here; adapters pass :func:`billed` to their post-response checks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from abc import ABC, abstractmethod
@@ -16,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestration.errors import InvalidRequestError, ProviderError
+from orchestration.errors import InvalidRequestError, ProviderError, QuorumError
 from orchestration.models import ProviderResult, SamplingParams, _check_text
 from orchestration.prompts import (
     EXTRACTION_SYSTEM,
@@ -50,8 +55,23 @@ class Completion:
     model: str
 
 
+def billed(tokens_in: Any, tokens_out: Any, model: Any) -> dict[str, Any]:
+    """The usage a server reported, as error details (so a failed answer's tokens are counted)."""
+    return {"tokens_in": int(tokens_in or 0), "tokens_out": int(tokens_out or 0), "model": str(model or "")}
+
+
+def with_usage(error: QuorumError, result: ProviderResult) -> QuorumError:
+    """``error`` with the usage of the call that produced ``result`` added to its details."""
+    usage = billed(result.tokens_in, result.tokens_out, result.model)
+    return type(error)(error.message, {**error.details, **usage})
+
+
 class Provider(ABC):
     """One configured provider behind its official SDK. Thread-safe; build once per process."""
+
+    #: Output-token cap sent when a call's params leave ``max_tokens`` unset (the config's
+    #: ``max_tokens``, set by the registry); None sends none.
+    max_tokens: int | None = None
 
     def __init__(
         self, name: str, model: str, *, api_key: str | None, base_url: str | None, timeout_s: float
@@ -87,6 +107,9 @@ class Provider(ABC):
         timeout = self.timeout_s if timeout is None else timeout
         if not timeout > 0:
             raise InvalidRequestError(f"timeout must be positive, got {timeout}", provider=self.name)
+        if request.params.max_tokens is None and self.max_tokens is not None:
+            capped = request.params.model_copy(update={"max_tokens": self.max_tokens})
+            request = dataclasses.replace(request, params=capped)
         start = time.perf_counter()
         try:
             with self._map_errors():
@@ -119,7 +142,17 @@ class Provider(ABC):
             output_schema=output_schema(schema),
         )
         result, content = self._send(request, timeout)
-        result.fields, result.notes = parse_output(content, schema, self.name)
+        try:
+            result.fields, result.notes = parse_output(content, schema, self.name)
+        except QuorumError as e:
+            raise with_usage(e, result) from None
+        except Exception as e:  # validation itself broke on a well-formed answer: the job's schema
+            refused = InvalidRequestError(
+                f"the job's json_schema cannot be applied to an answer ({type(e).__name__})",
+                field="json_schema",
+                provider=self.name,
+            )
+            raise with_usage(refused, result) from None
         return result
 
     def generate(

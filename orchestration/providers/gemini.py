@@ -20,7 +20,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from orchestration.errors import AuthError, ProviderError
-from orchestration.providers.base import Completion, Provider, ProviderRequest
+from orchestration.providers.base import Completion, Provider, ProviderRequest, billed
 from orchestration.providers.http_errors import (
     MALFORMED_EXCEPTIONS,
     invalid_output,
@@ -98,25 +98,24 @@ class GeminiProvider(Provider):
         response = self._client.models.generate_content(
             model=self.model, contents=request.prompt, config=types.GenerateContentConfig(**config)
         )
+        usage = response.usage_metadata
+        out = (getattr(usage, "candidates_token_count", 0) or 0) + (
+            getattr(usage, "thoughts_token_count", 0) or 0  # thinking tokens are billed as output
+        )
+        bill = billed(getattr(usage, "prompt_token_count", 0), out, response.model_version or self.model)
         text = response.text
         candidate = response.candidates[0] if response.candidates else None
         finish = _enum_name(getattr(candidate, "finish_reason", None))
         if not text:
             blocked = _enum_name(getattr(response.prompt_feedback, "block_reason", None))
             why = f"prompt blocked ({blocked})" if blocked else f"no text (finish_reason={finish})"
-            raise invalid_output(self.name, f"response has {why}", finish_reason=finish or blocked)
+            raise invalid_output(self.name, f"response has {why}", finish_reason=finish or blocked, **bill)
         if request.output_schema is not None and finish == "MAX_TOKENS":
-            raise invalid_output(self.name, "structured answer truncated at max_tokens", finish_reason=finish)
-        usage = response.usage_metadata
-        out = (getattr(usage, "candidates_token_count", 0) or 0) + (
-            getattr(usage, "thoughts_token_count", 0) or 0  # thinking tokens are billed as output
-        )
-        return Completion(
-            content=text,
-            tokens_in=int(getattr(usage, "prompt_token_count", 0) or 0),
-            tokens_out=int(out),
-            model=str(response.model_version or self.model),
-        )
+            raise invalid_output(
+                self.name, "structured answer truncated at max_tokens", finish_reason=finish, **bill
+            )
+        return Completion(content=text, tokens_in=bill["tokens_in"], tokens_out=bill["tokens_out"],
+                          model=bill["model"])  # fmt: skip
 
     @contextmanager
     def _map_errors(self) -> Iterator[None]:

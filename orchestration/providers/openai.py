@@ -11,7 +11,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from orchestration.errors import ProviderError
-from orchestration.providers.base import Completion, Provider, ProviderRequest
+from orchestration.providers.base import Completion, Provider, ProviderRequest, billed
 from orchestration.providers.http_errors import (
     MALFORMED_EXCEPTIONS,
     connection_error,
@@ -68,30 +68,32 @@ class OpenAIProvider(Provider):
         completion = self._client.chat.completions.create(**kwargs)
         if not isinstance(completion, ChatCompletion):
             raise invalid_output(self.name, f"unexpected response type {type(completion).__name__}")
+        usage = completion.usage  # billed even when the answer below turns out unusable
+        bill = billed(getattr(usage, "prompt_tokens", 0), getattr(usage, "completion_tokens", 0),
+                      completion.model or self.model)  # fmt: skip
         if not completion.choices:
-            raise invalid_output(self.name, "response has no choices")
+            raise invalid_output(self.name, "response has no choices", **bill)
         choice = completion.choices[0]
         message = choice.message
         if message is None:
-            raise invalid_output(self.name, "response has no message", finish_reason=choice.finish_reason)
+            raise invalid_output(
+                self.name, "response has no message", finish_reason=choice.finish_reason, **bill
+            )
         if getattr(message, "refusal", None):
             raise invalid_output(self.name, f"the model refused: {short(message.refusal, 120)}",
-                                 finish_reason=choice.finish_reason)  # fmt: skip
+                                 finish_reason=choice.finish_reason, **bill)  # fmt: skip
         if choice.finish_reason == "content_filter":
             raise invalid_output(self.name, "answer withheld by the content filter",
-                                 finish_reason="content_filter")  # fmt: skip
+                                 finish_reason="content_filter", **bill)  # fmt: skip
         if request.output_schema is not None and choice.finish_reason == "length":
             raise invalid_output(self.name, "structured answer truncated at max_tokens",
-                                 finish_reason="length")  # fmt: skip
+                                 finish_reason="length", **bill)  # fmt: skip
         if not message.content:
-            raise invalid_output(self.name, "response has no content", finish_reason=choice.finish_reason)
-        usage = completion.usage
-        return Completion(
-            content=message.content,
-            tokens_in=int(getattr(usage, "prompt_tokens", 0) or 0),
-            tokens_out=int(getattr(usage, "completion_tokens", 0) or 0),
-            model=str(completion.model or self.model),
-        )
+            raise invalid_output(
+                self.name, "response has no content", finish_reason=choice.finish_reason, **bill
+            )
+        return Completion(content=message.content, tokens_in=bill["tokens_in"], tokens_out=bill["tokens_out"],
+                          model=bill["model"])  # fmt: skip
 
     @contextmanager
     def _map_errors(self) -> Iterator[None]:

@@ -81,10 +81,12 @@ def build_provider(name: str, config: ProviderConfig, *, emulator_url: str | Non
             provider=name, field="kind",
         )  # fmt: skip
     api_key = resolve_api_key(name, config, emulated=bool(emulator_url), env=env)
-    return factory(
+    provider = factory(
         name, config.model, api_key=api_key,
         base_url=config.effective_base_url(name, emulator_url), timeout_s=config.timeout_s,
     )  # fmt: skip
+    provider.max_tokens = config.max_tokens
+    return provider
 
 
 class ProviderRegistry:

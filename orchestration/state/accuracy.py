@@ -3,7 +3,8 @@
 Layout: one hash per provider, ``<prefix>{<provider>}:accuracy`` (the hash tag keeps a
 provider's keys in one Redis Cluster slot), with fields ``<field>:correct`` and
 ``<field>:total``. Counts only grow (``HINCRBY``); the weight is the Laplace-smoothed share
-``(correct + 1) / (total + 2)``, 0.5 for a provider/field never graded.
+``(correct + 1) / (total + 2)``, 0.5 for a provider/field never graded, scaled by the
+provider's answer validity (its invalid-output count in health, see :func:`validity`).
 
 Both calls are single pipelined round trips and never fail a job: when Redis is unreachable
 ``read_weights`` returns the prior for every pair and ``record`` drops the update, each with a
@@ -15,11 +16,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from orchestration.state.keys import provider_key
+from orchestration.state.keys import ProviderKeys, provider_key
 from orchestration.strategies.consensus import laplace_accuracy
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Lowest answer validity a provider's weight is scaled by (it never drops to nothing).
+MIN_VALIDITY = 0.05
 #: How long an idempotency marker of :func:`record` lives, in seconds.
 ONCE_TTL_S = 7 * 86_400
 
@@ -44,18 +47,15 @@ def _int(raw: bytes | str | None) -> int:
         return 0
 
 
-def read_counts(
-    redis: Redis, prefix: str, providers: Sequence[str], fields: Sequence[str]
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """(correct, total) per (provider, field) in one round trip; raises on Redis errors."""
-    providers, fields = list(dict.fromkeys(providers)), list(fields)
-    if not providers or not fields:
-        return {}
+def _queue_counts(pipe: Any, prefix: str, providers: Sequence[str], fields: Sequence[str]) -> None:
     names = [n for f in fields for n in (f"{f}:correct", f"{f}:total")]
-    pipe = redis.pipeline(transaction=False)
     for p in providers:
         pipe.hmget(accuracy_key(prefix, p), names)
-    rows = pipe.execute()
+
+
+def _counts(
+    rows: Sequence[Any], providers: Sequence[str], fields: Sequence[str]
+) -> dict[tuple[str, str], tuple[int, int]]:
     return {
         (p, f): (_int(row[2 * i]), _int(row[2 * i + 1]))
         for p, row in zip(providers, rows, strict=True)
@@ -63,16 +63,49 @@ def read_counts(
     }
 
 
+def read_counts(
+    redis: Redis, prefix: str, providers: Sequence[str], fields: Sequence[str]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(correct, total) per (provider, field) in one round trip; raises on Redis errors."""
+    providers, fields = list(dict.fromkeys(providers)), list(fields)
+    if not providers or not fields:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    _queue_counts(pipe, prefix, providers, fields)
+    return _counts(pipe.execute(), providers, fields)
+
+
+def validity(successes: int, invalid: int) -> float:
+    """Share of a provider's answers that were usable, smoothed: ``(ok + 1) / (ok + invalid + 1)``
+    (1.0 with no history, 0.5 after one invalid answer), floored at ``MIN_VALIDITY``."""
+    ok, bad = max(successes, 0), max(invalid, 0)
+    return max(MIN_VALIDITY, (ok + 1) / (ok + bad + 1))
+
+
 def read_weights(
     redis: Redis, prefix: str, providers: Sequence[str], fields: Sequence[str]
 ) -> dict[tuple[str, str], float]:
-    """Laplace-smoothed accuracy per (provider, field); the 0.5 prior if Redis is unreachable."""
+    """Consensus weight per (provider, field) in one round trip: Laplace-smoothed accuracy × the
+    provider's answer :func:`validity` (invalid or malformed output lowers its weight); the 0.5
+    prior for every pair if Redis is unreachable."""
+    providers, fields = list(dict.fromkeys(providers)), list(fields)
+    if not providers or not fields:
+        return {}
     try:
-        counts = read_counts(redis, prefix, providers, fields)
+        pipe = redis.pipeline(transaction=False)
+        _queue_counts(pipe, prefix, providers, fields)
+        for p in providers:
+            pipe.hmget(ProviderKeys.of(prefix, p).health, ["successes", "invalid_outputs"])
+        rows = pipe.execute()
     except RedisError as e:
         log.warning("accuracy weights unavailable (%s); using the prior", e)
         return {(p, f): laplace_accuracy(0, 0) for p in providers for f in fields}
-    return {pf: laplace_accuracy(c, t) for pf, (c, t) in counts.items()}
+    counts = _counts(rows[: len(providers)], providers, fields)
+    valid = {
+        p: validity(_int(row[0]), _int(row[1]))
+        for p, row in zip(providers, rows[len(providers) :], strict=True)
+    }
+    return {(p, f): laplace_accuracy(c, t) * valid[p] for (p, f), (c, t) in counts.items()}
 
 
 def record(

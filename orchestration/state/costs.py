@@ -8,8 +8,10 @@ script sets ``{prefix}{provider}:cost:seen:<attempt_id>`` (NX, 7 days) and incre
 atomic step, so a redelivered task adds nothing. All of a provider's keys share its hash tag.
 
 Per job, ``{prefix}{fleet}:jobs`` counts ``jobs`` and ``micro_usd`` once per job id (marker
-``{prefix}{fleet}:jobs:seen:<job_id>``), for the average cost per job, and, when the caller says
-how the job ended, ``by:<kind>:<strategy>:<outcome>`` (``quorum metrics``' jobs by outcome).
+``{prefix}{fleet}:jobs:seen:<job_id>``), for the average cost per job: every job that reached a
+provider decision counts, answered or failed (a failed chord or failover job with what its
+attempts cost), so the average is over all of them; when the caller says how the job ended, also
+``by:<kind>:<strategy>:<outcome>`` (``quorum metrics``' jobs by outcome).
 
 Counters are integers (``HINCRBY`` only): no float drift, however many calls are summed.
 Redis clients may use ``decode_responses`` True or False: replies are normalised on read.
@@ -110,6 +112,17 @@ def record_cost(
         DAY_TOTAL: micro,
     }
     return _once(redis, keys, day, increments)
+
+
+def job_micro_usd(attempts: Iterable[Any]) -> int:
+    """A job's total cost in micro-USD from its attempts: ``Attempt`` models or their JSON/summary
+    dicts (a failed job's error lists them), each counted by its ``cost_usd``."""
+    total = 0
+    for a in attempts:
+        cost = a.get("cost_usd") if isinstance(a, dict) else getattr(a, "cost_usd", 0)
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
+            total += round(cost * 1_000_000)
+    return total
 
 
 def record_job(

@@ -1,11 +1,17 @@
 """Provider health in Redis: counters, errors by class, latency EWMA and p95, last outcomes.
 
 Per provider, a hash ``{prefix}{provider}:health`` (``calls``, ``successes``, ``error:<Kind>``,
-``latency_ewma_ms``, ``last_success_at``, ``last_failure_at``, ``last_error``,
-``last_error_kind``) and a capped list ``{prefix}{provider}:health:latency`` of the newest
-``LATENCY_SAMPLES`` latencies of successful calls; p95 is computed on read (sorting 200 floats
-takes microseconds). Each record is one atomic Lua call; reading every provider takes one
-pipelined round trip.
+``invalid_outputs``, ``request:<Kind>``, ``latency_ewma_ms``, ``last_success_at``,
+``last_failure_at``, ``last_error``, ``last_error_kind``, ``last_invalid_at``, ``last_invalid``)
+and a capped list ``{prefix}{provider}:health:latency`` of the newest ``LATENCY_SAMPLES``
+latencies of answered calls; p95 is computed on read (sorting 200 floats takes microseconds).
+Each record is one atomic Lua call; reading every provider takes one pipelined round trip.
+
+Each outcome is filed by who it blames (:func:`orchestration.errors.blame_of`): provider faults
+are ``error:<Kind>``; unusable answers (``InvalidOutputError``) are the quality figure
+``invalid_outputs``, not errors; request faults (the job's schema or parameters) go to
+``request:<Kind>`` only, outside ``calls`` and every rate; skips and deadline cuts are not
+recorded at all.
 
 Redis clients may use ``decode_responses`` True or False: values are normalised on read.
 """
@@ -21,8 +27,9 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from orchestration.errors import blame_of
 from orchestration.models import ProviderHealth
-from orchestration.state.keys import ProviderKeys
+from orchestration.state.keys import ProviderKeys, provider_key
 from orchestration.state.machine import BreakerSnapshot, BreakerState, error_kind_of
 from orchestration.state.scripts import bound_script, float_arg, opt_float, text
 
@@ -36,6 +43,24 @@ LATENCY_SAMPLES = 200
 MAX_MESSAGE_CHARS = 300
 
 BreakerInfo = BreakerSnapshot | BreakerState | str | None
+#: Width of a quality bucket (answers and invalid answers per provider and minute), seconds.
+QUALITY_BUCKET_S = 60
+#: How long a quality bucket lives: beyond the longest quality window.
+QUALITY_BUCKET_TTL_S = 3600 + 2 * QUALITY_BUCKET_S
+
+
+def quality_bucket(prefix: str, provider: str, now: float) -> str:
+    """The quality bucket of ``provider`` for the minute holding ``now``."""
+    return provider_key(prefix, provider, f"health:quality:{int(now // QUALITY_BUCKET_S)}")
+
+
+def outcome_of(error_kind: str | None) -> str | None:
+    """The health script's outcome for a call (``ok``, ``fault``, ``invalid``, ``request``);
+    None when the outcome blames nobody and is not recorded (a skip, the job's deadline)."""
+    if error_kind is None:
+        return "ok"
+    blame = blame_of(error_kind)
+    return {"provider": "fault", "quality": "invalid", "request": "request"}.get(blame)
 
 
 def _record(
@@ -43,30 +68,32 @@ def _record(
     prefix: str,
     provider: str,
     now: float,
-    ok: bool,
+    outcome: str,
     latency_ms: float | None,
     kind: str = "",
     message: str = "",
 ) -> None:
     """Run the health script once: one atomic update per finished call."""
     script = bound_script(redis, "health.lua")
+    keys = [*ProviderKeys.of(prefix, provider).health_keys, quality_bucket(prefix, provider, now)]
     args = [
         float_arg(now),
-        "1" if ok else "0",
+        outcome,
         float_arg(latency_ms) if latency_ms is not None else "",
         kind,
         message[:MAX_MESSAGE_CHARS],
         float_arg(EWMA_ALPHA),
         str(LATENCY_SAMPLES),
+        str(QUALITY_BUCKET_TTL_S),
     ]
-    script(keys=ProviderKeys.of(prefix, provider).health_keys, args=args)
+    script(keys=keys, args=args)
 
 
 def record_success(
     redis: Redis, prefix: str, provider: str, now: float, latency_ms: float | None = None
 ) -> None:
     """Count one successful call and its latency."""
-    _record(redis, prefix, provider, now, True, latency_ms)
+    _record(redis, prefix, provider, now, "ok", latency_ms)
 
 
 def record_failure(
@@ -76,11 +103,16 @@ def record_failure(
     now: float,
     error: str | BaseException,
     message: str | None = None,
+    latency_ms: float | None = None,
 ) -> None:
-    """Count one failed call by error kind (class name); keeps the message (300 chars max)."""
+    """Count one failed call by error kind (class name), filed by who it blames (a request
+    fault apart, an invalid output as quality); keeps the message (300 chars max)."""
     if message is None:
         message = "" if isinstance(error, str) else str(error)
-    _record(redis, prefix, provider, now, False, None, error_kind_of(error), message)
+    kind = error_kind_of(error)
+    outcome = outcome_of(kind)
+    if outcome is not None:
+        _record(redis, prefix, provider, now, outcome, latency_ms, kind, message)
 
 
 def record_call(
@@ -96,14 +128,17 @@ def record_call(
 ) -> bool:
     """Record one finished call, best effort: False (and no error) when Redis is unreachable.
 
-    Latency counts for successes only: a failure's duration (a timeout, say) is not a latency.
-    Health is telemetry, so a Redis outage must not fail the provider call that reports it.
+    Latency counts for answers only (successes and invalid outputs): a failure's duration (a
+    timeout, say) is not a latency. Health is telemetry, so a Redis outage must not fail the
+    provider call that reports it.
     """
     try:
         if ok:
             record_success(redis, prefix, provider, now, latency_ms)
         else:
-            record_failure(redis, prefix, provider, now, error_kind or "QuorumError", message or "")
+            kind = error_kind or "QuorumError"
+            answered = latency_ms if outcome_of(kind) == "invalid" else None
+            record_failure(redis, prefix, provider, now, kind, message or "", answered)
     except (RedisConnectionError, RedisTimeoutError) as e:
         log.debug("health of %s not recorded: Redis unreachable (%s)", provider, e)
         return False
@@ -144,11 +179,16 @@ def health_from(
     """Build a :class:`ProviderHealth` from the raw hash and latency list."""
     h = {text(k): text(v) for k, v in fields.items()}
     errors = {k.removeprefix("error:"): int(v) for k, v in h.items() if k.startswith("error:")}
+    rejected = {k.removeprefix("request:"): int(v) for k, v in h.items() if k.startswith("request:")}
     return ProviderHealth(
         provider=provider,
         calls=int(h.get("calls") or 0),
         successes=int(h.get("successes") or 0),
         errors=errors,
+        invalid_outputs=int(h.get("invalid_outputs") or 0),
+        request_errors=rejected,
+        last_invalid_at=opt_float(h.get("last_invalid_at")),
+        last_invalid=h.get("last_invalid") or None,
         latency_ewma_ms=opt_float(h.get("latency_ewma_ms")),
         latency_p95_ms=p95(float(text(x)) for x in latencies),
         last_success_at=opt_float(h.get("last_success_at")),

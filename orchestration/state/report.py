@@ -1,6 +1,6 @@
 """What ``quorum status`` shows, read from Redis alone in a few pipelined round trips:
-per provider breaker, health, errors, latency, budget, tokens and cost; fleet-wide strategy,
-provider order, cache hit rate and average cost per job."""
+per provider breaker, health, errors, invalid-output rate (answer quality), latency, budget,
+tokens and cost; fleet-wide strategy, provider order, cache hit rate and average cost per job."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from orchestration.state.cache import hit_rate
 from orchestration.state.costs import job_stats, totals
 from orchestration.state.fleet import read_fleet
 from orchestration.state.health import read_all
+from orchestration.state.quality import QualityGate
 
 
 class ProviderStatus(ProviderHealth):
@@ -69,6 +70,7 @@ def fleet_status(redis: Redis, settings: Settings, now: float, *, detailed: bool
     names = list(settings.providers)
     prefix = settings.key_prefix
     breaker = RedisBreaker(redis, prefix, settings.breaker)
+    quality = QualityGate(redis, prefix, settings.breaker)
     snaps = breaker.states(names, now)
     health = read_all(redis, prefix, names, snaps)
     budgets = budget_status(redis, prefix, settings, now)
@@ -92,7 +94,7 @@ def fleet_status(redis: Redis, settings: Settings, now: float, *, detailed: bool
             if budget.exhausted and budget.budget_usd is not None:
                 budget_reason = refusal_text(budget.budget_usd, round(budget.spent_usd * 1_000_000))
         breaker_reason = breaker.refusal(name, now)
-        row.reason = _why_not(row, breaker_reason, budget_reason)
+        row.reason = _why_not(row, breaker_reason, budget_reason or quality.refusal(name, now))
         row.healthy = row.reason is None
         if name in spend:
             t = spend[name]
@@ -118,4 +120,5 @@ def as_json(report: FleetStatus) -> dict[str, Any]:
     data["cache_hit_rate"] = report.cache_hit_rate
     for row, model in zip(data["providers"], report.providers, strict=True):
         row["success_rate"] = model.success_rate
+        row["invalid_rate"] = model.invalid_rate
     return data

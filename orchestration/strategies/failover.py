@@ -42,7 +42,7 @@ class Fail:
 
 
 def summarize(attempts: list[Attempt]) -> list[dict[str, object]]:
-    """The per-attempt facts an operator needs: provider, error class, latency."""
+    """The per-attempt facts an operator needs: provider, error class, latency, cost."""
     return [
         {
             "provider": a.provider,
@@ -50,6 +50,7 @@ def summarize(attempts: list[Attempt]) -> list[dict[str, object]]:
             "error": a.error_type,
             "message": (a.error or {}).get("message"),
             "latency_ms": round(a.latency_ms, 2),
+            "cost_usd": a.cost_usd,
             "skipped": a.skipped,
         }
         for a in attempts

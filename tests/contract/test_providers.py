@@ -24,6 +24,7 @@ from orchestration.errors import (
     ProviderTimeoutError,
     RateLimitedError,
     ServerError,
+    error_from_dict,
 )
 from orchestration.models import MAX_TEXT_CHARS, SamplingParams
 from orchestration.providers.base import Provider
@@ -71,8 +72,8 @@ def assert_no_key(e: BaseException) -> None:
 
 
 def assert_portable(e: ProviderError) -> None:
-    """The error survives pickle and Celery's JSON round trip of ``args`` unchanged."""
-    for back in (pickle.loads(pickle.dumps(e)), type(e)(*json.loads(json.dumps(e.args)))):
+    """The error survives pickle and its JSON form (``to_dict``, what results carry) unchanged."""
+    for back in (pickle.loads(pickle.dumps(e)), error_from_dict(json.loads(json.dumps(e.to_dict())))):
         assert type(back) is type(e)
         assert str(back) == str(e) and back.details == e.details
 

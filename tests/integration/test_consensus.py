@@ -9,6 +9,7 @@ import pytest
 from orchestration.data import load_emails
 from orchestration.errors import InsufficientResponsesError
 from orchestration.state.breaker import RedisBreaker
+from workers.job_errors import job_error
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +55,10 @@ def test_one_of_three_failing_still_merges(clean, emulator):
 def test_two_of_three_failing_is_a_typed_error_listing_each_candidate(clean, emulator):
     emulator.configure("gemini", error_rate=1.0, errors={"server": 1})
     emulator.set_down("openai")
-    with pytest.raises(InsufficientResponsesError) as info:
-        chord_job(clean).get(timeout=30)
-    outcomes = {a["provider"]: a["error"] for a in info.value.details["attempts"]}
+    job = chord_job(clean)
+    with pytest.raises(InsufficientResponsesError):
+        job.get(timeout=30)
+    outcomes = {a["provider"]: a["error"] for a in job_error(job).attempts}
     assert outcomes == {"claude": None, "openai": "OverloadedError", "gemini": "ServerError"}
 
 

@@ -9,6 +9,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from orchestration.data import load_emails
 from orchestration.errors import AllProvidersFailedError, InvalidRequestError, NoHealthyProvidersError
+from workers.job_errors import job_error
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +47,10 @@ def test_primary_down_answers_from_secondary(clean, emulator):
 def test_all_down_raises_all_providers_failed_with_every_attempt(clean, emulator):
     for name in ORDER:
         emulator.set_down(name)
-    with pytest.raises(AllProvidersFailedError) as info:
-        extract(clean).get(timeout=30)
-    attempts = info.value.details["attempts"]
+    job = extract(clean)
+    with pytest.raises(AllProvidersFailedError):
+        job.get(timeout=30)
+    attempts = job_error(job).attempts
     assert [a["provider"] for a in attempts] == ORDER
     assert all(a["error"] == "OverloadedError" and a["latency_ms"] > 0 for a in attempts)
 

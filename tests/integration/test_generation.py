@@ -8,6 +8,7 @@ import time
 import pytest
 
 from orchestration.errors import InsufficientResponsesError, InvalidRequestError, OrchestrationTimeoutError
+from workers.job_errors import job_error
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +71,10 @@ def test_quality_weighted_survives_a_failed_and_a_defective_candidate(clean, emu
 def test_too_few_answers_is_a_typed_error(clean, emulator):
     emulator.configure("openai", error_rate=1.0, errors={"server": 1})
     emulator.set_down("gemini")
-    with pytest.raises(InsufficientResponsesError) as info:
-        gen(clean).get(timeout=30)
-    outcomes = {a["provider"]: a["error"] for a in info.value.details["attempts"]}
+    job = gen(clean)
+    with pytest.raises(InsufficientResponsesError):
+        job.get(timeout=30)
+    outcomes = {a["provider"]: a["error"] for a in job_error(job).attempts}
     assert outcomes == {"claude": None, "openai": "ServerError", "gemini": "OverloadedError"}
 
 

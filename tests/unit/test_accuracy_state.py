@@ -64,7 +64,7 @@ def test_read_and_record_are_one_round_trip_each(
     monkeypatch.setattr(fakeredis.FakeRedis, "pipeline", counting)
     record(r, P, [("a", "x", True), ("b", "x", False), ("c", "y", True)])
     read_weights(r, P, ["a", "b", "c"], ["x", "y"])
-    assert calls == [5, 3]  # 3 totals + 2 corrects; one HMGET per provider
+    assert calls == [5, 6]  # 3 totals + 2 corrects; per provider one HMGET of accuracy, one of health
 
 
 def test_record_once_ignores_redelivery(r: fakeredis.FakeRedis) -> None:

@@ -1,0 +1,65 @@
+"""A failed job's error, readable by every producer, with or without Quorum installed.
+
+Celery's JSON result backend stores a failure as ``{exc_type, exc_module, exc_message: args}``
+and rebuilds ``cls(*args)`` — as a stand-in class of the same name in ``celery.exceptions``
+when the producer cannot import Quorum. Quorum errors keep ``args == (message,)`` so that
+``str(error)`` is the message in both cases; the operator facts (provider, field, status,
+retry_after, attempts...) are stored beside the job's result, just before its failure, as an
+ordinary result under ``<job_id>:error`` holding :meth:`QuorumError.to_dict` — a plain
+``app.AsyncResult(f"{job_id}:error").result`` reads it; :func:`job_error` rebuilds the typed error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import states
+from celery.result import AsyncResult
+
+from orchestration.errors import QuorumError, error_from_dict
+
+log = logging.getLogger("quorum.errors")
+
+#: Tasks that run under a job's id (entries, chord bodies, generation hops): when one of them
+#: fails, the job has failed.
+JOB_TASKS = frozenset(
+    {
+        "quorum.extract",
+        "quorum.merge",
+        "quorum.generate",
+        "quorum.gen_select",
+        "quorum.gen_round",
+        "quorum.gen_finish",
+        "quorum.gen_step",
+    }
+)
+#: Suffix of the result id holding a failed job's error payload.
+ERROR_SUFFIX = ":error"
+
+
+def error_id(job_id: str) -> str:
+    """The result id of ``job_id``'s error payload."""
+    return f"{job_id}{ERROR_SUFFIX}"
+
+
+def store_error(backend: Any, job_id: str, error: BaseException) -> None:
+    """Store the error payload of a failing job (best effort: the failure itself matters more)."""
+    if not isinstance(error, QuorumError):
+        error = QuorumError(f"{type(error).__name__}: {error}")
+    try:
+        backend.store_result(error_id(job_id), error.to_dict(), states.SUCCESS)
+    except Exception:
+        log.warning("job %s: could not store its error payload", job_id, exc_info=True)
+
+
+def error_payload(result: AsyncResult) -> dict[str, Any] | None:
+    """The stored error payload of a failed job (``type``, ``message`` and the details)."""
+    payload = result.app.AsyncResult(error_id(result.id)).result
+    return payload if isinstance(payload, dict) else None
+
+
+def job_error(result: AsyncResult) -> QuorumError | None:
+    """The typed error of a failed job, with every detail (None if it has none stored)."""
+    payload = error_payload(result)
+    return None if payload is None else error_from_dict(payload)
