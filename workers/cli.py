@@ -467,7 +467,7 @@ def test_provider(
     except QuorumError as e:
         if e.details.get("reason") == "missing_key":
             e = type(e)(
-                f"{provider}: no API key: {e.key_env} is not set in this shell's environment "
+                f"{provider}: no API key: {e.details.get('key_env')} is not set in this shell's environment "
                 "(`quorum test` calls from its own process; set it here, or QUORUM_EMULATOR_URL)",
                 e.details,
             )
