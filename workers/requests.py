@@ -10,12 +10,17 @@ recompute those representations from the arguments, whatever the producer sent.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 from celery.worker.request import Request
 
 from workers.canvas import redacted_kwargs
+from workers.signing import MAC_FIELD, valid, worker_key
+
+log = logging.getLogger("quorum.signing")
 
 
 class ReprOnlyRequest(Request):
@@ -43,3 +48,26 @@ class QuorumTask(Task):
     """Base of every Quorum task: inspection shows representations only."""
 
     Request = "workers.requests:ReprOnlyRequest"
+
+
+class InternalTask(QuorumTask):
+    """Base of the tasks only workers send: the MAC is checked before the body runs.
+
+    A message without a valid MAC is logged and acknowledged (``Ignore``: no result, no event,
+    no callback, no chord step); an errback Celery calls inline with a bad MAC returns at once.
+    """
+
+    #: The MAC rides in the kwargs: the sender must not check them against the task's parameters.
+    typing = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        task_id = None if self.request.called_directly else self.request.id
+        if not valid(worker_key(self.app), self.name, task_id, kwargs):
+            log.error("refused %s[%s]: missing or wrong MAC (not run, nothing stored)", self.name, task_id)
+            if self.request.called_directly:
+                return None
+            raise Ignore()
+        kwargs.pop(MAC_FIELD)
+        if self.request.called_directly:  # an errback Celery runs inline
+            return super().__call__(*args, **kwargs)
+        return self.run(*args, **kwargs)  # the tracer has pushed this message's request already

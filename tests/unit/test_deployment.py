@@ -16,7 +16,7 @@ from celery import Celery
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MODULE = "workers.app"
-PUBLIC_AND_INTERNAL_TASKS = {"quorum.extract", "quorum.call", "quorum.finish", "quorum.failover_next"}
+PUBLIC_AND_INTERNAL_TASKS = {"quorum.extract", "quorum.call", "quorum.merge", "quorum.failover_next"}
 REDIS_URL = "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
 PROVIDER_KEYS = {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY"}
 
