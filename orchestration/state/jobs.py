@@ -53,7 +53,8 @@ def _record(raw: bytes) -> tuple[str, str]:
 def store_spec(redis: Any, prefix: str, job_id: str, digest: str, spec: str, ttl_s: int) -> str | None:
     """Store a job's spec (JSON, compressed: it is most of a job's bytes in Redis) once; return
     the spec already stored under this id by the same request (a redelivered entry), or raise
-    ``KeyError`` when another request holds the id."""
+    ``KeyError`` when another request holds the id. ``redis`` must return bytes (no
+    ``decode_responses``), like the workers' state client."""
     record = digest.encode() + b"\n" + zlib.compress(spec.encode("utf-8", "surrogatepass"), 1)
     old = redis.set(spec_key(prefix, job_id), record, nx=True, ex=max(ttl_s, 1), get=True)
     if old is None:
