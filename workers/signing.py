@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signature
+from celery import Celery, bootsteps, signature
 from celery.canvas import Signature
 
 from orchestration.config import Settings
@@ -95,7 +95,7 @@ def _embedded_secret() -> bytes:
 def fleet_secret(settings: Settings, broker_url: str | None) -> bytes:
     """The fleet secret: ``QUORUM_FLEET_SECRET``, else ``QUORUM_FLEET_SECRET_FILE``, else (only on
     the embedded Valkey the CLI started) a secret generated for this machine; else ConfigError."""
-    if settings.fleet_secret is not None:
+    if settings.fleet_secret is not None and settings.fleet_secret.get_secret_value():  # empty = unset
         raw = settings.fleet_secret.get_secret_value().encode()
         source = "QUORUM_FLEET_SECRET"
     elif settings.fleet_secret_file is not None:
@@ -124,3 +124,12 @@ def fleet_secret(settings: Settings, broker_url: str | None) -> bytes:
 def worker_key(app: Celery) -> bytes:
     """This worker's fleet secret (resolved once per process)."""
     return fleet_secret(app.conf.quorum_settings, app.conf.broker_url)
+
+
+class RequireFleetSecret(bootsteps.Step):
+    """Worker bootstep: a worker without the fleet secret cannot sign or check internal
+    messages, so it refuses to start (a ``worker_init`` handler's error would only be logged)."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        worker_key(parent.app)

@@ -46,9 +46,11 @@ from workers.publication import (
 )
 from workers.requests import InternalTask
 from workers.runtime import Runtime, runtime
-from workers.signing import worker_key
+from workers.signing import RequireFleetSecret, worker_key
 
 log: logging.Logger = get_task_logger("quorum.tasks")
+
+app.steps["worker"].add(RequireFleetSecret)
 
 
 @worker_init.connect
@@ -56,12 +58,6 @@ def _preload_sdks(**_: Any) -> None:
     """Import the enabled providers' SDKs before the pool starts (prefork children inherit them)."""
     settings = app.conf.quorum_settings
     preload({settings.providers[name].kind for name in settings.enabled_providers()})
-
-
-@worker_init.connect
-def _require_fleet_secret(**_: Any) -> None:
-    """A worker without the fleet secret cannot sign or check hops: it refuses to start."""
-    worker_key(app)
 
 
 @worker_ready.connect

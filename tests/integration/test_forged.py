@@ -4,6 +4,8 @@ re-use a job id; legitimate jobs keep working and their messages stay lean."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -125,3 +127,12 @@ def test_a_two_hop_failover_job_writes_the_email_into_redis_at_most_three_times(
     written = int(clean.redis.info("stats")["total_net_input_bytes"]) - before
     assert result["chosen"] == "openai" and len(result["attempts"]) == 2
     assert written <= 3 * len(text.encode()), f"{written} bytes for a {len(text)}-char email"
+
+
+def test_a_worker_without_the_fleet_secret_refuses_to_start(fleet: Fleet):
+    env = {k: v for k, v in fleet.env.items() if not k.startswith("QUORUM_FLEET_SECRET")}
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", "threads", "-c", "1",
+           "--without-gossip", "--without-mingle", "-n", "nosecret@%h"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no fleet secret: set QUORUM_FLEET_SECRET" in done.stdout + done.stderr
