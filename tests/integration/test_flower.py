@@ -240,7 +240,9 @@ def test_worker_page_does_not_show_a_scheduled_jobs_text(flower: Flower, clean: 
     _assert_no_email_text(raw)
 
 
-def test_flower_names_failed_and_chord_jobs_after_their_entry_task(flower: Flower, clean: Fleet, emulator):
+def test_flower_names_failed_chord_and_generation_jobs_after_their_entry_task(
+    flower: Flower, clean: Fleet, emulator
+):
     for name in ORDER:
         emulator.set_down(name)
     failed = _own(clean)({"text": EMAIL.text, "strategy": "failover", "providers": ORDER, "use_cache": False})
@@ -252,9 +254,12 @@ def test_flower_names_failed_and_chord_jobs_after_their_entry_task(flower: Flowe
         {"text": EMAIL.text, "strategy": "consensus", "providers": ORDER, "use_cache": False}
     )
     assert merged.get(timeout=15)["fields"]
-    want = {failed.id: "FAILURE", merged.id: "SUCCESS"}
-    tasks = _until("both jobs' final states", lambda: _settled(flower, want), 10, flower.log)
+    generated = submit(clean.app, "quorum.generate", {"prompt": "Name a colour.", "providers": ORDER})
+    assert generated.get(timeout=15)["text"]
+    want = {failed.id: "FAILURE", merged.id: "SUCCESS", generated.id: "SUCCESS"}
+    tasks = _until("the jobs' final states", lambda: _settled(flower, want), 10, flower.log)
     assert tasks[failed.id]["name"] == tasks[merged.id]["name"] == "quorum.extract"
+    assert tasks[generated.id]["name"] == "quorum.generate"
     assert "AllProvidersFailedError" in tasks[failed.id]["exception"]
     body = _until("the chord body", lambda: flower.task(merge_id(merged.id)), 10, flower.log)
     assert body["name"] == "quorum.merge"
