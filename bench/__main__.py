@@ -15,7 +15,18 @@ from pathlib import Path
 
 from bench.report import OUT_DIR, Section, header, timed_run, write_json
 
-BENCHMARKS = ("failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "peer", "status")
+BENCHMARKS = (
+    "failover",
+    "latency",
+    "accuracy",
+    "selection",
+    "pools",
+    "scaling",
+    "cpu",
+    "peer",
+    "status",
+    "bytes",
+)
 
 
 def run_one(name: str, full: bool) -> Section:

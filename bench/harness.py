@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -154,6 +155,7 @@ class Bench:
             "QUORUM_CONFIG": str(config),
             "QUORUM_REDIS_URL": self.redis_url,
             "QUORUM_EMULATOR_URL": self.emulator.url,
+            "QUORUM_FLEET_SECRET": secrets.token_hex(32),  # this stack's own fleet
         }
         self.settings: Settings = _settings_from(self.env)
         self.app: Celery = create_app(self.settings)

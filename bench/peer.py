@@ -59,7 +59,7 @@ LOAD_MS, LOAD_SIGMA = 300.0, 0.25  # part 2
 KILL_MS, KILL_SIGMA = 1000.0, 0.4  # part 3
 VISIBILITY_S = 5  # part 3: redelivery delay of a dead worker's un-acked tasks
 IN_FLIGHT = 32  # part 2
-WORKER_CONCURRENCY = 64  # ≥ in-flight requests (the job's own extract/finish hops need threads too)
+WORKER_CONCURRENCY = 64  # ≥ in-flight requests (the job's own extract task needs threads too)
 POLL_S = 0.01
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
 SKIPPED_MD = (
@@ -663,8 +663,8 @@ def _section(failover: dict[str, Any], load: dict[str, Any], kill: dict[str, Any
         f"latency = "
         f"{load['ideal_jobs_s']:.0f}/s. CPU: Quorum's worker process (not Valkey); LiteLLM's process.\n\n"
         f"{load_md}\n\n"
-        f"Throughput ratio Quorum/LiteLLM: **×{_x(load['ratio'])}**. A Quorum job here is three Celery "
-        "tasks through Redis (extract, call, finish) with task events, results in Redis and the answer "
+        f"Throughput ratio Quorum/LiteLLM: **×{_x(load['ratio'])}**. A Quorum job here is two Celery "
+        "tasks through Redis (extract, call) with task events, results in Redis and the answer "
         "validated; a LiteLLM request is one coroutine. Latency under load includes queueing: at a "
         "fixed number in flight, latency ≈ in-flight / jobs/s.\n\n"
         f"**3. SIGKILL mid-flight.** {kq['sent']} requests at once, providers at {KILL_MS:.0f} ms "

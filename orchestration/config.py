@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -200,6 +200,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=32, ge=1, le=1024, description="Threads per worker.")
     emulator_url: str | None = Field(
         default=None, description="Point every provider at this emulator instead."
+    )
+    fleet_secret: SecretStr | None = Field(
+        default=None, description="Key of the MACs on worker-to-worker messages (QUORUM_FLEET_SECRET)."
+    )
+    fleet_secret_file: Path | None = Field(
+        default=None, description="A file holding the fleet secret instead (QUORUM_FLEET_SECRET_FILE)."
     )
     providers: dict[str, ProviderConfig] = Field(default_factory=default_providers)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)

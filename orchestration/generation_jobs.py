@@ -1,9 +1,9 @@
 """Turning ``quorum.generate`` kwargs into a validated, fully resolved job, the provider calls such
 a job makes (candidates, judges, the aggregator, the escalation) and the result it publishes.
 
-A :class:`GenerationSpec` travels (as JSON) in the args of every task of a generation job, like
-:class:`orchestration.jobs.JobSpec` does for extraction: it carries the absolute deadline, the
-resolved candidates and scorers, so no hop re-reads the config to decide what the job means.
+A :class:`GenerationSpec` is stored once per job in Redis and read by every hop of a generation
+job, like :class:`orchestration.jobs.JobSpec` is for extraction: it carries the absolute deadline,
+the resolved candidates and scorers, so no hop re-reads the config to decide what the job means.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from orchestration.prompts import (
     judge_prompt,
 )
 from orchestration.scoring import ScoreCard, ScoringContext, resolve_scorers
+from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting
 from orchestration.strategies.extraction import chord_labels
 from orchestration.strategies.generation import DEFAULT_SIMILARITY
@@ -71,7 +72,6 @@ class GenerationSpec(BaseModel):
     deadline: float = Field(description="Absolute (epoch seconds) time the job must end by.")
     min_responses: int = 1
     use_cache: bool = True
-    cache_key: str | None = Field(default=None, description="Where the answer is cached, if at all.")
 
     def remaining(self, now: float | None = None) -> float:
         """Seconds left before the deadline (negative once passed)."""
@@ -93,11 +93,21 @@ class GenerationSpec(BaseModel):
         """What the scorers see besides each answer."""
         return ScoringContext(task=self.prompt, requirements=tuple(self.requirements), language=self.language)
 
-    def cache_material(self) -> dict[str, Any]:
-        """What determines the answer besides the prompt text, for the result cache key."""
-        return self.model_dump(
-            mode="json",
-            exclude={"job_id", "prompt", "started_at", "deadline", "use_cache", "cache_key", "candidates"},
+    def cache_key(self, prefix: str, settings: Settings) -> str:
+        """Where this job's answer is cached: derived from its validated content, never sent."""
+        material = self.model_dump(
+            mode="json", exclude={"job_id", "prompt", "started_at", "deadline", "use_cache", "candidates"}
+        )
+        providers = [c.provider for c in self.candidates] + [self.judge, self.aggregator]
+        providers += [self.escalate_to] if self.escalate_to else []
+        return cache.cache_key(
+            prefix,
+            self.kind,
+            self.prompt,
+            material,
+            self.selector,
+            [c.model_dump(mode="json") for c in self.candidates],
+            cache.answer_sources(settings, providers),
         )
 
 

@@ -1,8 +1,9 @@
 """Turning a producer's kwargs into a validated, fully resolved job, and assembling results.
 
-A :class:`JobSpec` is what travels (as JSON) in the args of every task of a job: it carries the
-absolute deadline, the resolved schema and the provider order, so no hop re-reads the config to
-decide what the job means.
+A :class:`JobSpec` is stored once per job in Redis (under a key derived from the job id) and read
+by every task of the job; messages carry the job id and small state only. It holds the absolute
+deadline, the resolved schema and the provider order, so no hop re-reads the config to decide
+what the job means.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from orchestration.models import (
     describe_errors,
 )
 from orchestration.schemas import resolve_schema
+from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting
 
 M = TypeVar("M", bound=BaseModel)
@@ -47,7 +49,6 @@ class JobSpec(BaseModel):
     similarity: float = 0.85
     early_quorum: bool = True
     use_cache: bool = True
-    cache_key: str | None = Field(default=None, description="Where the answer is cached, if at all.")
 
     def remaining(self, now: float | None = None) -> float:
         """Seconds left before the deadline (negative once passed)."""
@@ -57,9 +58,18 @@ class JobSpec(BaseModel):
     def fields(self) -> list[str]:
         return list(self.json_schema["properties"])
 
-    def cache_material(self) -> list[Any]:
-        """What determines the answer (besides the text), for the result cache key."""
-        return [self.json_schema, self.strategy, [c.model_dump(mode="json") for c in self.candidates]]
+    def cache_key(self, prefix: str, settings: Settings) -> str:
+        """Where this job's answer is cached: derived from its validated content, never sent."""
+        providers = [c.provider for c in self.candidates]
+        return cache.cache_key(
+            prefix,
+            self.kind,
+            self.text,
+            self.json_schema,
+            self.strategy,
+            [c.model_dump(mode="json") for c in self.candidates],
+            cache.answer_sources(settings, providers),
+        )
 
 
 def parse_job_args(model: type[M], task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> M:

@@ -1,8 +1,10 @@
 """Canvas builders: the signatures that make up a job (attempts, failover hops, chords).
 
-Task ids inside a job are derived from the job id (``<job>.h<hop>``, ``<job>.c<i>``), so a
-redelivered task re-sends the same ids: its attempts are recognised by the cost ledger and the
-publication guard instead of being counted or answered twice.
+Every signature is signed (:mod:`workers.signing`) and carries the job id and small state only:
+the text and schema are in the job's spec in Redis. Task ids inside a job are derived from the
+job id (``<job>.h<hop>``, ``<job>.c<i>``, ``<job>.m``), so a redelivered task re-sends the same
+ids: its attempts are recognised by the cost ledger and the publication guard instead of being
+counted or answered twice. The job id itself is the entry task's alone.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from celery import Celery, chord, signature
+from celery import Celery, chord
 from celery.canvas import Signature
 
-from orchestration.jobs import JobSpec
+from workers.signing import signed
 
 MODE_FAILOVER = "failover"
 MODE_CHORD = "chord"
@@ -44,60 +46,63 @@ def candidate_id(job_id: str, index: int) -> str:
     return f"{job_id}.c{index}"
 
 
-def _call(
-    app: Celery,
-    spec: JobSpec,
-    index: int,
-    mode: str,
-    task_id: str,
-    skipped: list[dict[str, Any]] | None = None,
-) -> Signature:
-    label = spec.candidates[index].label()
-    return signature(
+def merge_id(job_id: str) -> str:
+    """Task id of a job's chord body (the job id itself belongs to the entry task only)."""
+    return f"{job_id}.m"
+
+
+def call_sig(app: Celery, key: bytes, job_id: str, index: int, label: str, **state: Any) -> Signature:
+    """One provider call: the job id, the candidate's index and small state; the text and schema
+    are read from the job's spec in Redis."""
+    mode = state["mode"]
+    task_id = hop_id(job_id, state["hop"]) if mode == MODE_FAILOVER else candidate_id(job_id, index)
+    return signed(
+        app,
+        key,
         "quorum.call",
-        args=(spec.model_dump(mode="json"), index, mode, skipped or []),
-        app=app,
+        {"job_id": job_id, "index": index, **state},
         task_id=task_id,
-        argsrepr=f"({spec.job_id!r}, {label!r}, {mode})",
-        kwargsrepr="{}",
-        # A failover hop hands its outcome to its link or errback directly: storing it as well
-        # would cost every hop two more Redis round trips for a result nobody reads.
+        argsrepr=f"({job_id!r}, {label!r}, {mode})",
+        # A failover hop publishes the job's answer itself or hands its error to its errback:
+        # storing its outcome as well would cost two more Redis round trips nobody reads.
         ignore_result=mode == MODE_FAILOVER,
     )
 
 
 def failover_attempt(
-    app: Celery, spec: JobSpec, index: int, hop: int, attempts: list[dict[str, Any]], countdown: float = 0
+    app: Celery,
+    key: bytes,
+    job_id: str,
+    index: int,
+    label: str,
+    hop: int,
+    attempts: list[dict[str, Any]],
+    countdown: float = 0,
 ) -> Signature:
-    """Attempt ``hop`` (candidate ``index``): success finishes the job, failure runs the next hop."""
-    sig = _call(app, spec, index, MODE_FAILOVER, hop_id(spec.job_id, hop))
-    state = {"spec": spec.model_dump(mode="json"), "attempts": attempts, "index": index, "hop": hop}
-    sig.link(
-        signature(
-            "quorum.finish",
-            kwargs=state,
-            app=app,
-            task_id=spec.job_id,
-            argsrepr=f"({spec.job_id!r},)",
-            kwargsrepr="{}",
-        )
-    )
-    sig.link_error(signature("quorum.failover_next", kwargs=state, app=app))
+    """Attempt ``hop`` (candidate ``index``): success publishes the answer, failure runs the
+    errback inline, which sends the next hop or fails the job."""
+    state = {"hop": hop, "attempts": attempts}
+    sig = call_sig(app, key, job_id, index, label, mode=MODE_FAILOVER, **state)
+    sig.link_error(signed(app, key, "quorum.failover_next", {"job_id": job_id, "index": index, **state}))
     if countdown > 0:
         sig.set(countdown=countdown)
     return sig
 
 
 def consensus_chord(
-    app: Celery, spec: JobSpec, indices: list[int], skipped: list[dict[str, Any]]
+    app: Celery, key: bytes, job_id: str, calls: list[tuple[int, str]], skipped: list[dict[str, Any]]
 ) -> Signature:
-    """A chord: one provider call per candidate, then the merge (the job id goes to the body)."""
-    header = [_call(app, spec, i, MODE_CHORD, candidate_id(spec.job_id, i), skipped) for i in indices]
-    body = signature(
+    """A chord: one provider call per ``(index, label)``, then the merge under its own id."""
+    header = [
+        call_sig(app, key, job_id, i, label, mode=MODE_CHORD, hop=0, skipped=skipped) for i, label in calls
+    ]
+    body = signed(
+        app,
+        key,
         "quorum.merge",
-        kwargs={"spec": spec.model_dump(mode="json"), "skipped": skipped},
-        app=app,
-        argsrepr=f"({spec.job_id!r},)",
-        kwargsrepr="{}",
+        {"job_id": job_id, "skipped": skipped},
+        task_id=merge_id(job_id),
+        argsrepr=f"({job_id!r},)",
+        ignore_result=True,
     )
     return chord(header, body)

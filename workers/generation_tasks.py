@@ -1,21 +1,21 @@
-"""Celery tasks of generation jobs. Public API: ``quorum.generate``; the rest are its hops.
+"""Celery tasks of generation jobs. Public API: ``quorum.generate``; the rest are its hops
+(internal: signed by the sending worker, refused unsigned).
 
-Who holds the job id: every hop that may end the job runs *under the job id* and hands it on
-with ``Task.replace``, which freezes the replacing canvas with the current task's id, so the
-*last* task of each new canvas inherits it:
+Only the entry task runs under the job id; the job's spec is stored once in Redis and every hop
+carries the job id and its progress. Each hop has its own id derived from the job id:
 
-- ``quorum.generate`` → ``chord(quorum.gen_call × candidates, quorum.gen_select)``;
-- ``quorum.gen_select`` (tournament) → ``chord(quorum.gen_call × judges, quorum.gen_round)``,
-  and each ``gen_round`` replaces itself with the next round's chord until one answer is left;
-- ``gen_select`` (hybrid merge, escalation) → ``chain(quorum.gen_call, quorum.gen_finish)``;
-- early stop: ``quorum.generate`` → ``chain(gen_call(c0), quorum.gen_step)``, and each step
-  replaces itself with ``chain(gen_call(next), gen_step)`` or goes on as ``gen_select`` would.
+- ``quorum.generate`` → ``chord(quorum.gen_call × candidates, quorum.gen_select)`` (``<job>.s``);
+- ``gen_select`` (tournament) → ``chord(quorum.gen_call × judges, quorum.gen_round)``
+  (``<job>.r<n>``), and each ``gen_round`` sends the next round's chord until one answer is left;
+- ``gen_select`` (hybrid merge, escalation) → ``chain(quorum.gen_call, quorum.gen_finish)``
+  (``<job>.f``);
+- early stop: ``quorum.generate`` → ``chain(gen_call(c0), quorum.gen_step)`` (``<job>.st0``), and
+  each step sends ``chain(gen_call(next), gen_step)`` or goes on as ``gen_select`` would.
 
-A replaced task raises ``Ignore`` (no state is stored, and ``task_track_started`` is off), so
-``AsyncResult(job_id)`` only ever sees the final task's value, or the typed error it raised.
-Provider-call tasks never raise (they return :class:`Attempt` outcomes), so one failed
-candidate or judge never fails a chord. Bodies stay thin: the steps live in
-``orchestration.generation_steps``.
+The hop that ends the job publishes the answer (or the typed error) under the job id behind the
+publication guard, with a task event for Flower (:mod:`workers.publication`). Provider-call
+tasks never raise (they return :class:`Attempt` outcomes), so one failed candidate or judge
+never fails a chord. Bodies stay thin: the steps live in ``orchestration.generation_steps``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from celery import Task, chain, chord, signature
+from celery import Task, chain, chord
 from celery.canvas import Signature
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
@@ -54,11 +54,21 @@ from orchestration.generation_steps import (
 )
 from orchestration.models import Attempt
 from orchestration.state import cache
-from orchestration.state.jobs import claim_publication
 from orchestration.strategies.failover import skipped_attempt
 from workers.app import app
 from workers.canvas import candidate_id
+from workers.publication import (
+    claim,
+    entry_job_id,
+    load_spec,
+    publish_failure,
+    publish_success,
+    refuse,
+    store_spec,
+)
+from workers.requests import InternalTask
 from workers.runtime import Runtime, runtime
+from workers.signing import signed, worker_key
 
 log: logging.Logger = get_task_logger("quorum.generation")
 
@@ -66,56 +76,79 @@ log: logging.Logger = get_task_logger("quorum.generation")
 # --------------------------------------------------------------------------- signatures
 
 
-def call_sig(spec: GenerationSpec, call: ProviderCall, task_id: str) -> Signature:
-    """One provider call of the job (texts travel in the args, Flower shows only labels)."""
-    return signature(
+def call_sig(key: bytes, spec: GenerationSpec, call: ProviderCall, task_id: str) -> Signature:
+    """One provider call of the job (its prompt travels in this message only; Flower shows labels)."""
+    return signed(
+        app,
+        key,
         "quorum.gen_call",
-        args=(call.model_dump(mode="json"), spec.deadline),
-        app=app,
+        {"call": call.model_dump(mode="json"), "deadline": spec.deadline},
         task_id=task_id,
         argsrepr=f"({spec.job_id!r}, {call.role}, {call.label!r})",
-        kwargsrepr="{}",
     )
 
 
-def hop_sig(name: str, spec: GenerationSpec, progress: Progress) -> Signature:
-    """A step of the job that may end it (its id becomes the job id through ``Task.replace``)."""
-    return signature(
+def hop_sig(key: bytes, name: str, job_id: str, progress: Progress, task_id: str) -> Signature:
+    """A step of the job that may end it: the job id and the progress so far, under its own id."""
+    return signed(
+        app,
+        key,
         name,
-        kwargs={"spec": spec.model_dump(mode="json"), "progress": progress.model_dump(mode="json")},
-        app=app,
-        argsrepr=f"({spec.job_id!r},)",
-        kwargsrepr="{}",
+        {"job_id": job_id, "progress": progress.model_dump(mode="json")},
+        task_id=task_id,
+        argsrepr=f"({job_id!r},)",
+        ignore_result=True,
     )
 
 
-def step_canvas(spec: GenerationSpec, progress: Progress, step: JudgeRound | FollowUp | NextCandidate) -> Any:
-    """The canvas that carries a job on from ``step`` (its last task takes over the job id)."""
+def step_canvas(
+    key: bytes, spec: GenerationSpec, progress: Progress, step: JudgeRound | FollowUp | NextCandidate
+) -> Any:
+    """The canvas that carries a job on from ``step`` (every task with an id derived from the job's)."""
     job = spec.job_id
     if isinstance(step, JudgeRound):
         round_ = len(progress.rounds)
-        header = [call_sig(spec, c, f"{job}.r{round_}.j{i}") for i, c in enumerate(step.calls)]
-        return chord(header, hop_sig("quorum.gen_round", spec, progress))
+        header = [call_sig(key, spec, c, f"{job}.r{round_}.j{i}") for i, c in enumerate(step.calls)]
+        return chord(header, hop_sig(key, "quorum.gen_round", job, progress, f"{job}.r{round_}"))
     if isinstance(step, FollowUp):
         suffix = "agg" if step.call.role == "aggregate" else "esc"
-        follow = call_sig(spec, step.call, f"{job}.{suffix}")
-        return chain(follow, hop_sig("quorum.gen_finish", spec, progress))
-    first = call_sig(spec, candidate_call(spec, step.index), candidate_id(job, step.index))
-    return chain(first, hop_sig("quorum.gen_step", spec, progress))
+        follow = call_sig(key, spec, step.call, f"{job}.{suffix}")
+        return chain(follow, hop_sig(key, "quorum.gen_finish", job, progress, f"{job}.f"))
+    first = call_sig(key, spec, candidate_call(spec, step.index), candidate_id(job, step.index))
+    return chain(first, hop_sig(key, "quorum.gen_step", job, progress, f"{job}.st{step.index}"))
 
 
-def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress, step: Step) -> Any:
-    """Publish a final result, or replace ``task`` with the canvas of the next step."""
+def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress, step: Step) -> None:
+    """Publish a final result, or send the canvas of the next step."""
     if not isinstance(step, Done):
-        return task.replace(step_canvas(spec, progress, step))
+        step_canvas(worker_key(app), spec, progress, step).apply_async()
+        return
     result = step.result.model_dump(mode="json")
-    if spec.cache_key:
-        cache.store(rt.redis, spec.cache_key, result, rt.settings.orchestration.cache_ttl_s)
-    if not claim_publication(rt.redis, rt.prefix, spec.job_id, "generate"):  # marks it published
-        raise Ignore()
-    rt.record_job(spec.job_id, progress.attempts + progress.extra, kind="generate", strategy=spec.selector)
-    log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
-    return result
+    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
+        key = spec.cache_key(rt.prefix, rt.settings)
+        cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
+    request = task.request
+    if publish_success(app, rt, spec.job_id, result, by=f"gen:{request.id}", hostname=request.hostname):
+        attempts = progress.attempts + progress.extra
+        rt.record_job(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
+        log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
+
+
+def _hop(task: Task, job_id: str, progress: dict[str, Any], advance: Any) -> None:
+    """Run one hop: load the spec, ``advance(spec, progress)`` to the next step, carry on; a typed
+    error ends the job with that error under the job id."""
+    rt = runtime()
+    spec, prog = load_spec(rt, GenerationSpec, job_id), Progress.model_validate(progress)
+    try:
+        step = advance(spec, prog)
+    except QuorumError as e:
+        request = task.request
+        by = f"gen:{request.id}"
+        publish_failure(
+            app, rt, job_id, e, by=by, hostname=request.hostname, kind="generate", strategy=spec.selector
+        )
+        return
+    _carry_on(task, rt, spec, prog, step)
 
 
 # --------------------------------------------------------------------------- public entry
@@ -127,20 +160,33 @@ def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress,
 def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public entry of a generation job; the producer's ``AsyncResult(job_id)`` is the answer."""
     rt = runtime()
-    request = parse_generation_request(args, kwargs)
-    spec = prepare_generate(request, job_id=self.request.id, settings=rt.settings, fleet=rt.fleet())
-    log.info("job %s: %s over %s", spec.job_id, spec.selector, spec.labels())
+    job_id, digest = entry_job_id(self, rt, args, kwargs)
+    try:
+        request = parse_generation_request(args, kwargs)
+        spec = prepare_generate(request, job_id=job_id, settings=rt.settings, fleet=rt.fleet())
+    except QuorumError as e:
+        refuse(rt, job_id, e)
+    log.info("job %s: %s over %s", job_id, spec.selector, spec.labels())
     if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
-        material = spec.cache_material()
-        candidates = [c.model_dump(mode="json") for c in spec.candidates]
-        spec.cache_key = cache.cache_key(
-            rt.prefix, spec.kind, spec.prompt, material, spec.selector, candidates
-        )
-        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key)
+        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key(rt.prefix, rt.settings))
         if hit is not None:
+            if not claim(rt, job_id, "cache"):
+                raise Ignore()
             return cached_generation(hit, spec)
+    spec = store_spec(rt, spec, digest)
+    try:
+        _start(rt, spec)
+    except QuorumError as e:
+        refuse(rt, job_id, e)
+    raise Ignore()  # the job's answer is published under this id by the hop that ends it
+
+
+def _start(rt: Runtime, spec: GenerationSpec) -> None:
+    """Send the candidates' chord, or the first early-stop candidate."""
+    key = worker_key(app)
     if spec.quality_threshold is not None:  # early stop: one candidate at a time
-        return self.replace(step_canvas(spec, Progress(), NextCandidate(0)))
+        step_canvas(key, spec, Progress(), NextCandidate(0)).apply_async()
+        return
     now = time.time()
     progress, send = Progress(), []
     labels = spec.labels()
@@ -152,14 +198,15 @@ def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             progress.attempts.append(skipped_attempt(candidate, labels[i], reason))
     if len(send) < spec.min_responses:
         require_answers(spec, progress, now)  # raises InsufficientResponsesError
-    header = [call_sig(spec, candidate_call(spec, i), candidate_id(spec.job_id, i)) for i in send]
-    return self.replace(chord(header, hop_sig("quorum.gen_select", spec, progress)))
+    job = spec.job_id
+    header = [call_sig(key, spec, candidate_call(spec, i), candidate_id(job, i)) for i in send]
+    chord(header, hop_sig(key, "quorum.gen_select", job, progress, f"{job}.s")).apply_async()
 
 
 # --------------------------------------------------------------------------- provider call
 
 
-@app.task(name="quorum.gen_call", bind=True, throws=(QuorumError,))
+@app.task(name="quorum.gen_call", bind=True, base=InternalTask, throws=(QuorumError,))
 def gen_call(self: Task, call: dict[str, Any], deadline: float) -> dict[str, Any]:
     """One free-text provider call (candidate, judge, aggregator or escalation); never raises:
     the outcome, good or bad, is returned so a chord or chain always moves on."""
@@ -179,47 +226,32 @@ def gen_call(self: Task, call: dict[str, Any], deadline: float) -> dict[str, Any
 # --------------------------------------------------------------------------- job hops
 
 
-def _load(spec: dict[str, Any], progress: dict[str, Any]) -> tuple[GenerationSpec, Progress]:
-    return GenerationSpec.model_validate(spec), Progress.model_validate(progress)
+@app.task(name="quorum.gen_select", bind=True, base=InternalTask, throws=(QuorumError,))
+def gen_select(self: Task, outcomes: list[dict[str, Any]], job_id: str, progress: dict[str, Any]) -> None:
+    """Candidate chord body: score, select, or start judging / merging."""
+
+    def advance(spec: GenerationSpec, prog: Progress) -> Step:
+        prog.attempts += [Attempt.model_validate(o) for o in outcomes]
+        return after_candidates(spec, prog)
+
+    _hop(self, job_id, progress, advance)
 
 
-@app.task(name="quorum.gen_select", bind=True, throws=(QuorumError,))
-def gen_select(
-    self: Task, outcomes: list[dict[str, Any]], spec: dict[str, Any], progress: dict[str, Any]
-) -> dict[str, Any]:
-    """Candidate chord body (under the job id): score, select, or start judging / merging."""
-    rt = runtime()
-    job, prog = _load(spec, progress)
-    prog.attempts += [Attempt.model_validate(o) for o in outcomes]
-    return _carry_on(self, rt, job, prog, after_candidates(job, prog))
+@app.task(name="quorum.gen_round", bind=True, base=InternalTask, throws=(QuorumError,))
+def gen_round(self: Task, verdicts: list[dict[str, Any]], job_id: str, progress: dict[str, Any]) -> None:
+    """Judge chord body: apply a round's verdicts, then the next round or the end."""
+    _hop(
+        self, job_id, progress, lambda s, p: after_round(s, p, [Attempt.model_validate(v) for v in verdicts])
+    )
 
 
-@app.task(name="quorum.gen_round", bind=True, throws=(QuorumError,))
-def gen_round(
-    self: Task, verdicts: list[dict[str, Any]], spec: dict[str, Any], progress: dict[str, Any]
-) -> dict[str, Any]:
-    """Judge chord body (under the job id): apply a round's verdicts, then the next round or the end."""
-    rt = runtime()
-    job, prog = _load(spec, progress)
-    step = after_round(job, prog, [Attempt.model_validate(v) for v in verdicts])
-    return _carry_on(self, rt, job, prog, step)
+@app.task(name="quorum.gen_finish", bind=True, base=InternalTask, throws=(QuorumError,))
+def gen_finish(self: Task, outcome: dict[str, Any], job_id: str, progress: dict[str, Any]) -> None:
+    """Link after the aggregator or escalation call: the final answer."""
+    _hop(self, job_id, progress, lambda s, p: after_call(s, p, Attempt.model_validate(outcome)))
 
 
-@app.task(name="quorum.gen_finish", bind=True, throws=(QuorumError,))
-def gen_finish(
-    self: Task, outcome: dict[str, Any], spec: dict[str, Any], progress: dict[str, Any]
-) -> dict[str, Any]:
-    """Link after the aggregator or escalation call (under the job id): the final answer."""
-    rt = runtime()
-    job, prog = _load(spec, progress)
-    return _carry_on(self, rt, job, prog, after_call(job, prog, Attempt.model_validate(outcome)))
-
-
-@app.task(name="quorum.gen_step", bind=True, throws=(QuorumError,))
-def gen_step(
-    self: Task, outcome: dict[str, Any], spec: dict[str, Any], progress: dict[str, Any]
-) -> dict[str, Any]:
-    """Early-stop link (under the job id): stop once an answer is good enough, else ask the next."""
-    rt = runtime()
-    job, prog = _load(spec, progress)
-    return _carry_on(self, rt, job, prog, after_candidate(job, prog, Attempt.model_validate(outcome)))
+@app.task(name="quorum.gen_step", bind=True, base=InternalTask, throws=(QuorumError,))
+def gen_step(self: Task, outcome: dict[str, Any], job_id: str, progress: dict[str, Any]) -> None:
+    """Early-stop link: stop once an answer is good enough, else ask the next candidate."""
+    _hop(self, job_id, progress, lambda s, p: after_candidate(s, p, Attempt.model_validate(outcome)))

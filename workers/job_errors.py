@@ -21,19 +21,9 @@ from orchestration.errors import QuorumError, error_from_dict
 
 log = logging.getLogger("quorum.errors")
 
-#: Tasks that run under a job's id (entries, chord bodies, generation hops): when one of them
-#: fails, the job has failed.
-JOB_TASKS = frozenset(
-    {
-        "quorum.extract",
-        "quorum.merge",
-        "quorum.generate",
-        "quorum.gen_select",
-        "quorum.gen_round",
-        "quorum.gen_finish",
-        "quorum.gen_step",
-    }
-)
+#: Tasks that run under a job's id: only the public entries (the task that ends a job later
+#: publishes under its id through ``workers.publication``, which stores the payload itself).
+JOB_TASKS = frozenset({"quorum.extract", "quorum.generate"})
 #: Suffix of the result id holding a failed job's error payload.
 ERROR_SUFFIX = ":error"
 

@@ -10,14 +10,19 @@ recompute those representations from the arguments, whatever the producer sent.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 from celery.worker.request import Request
 
 from orchestration.errors import QuorumError
 from workers.canvas import redacted_kwargs
 from workers.job_errors import JOB_TASKS, store_error
+from workers.signing import MAC_FIELD, valid, worker_key
+
+log = logging.getLogger("quorum.signing")
 
 
 class ReprOnlyRequest(Request):
@@ -54,3 +59,26 @@ class QuorumTask(Task):
             if self.name in JOB_TASKS and self.request.id:
                 store_error(self.backend, self.request.id, e)
             raise
+
+
+class InternalTask(QuorumTask):
+    """Base of the tasks only workers send: the MAC is checked before the body runs.
+
+    A message without a valid MAC is logged and acknowledged (``Ignore``: no result, no event,
+    no callback, no chord step); an errback Celery calls inline with a bad MAC returns at once.
+    """
+
+    #: The MAC rides in the kwargs: the sender must not check them against the task's parameters.
+    typing = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        task_id = None if self.request.called_directly else self.request.id
+        if not valid(worker_key(self.app), self.name, task_id, kwargs):
+            log.error("refused %s[%s]: missing or wrong MAC (not run, nothing stored)", self.name, task_id)
+            if self.request.called_directly:
+                return None
+            raise Ignore()
+        kwargs.pop(MAC_FIELD)
+        if self.request.called_directly:  # an errback Celery runs inline
+            return super().__call__(*args, **kwargs)
+        return self.run(*args, **kwargs)  # the tracer has pushed this message's request already

@@ -1,6 +1,7 @@
-"""Celery tasks. Public API: ``quorum.extract`` (and, later, ``quorum.generate``); the rest are
-the internal hops of a job. Task bodies stay thin: validation, planning, merging and
-bookkeeping live in ``orchestration``; this module only moves messages."""
+"""Celery tasks. Public API: ``quorum.extract``; ``quorum.call``, ``quorum.merge`` and the
+``quorum.failover_next`` errback are internal (signed by the sending worker, refused unsigned).
+Task bodies stay thin: validation, planning, merging and bookkeeping live in ``orchestration``;
+this module only moves messages. A job's spec lives in Redis; messages carry the job id."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from celery import Task, states
+from celery import Task
 from celery.exceptions import Ignore
 from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
@@ -28,16 +29,28 @@ from orchestration.providers.registry import preload
 from orchestration.state import cache
 from orchestration.state.accuracy import read_weights
 from orchestration.state.accuracy import record as record_accuracy
-from orchestration.state.jobs import add_answer, claim_publication, published_by
+from orchestration.state.jobs import add_answer, published_by
 from orchestration.strategies.consensus import accuracy_updates, responses_from_attempts
 from orchestration.strategies.extraction import chord_labels, early_answer_ready, early_pending, merge_answer
 from orchestration.strategies.failover import Fail, Send, next_step, skipped_attempt
 from workers.app import app
-from workers.canvas import MODE_CHORD, MODE_FAILOVER, consensus_chord, failover_attempt
-from workers.job_errors import store_error
+from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
+from workers.publication import (
+    claim,
+    entry_job_id,
+    load_spec,
+    publish_failure,
+    publish_success,
+    refuse,
+    store_spec,
+)
+from workers.requests import InternalTask
 from workers.runtime import Runtime, runtime
+from workers.signing import RequireFleetSecret, worker_key
 
 log: logging.Logger = get_task_logger("quorum.tasks")
+
+app.steps["worker"].add(RequireFleetSecret)
 
 
 @worker_init.connect
@@ -63,55 +76,76 @@ def _warm_up(**_: Any) -> None:
 
 @app.task(name="quorum.extract", bind=True, throws=(QuorumError,), Request="workers.requests:RedactedRequest")
 def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Public entry of an extraction job; the producer's ``AsyncResult(job_id)`` is the answer."""
+    """Public entry of an extraction job; the producer's ``AsyncResult(job_id)`` is the answer.
+
+    Only this task runs under the job id. It stores the spec and sends the first provider
+    call(s); the task that ends the job publishes the answer under the job id."""
     rt = runtime()
-    request = parse_request(args, kwargs)
-    spec = prepare_extract(request, job_id=self.request.id, settings=rt.settings, fleet=rt.fleet())
-    log.info("job %s: %s over %s", spec.job_id, spec.strategy, [c.label() for c in spec.candidates])
+    job_id, digest = entry_job_id(self, rt, args, kwargs)
+    try:
+        spec = prepare_extract(
+            parse_request(args, kwargs), job_id=job_id, settings=rt.settings, fleet=rt.fleet()
+        )
+    except QuorumError as e:
+        refuse(rt, job_id, e)
+    log.info("job %s: %s over %s", job_id, spec.strategy, [c.label() for c in spec.candidates])
     if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
-        spec.cache_key = cache.cache_key(rt.prefix, spec.kind, spec.text, *spec.cache_material())
-        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key)
+        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key(rt.prefix, rt.settings))
         if hit is not None:
+            if not claim(rt, job_id, "cache"):
+                raise Ignore()
             return cached_result(hit, spec)
-    if spec.strategy != "failover":
-        return self.replace(_chord(rt, spec))
-    step = _plan(rt, spec, [], 0)
-    if isinstance(step, Fail):
-        raise step.error
-    failover_attempt(
-        app, spec, step.index, 0, [a.model_dump(mode="json") for a in step.skipped], countdown=step.countdown
-    ).apply_async()
-    raise Ignore()  # the job's result is written by its last hop, under this task's id
+    spec = store_spec(rt, spec, digest)
+    try:
+        _start(rt, spec)
+    except QuorumError as e:
+        refuse(rt, job_id, e)
+    raise Ignore()  # the job's answer is published under this id by the task that ends it
 
 
-def _chord(rt: Runtime, spec: JobSpec) -> Any:
-    """The consensus/best-match chord over the candidates worth sending (open breakers dropped)."""
+def _start(rt: Runtime, spec: JobSpec) -> None:
+    """Send the first failover hop, or the chord over the candidates worth sending."""
+    key = worker_key(app)
+    if spec.strategy == "failover":
+        step = _plan(rt, spec, [], 0)
+        if isinstance(step, Fail):
+            raise step.error
+        skipped = [a.model_dump(mode="json") for a in step.skipped]
+        label = spec.candidates[step.index].label()
+        failover_attempt(app, key, spec.job_id, step.index, label, 0, skipped, step.countdown).apply_async()
+        return
     now = time.time()
     labels = chord_labels(spec.candidates)
     send, skipped = [], []
     for i, candidate in enumerate(spec.candidates):
         reason = rt.unavailable(candidate.provider, now)
         if reason is None:
-            send.append(i)
+            send.append((i, labels[i]))
         else:
             skipped.append(skipped_attempt(candidate, labels[i], reason))
     if len(send) < spec.min_responses:
         merge_answer(spec, skipped, accuracy={}, priors={})  # raises InsufficientResponsesError
-    return consensus_chord(app, spec, send, [a.model_dump(mode="json") for a in skipped])
+    consensus_chord(app, key, spec.job_id, send, [a.model_dump(mode="json") for a in skipped]).apply_async()
 
 
 # --------------------------------------------------------------------------- provider call
 
 
-@app.task(name="quorum.call", bind=True, throws=(QuorumError,))
+@app.task(name="quorum.call", bind=True, base=InternalTask, throws=(QuorumError,))
 def call(
-    self: Task, spec: dict[str, Any], index: int, mode: str, skipped: list[dict[str, Any]] | None = None
+    self: Task,
+    job_id: str,
+    index: int,
+    mode: str,
+    hop: int = 0,
+    attempts: list[dict[str, Any]] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One provider call. Failover mode raises the mapped error (the errback moves on);
-    chord mode returns the error outcome so one failed provider never fails the chord."""
+    """One provider call. Failover mode publishes the job's answer on success and raises the
+    mapped error on failure (the errback moves on); chord mode returns the outcome, good or
+    bad, so one failed provider never fails the chord."""
     rt = runtime()
-    job = JobSpec.model_validate(spec)
-    skipped = skipped or []
+    job = load_spec(rt, JobSpec, job_id)
     candidate = job.candidates[index]
     label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
     attempt = rt.attempt(
@@ -122,16 +156,29 @@ def call(
         deadline=job.deadline,
     )
     attempt.worker = self.request.hostname
-    if mode == MODE_FAILOVER and not attempt.ok:
-        error = error_from_dict(attempt.error or {"type": "ProviderError"})
-        error.details["attempt"] = attempt.model_dump(mode="json")
-        raise error
-    if mode == MODE_CHORD and job.strategy == "consensus" and job.early_quorum:
-        _maybe_publish_early(rt, job, attempt, skipped)
+    if mode == MODE_FAILOVER:
+        if not attempt.ok:
+            error = error_from_dict(attempt.error or {"type": "ProviderError"})
+            error.details["attempt"] = attempt.model_dump(mode="json")
+            raise error
+        _finish(rt, job, [Attempt.model_validate(a) for a in attempts or []] + [attempt], self.request)
+    elif job.strategy == "consensus" and job.early_quorum:
+        _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname)
     return attempt.model_dump(mode="json")
 
 
-def _maybe_publish_early(rt: Runtime, job: JobSpec, attempt: Attempt, skipped: list[dict[str, Any]]) -> None:
+def _finish(rt: Runtime, job: JobSpec, history: list[Attempt], request: Any) -> None:
+    """A failover hop succeeded: publish its answer under the job id (once), count the job, cache."""
+    winner = history[-1]
+    result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
+    if publish_success(app, rt, job.job_id, result, by=f"call:{request.id}", hostname=request.hostname):
+        rt.record_job(job.job_id, history, strategy=job.strategy)
+        _cache_store(rt, job, result)
+
+
+def _maybe_publish_early(
+    rt: Runtime, job: JobSpec, attempt: Attempt, skipped: list[dict[str, Any]], hostname: str | None
+) -> None:
     """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it."""
     try:
         so_far = add_answer(rt.redis, rt.prefix, job.job_id, attempt)
@@ -144,10 +191,9 @@ def _maybe_publish_early(rt: Runtime, job: JobSpec, attempt: Attempt, skipped: l
             return
         history = [Attempt.model_validate(a) for a in skipped] + so_far
         fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
-        result = build_result(job, history, fields, chosen=chosen, early=True)
-        if claim_publication(rt.redis, rt.prefix, job.job_id, "early"):
-            app.backend.store_result(job.job_id, result.model_dump(mode="json"), states.SUCCESS)
-            _cache_store(rt, job, result.model_dump(mode="json"))
+        result = build_result(job, history, fields, chosen=chosen, early=True).model_dump(mode="json")
+        if publish_success(app, rt, job.job_id, result, by="early", hostname=hostname):
+            _cache_store(rt, job, result)
             log.info("job %s: early quorum after %d answers", job.job_id, len(so_far))
     except Exception:  # early quorum is an optimisation: the chord body still answers
         log.warning("job %s: early quorum check failed", job.job_id, exc_info=True)
@@ -159,90 +205,72 @@ def _weights(rt: Runtime, job: JobSpec) -> tuple[dict[tuple[str, str], float], d
     return accuracy, {p: rt.settings.providers[p].weight for p in providers}
 
 
-@app.task(name="quorum.merge", bind=True, throws=(QuorumError,))
-def merge(
-    self: Task, outcomes: list[dict[str, Any]], spec: dict[str, Any], skipped: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Chord body, running under the job id: merge or select, grade the providers, publish."""
+@app.task(name="quorum.merge", bind=True, base=InternalTask, throws=(QuorumError,))
+def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list[dict[str, Any]]) -> None:
+    """Chord body (its own id): merge or select, grade the providers, publish under the job id."""
     rt = runtime()
-    job = JobSpec.model_validate(spec)
+    job = load_spec(rt, JobSpec, job_id)
+    by, hostname = f"body:{self.request.id}", self.request.hostname
     history = [Attempt.model_validate(a) for a in skipped] + [Attempt.model_validate(o) for o in outcomes]
     accuracy, priors = _weights(rt, job)
-    fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
-    result = build_result(job, history, fields, chosen=chosen)
+    try:
+        fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
+    except QuorumError as e:
+        publish_failure(app, rt, job_id, e, by=by, hostname=hostname, strategy=job.strategy)
+        return
+    result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
     if job.strategy == "consensus":
         responses = responses_from_attempts([a for a in history if a.ok])
-        record_accuracy(rt.fast_redis, rt.prefix, accuracy_updates(responses, fields), once=job.job_id)
-    rt.record_job(job.job_id, history, strategy=job.strategy)
-    _cache_store(rt, job, result.model_dump(mode="json"))
-    if not claim_publication(rt.redis, rt.prefix, job.job_id, f"body:{self.request.id}"):
-        raise Ignore()  # published early: the late answers only updated health, cost and accuracy
-    return result.model_dump(mode="json")
+        record_accuracy(rt.fast_redis, rt.prefix, accuracy_updates(responses, fields), once=job_id)
+    rt.record_job(job_id, history, strategy=job.strategy)
+    _cache_store(rt, job, result)
+    # False when published early: the late answers only updated health, cost and accuracy
+    publish_success(app, rt, job_id, result, by=by, hostname=hostname)
 
 
 def _cache_store(rt: Runtime, job: JobSpec, result: dict[str, Any]) -> None:
-    if job.cache_key:
-        cache.store(rt.redis, job.cache_key, result, rt.settings.orchestration.cache_ttl_s)
+    if job.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
+        key = job.cache_key(rt.prefix, rt.settings)
+        cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
 
 
 # --------------------------------------------------------------------------- failover hops
 
 
-@app.task(name="quorum.finish", bind=True)
-def finish(
-    self: Task,
-    attempt: dict[str, Any],
-    spec: dict[str, Any],
-    attempts: list[dict[str, Any]],
-    index: int,
-    hop: int,
-) -> dict[str, Any]:
-    """Link of a successful attempt; runs under the job id, so its return value is the answer."""
-    rt = runtime()
-    job = JobSpec.model_validate(spec)
-    winner = Attempt.model_validate(attempt)
-    history = [Attempt.model_validate(a) for a in attempts] + [winner]
-    result = build_result(job, history, single_answer(winner), chosen=winner.label)
-    if not claim_publication(rt.redis, rt.prefix, job.job_id, f"finish:{self.request.id}"):
-        raise Ignore()  # a duplicate chain (redelivered hop) already answered this job
-    rt.record_job(job.job_id, history, strategy=job.strategy)
-    _cache_store(rt, job, result.model_dump(mode="json"))
-    return result.model_dump(mode="json")
-
-
-@app.task(name="quorum.failover_next")
+@app.task(name="quorum.failover_next", base=InternalTask)
 def failover_next(
     request: Any,
     exc: BaseException,
     traceback: Any,
     *,
-    spec: dict[str, Any],
-    attempts: list[dict[str, Any]],
+    job_id: str,
     index: int,
     hop: int,
+    attempts: list[dict[str, Any]],
 ) -> None:
     """Errback of a failed attempt, run inline by the worker: send the next hop or end the job."""
     rt = runtime()
-    job = JobSpec.model_validate(spec)
+    hostname = getattr(request, "hostname", None)
+    try:
+        job = load_spec(rt, JobSpec, job_id)
+    except Ignore:
+        return
     try:
         history = [Attempt.model_validate(a) for a in attempts] + [_failed_attempt(job, index, request, exc)]
         step = _plan(rt, job, history, index + 1)
         history += step.skipped
         if isinstance(step, Send):
+            label = job.candidates[step.index].label()
+            dumped = [a.model_dump(mode="json") for a in history]
             failover_attempt(
-                app,
-                job,
-                step.index,
-                hop + 1,
-                [a.model_dump(mode="json") for a in history],
-                countdown=step.countdown,
+                app, worker_key(app), job_id, step.index, label, hop + 1, dumped, step.countdown
             ).apply_async()
             return
         error = step.error
     except Exception as e:  # an errback that raises is only logged by Celery: never hang the job
-        log.exception("job %s: failover hop failed", job.job_id)
+        log.exception("job %s: failover hop failed", job_id)
         error = e if isinstance(e, QuorumError) else QuorumError(f"failover failed: {type(e).__name__}: {e}")
-    _publish_failure(rt, job, error)
+    publish_failure(app, rt, job_id, error, by="failover:failed", hostname=hostname, strategy=job.strategy)
 
 
 def _failed_attempt(job: JobSpec, index: int, request: Any, exc: BaseException) -> Attempt:
@@ -262,11 +290,3 @@ def _failed_attempt(job: JobSpec, index: int, request: Any, exc: BaseException) 
 def _plan(rt: Runtime, job: JobSpec, history: list[Attempt], start: int) -> Send | Fail:
     now = time.time()
     return next_step(job, history, start, now, lambda provider: rt.unavailable(provider, now))
-
-
-def _publish_failure(rt: Runtime, job: JobSpec, error: BaseException) -> None:
-    if claim_publication(rt.redis, rt.prefix, job.job_id, "failover:failed"):
-        log.warning("job %s failed: %s", job.job_id, error)
-        rt.record_failed_job(job.job_id, error, strategy=job.strategy)
-        store_error(app.backend, job.job_id, error)
-        app.backend.mark_as_failure(job.job_id, error)

@@ -1,6 +1,6 @@
 """The result cache: a finished answer keyed by what determines it (job kind, normalised
-input, schema, strategy, candidates), kept for the configured TTL; hits and misses are counted
-for ``quorum status``."""
+input, schema, strategy, candidates, and what would produce it: provider, model, emulated or
+not), kept for the configured TTL; hits and misses are counted for ``quorum status``."""
 
 from __future__ import annotations
 
@@ -14,16 +14,31 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from orchestration.config import Settings
+
 
 def normalise_input(text: str) -> str:
     """NFKC and collapsed whitespace: the same email re-sent with other spacing hits the cache."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
 
 
-def cache_key(prefix: str, kind: str, text: str, schema: Any, strategy: str, candidates: list[Any]) -> str:
+def answer_sources(settings: Settings, providers: list[str]) -> list[list[Any]]:
+    """What would produce an answer: ``[provider, model, emulated]`` per provider, so an answer the
+    emulator gave (``QUORUM_EMULATOR_URL`` set) never answers a request meant for real providers."""
+    emulated = bool(settings.emulator_url)
+    out = []
+    for name in sorted(set(providers)):
+        config = settings.providers.get(name)
+        out.append([name, config.model if config else None, emulated])
+    return out
+
+
+def cache_key(
+    prefix: str, kind: str, text: str, schema: Any, strategy: str, candidates: list[Any], sources: list[Any]
+) -> str:
     """The key of one answer: a SHA-256 over the canonical JSON of everything that shapes it."""
     material = json.dumps(
-        [kind, normalise_input(text), schema, strategy, candidates],
+        [kind, normalise_input(text), schema, strategy, candidates, sources],
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),

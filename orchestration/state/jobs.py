@@ -1,32 +1,97 @@
-"""Per-job coordination keys: the publication guard (a job's result is published once, even
-when a task is redelivered or early quorum races the chord body) and the answers gathered so
-far by a chord's header tasks."""
+"""Per-job keys, all derived from the job id on the worker (no message names a key): the job's
+spec (stored once, read by every task of the job), the publication guard (a job's result is
+published once, even when a task is redelivered, early quorum races the chord body, or a
+producer re-sends a used job id) and the answers gathered so far by a chord's header tasks."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import zlib
 from typing import Any
 
 from orchestration.models import Attempt
 
-#: How long per-job keys live; longer than any deadline.
+#: How long per-job coordination keys live at least; longer than any deadline.
 JOB_KEY_TTL_S = 3600
+#: How long a job's spec outlives its deadline (retry countdowns, a slow last hop, redelivery).
+SPEC_MARGIN_S = 300
+#: A job id (the entry task's id, chosen by the producer): UUID-like, no ``.`` (internal task ids
+#: are ``<job>.h1``, ``<job>.c0``...), no braces (hash tags), bounded.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # no "." (internal ids) or ":" (`<id>:error`)
+
+
+def valid_job_id(job_id: object) -> bool:
+    """True when ``job_id`` may name a job (and so the keys derived from it)."""
+    return isinstance(job_id, str) and JOB_ID.fullmatch(job_id) is not None
 
 
 def _key(prefix: str, job_id: str, what: str) -> str:
+    if not valid_job_id(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
     return f"{prefix}job:{{{job_id}}}:{what}"
 
 
-def claim_publication(redis: Any, prefix: str, job_id: str, by: str) -> bool:
+def spec_key(prefix: str, job_id: str) -> str:
+    """``{prefix}job:{<job id>}:spec`` — the job's validated spec (text, schema, candidates)."""
+    return _key(prefix, job_id, "spec")
+
+
+def request_digest(args: Any, kwargs: Any) -> str:
+    """A digest of a producer's arguments: tells a redelivered entry from another request."""
+    raw = json.dumps([args, kwargs], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _record(raw: bytes) -> tuple[str, str]:
+    """``(digest, spec JSON)`` of a stored spec record (``<digest>\n<zlib of the spec JSON>``)."""
+    digest, _, packed = raw.partition(b"\n")
+    return digest.decode(), zlib.decompress(packed).decode("utf-8", "surrogatepass")
+
+
+def store_spec(redis: Any, prefix: str, job_id: str, digest: str, spec: str, ttl_s: int) -> str | None:
+    """Store a job's spec (JSON, compressed: it is most of a job's bytes in Redis) once; return
+    the spec already stored under this id by the same request (a redelivered entry), or raise
+    ``KeyError`` when another request holds the id. ``redis`` must return bytes (no
+    ``decode_responses``), like the workers' state client."""
+    record = digest.encode() + b"\n" + zlib.compress(spec.encode("utf-8", "surrogatepass"), 1)
+    old = redis.set(spec_key(prefix, job_id), record, nx=True, ex=max(ttl_s, 1), get=True)
+    if old is None:
+        return None
+    held, stored = _record(old)
+    if held != digest:
+        raise KeyError(job_id)
+    return stored
+
+
+def held_by_other(redis: Any, prefix: str, job_id: str, digest: str) -> bool:
+    """True when this job id is already used by a different request (or already answered)."""
+    raw = redis.get(spec_key(prefix, job_id))
+    if raw is not None:
+        return _record(raw)[0] != digest
+    return published_by(redis, prefix, job_id) is not None
+
+
+def load_spec(redis: Any, prefix: str, job_id: str) -> str | None:
+    """A job's spec (JSON), or None once it expired."""
+    raw = redis.get(spec_key(prefix, job_id))
+    return None if raw is None else _record(raw)[1]
+
+
+def claim_publication(redis: Any, prefix: str, job_id: str, by: str, ttl_s: int = JOB_KEY_TTL_S) -> bool:
     """True for the first publisher, and again for that same publisher when its task is
-    redelivered (so a crash between claiming and writing cannot lose the result)."""
-    old = redis.set(_key(prefix, job_id, "published"), by, nx=True, ex=JOB_KEY_TTL_S, get=True)
+    redelivered (so a crash between claiming and writing cannot lose the result). Keep the
+    claim as long as the result (``ttl_s``): a re-sent job id must not overwrite it."""
+    ttl = max(ttl_s, JOB_KEY_TTL_S)
+    old = redis.set(_key(prefix, job_id, "published"), by, nx=True, ex=ttl, get=True)
     if isinstance(old, bytes):
         old = old.decode()
     return old is None or old == by
 
 
 def published_by(redis: Any, prefix: str, job_id: str) -> str | None:
-    """Who published the job's result (``early``, ``body``, ``finish``...), or None."""
+    """Who published the job's result (``early``, ``body``, ``call``...), or None."""
     raw = redis.get(_key(prefix, job_id, "published"))
     return raw.decode() if isinstance(raw, bytes) else raw
 

@@ -19,6 +19,9 @@ from orchestration.config import Settings, load_settings
 from workers.app import create_app
 from workers.local import stop_process
 
+#: The test fleet's secret (workers sign and check internal messages with it; producers need none).
+FLEET_SECRET = "test-fleet-secret-0123456789abcdef"
+
 FAKE_KEYS = {
     "ANTHROPIC_API_KEY": "fake-ant-test-FAKEKEY-anthropic-0123456789",
     "OPENAI_API_KEY": "sk-test-FAKEKEY-openai-0123456789abcdef",
@@ -109,6 +112,7 @@ class Fleet:
             "QUORUM_CONFIG": str(self.config_path),
             "QUORUM_REDIS_URL": self.redis_url,
             "QUORUM_EMULATOR_URL": self.emulator_url,
+            "QUORUM_FLEET_SECRET": FLEET_SECRET,
             **self.extra_env,
         }
         self.settings = settings_from(self.env)

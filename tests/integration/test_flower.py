@@ -18,9 +18,9 @@ import pytest
 from celery import Celery
 
 from orchestration.data import load_emails
-from orchestration.errors import InvalidRequestError
+from orchestration.errors import AllProvidersFailedError, InvalidRequestError
 from tests.integration.fleet import Fleet
-from workers.canvas import hop_id, redacted_kwargs, text_repr
+from workers.canvas import hop_id, merge_id, redacted_kwargs, text_repr
 from workers.client import submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -171,9 +171,13 @@ def test_flower_shows_job_and_provider_calls_without_email_text(flower: Flower, 
 
     job, failed, served = tasks[job_id], tasks[hop_id(job_id, 0)], tasks[hop_id(job_id, 1)]
     assert job["uuid"] == job_id
-    # one id, two tasks: the entry task (Ignore) and the link that writes the answer under it
-    assert job["name"] in {"quorum.extract", "quorum.finish"}
+    # the job id is the entry task's alone; the call that answered sent its final state for it
+    assert job["name"] == "quorum.extract"
     assert "'chosen': 'openai'" in job["result"]
+    listed, _ = flower.api("/api/tasks", taskname="quorum.extract", state="SUCCESS")
+    assert job_id in listed
+    mine = {t["name"] for t in flower.api("/api/tasks", search=job_id)[0].values()}
+    assert mine == {"quorum.extract", "quorum.call"}  # no finish task
     assert failed["name"] == served["name"] == "quorum.call"
     assert "OverloadedError" in failed["exception"] and failed["traceback"]
     assert failed["args"] == f"({job_id!r}, 'claude', failover)" and failed["kwargs"] == "{}"
@@ -235,3 +239,28 @@ def test_worker_page_does_not_show_a_scheduled_jobs_text(flower: Flower, clean: 
         with pytest.raises(InvalidRequestError):
             job.get(timeout=15)  # let it run out here, so no ETA message outlives this module
     _assert_no_email_text(raw)
+
+
+def test_flower_names_failed_chord_and_generation_jobs_after_their_entry_task(
+    flower: Flower, clean: Fleet, emulator
+):
+    for name in ORDER:
+        emulator.set_down(name)
+    failed = _own(clean)({"text": EMAIL.text, "strategy": "failover", "providers": ORDER, "use_cache": False})
+    with pytest.raises(AllProvidersFailedError):
+        failed.get(timeout=15)
+    for name in ORDER:
+        emulator.set_down(name, False)
+    merged = _own(clean)(
+        {"text": EMAIL.text, "strategy": "consensus", "providers": ORDER, "use_cache": False}
+    )
+    assert merged.get(timeout=15)["fields"]
+    generated = submit(clean.app, "quorum.generate", {"prompt": "Name a colour.", "providers": ORDER})
+    assert generated.get(timeout=15)["text"]
+    want = {failed.id: "FAILURE", merged.id: "SUCCESS", generated.id: "SUCCESS"}
+    tasks = _until("the jobs' final states", lambda: _settled(flower, want), 10, flower.log)
+    assert tasks[failed.id]["name"] == tasks[merged.id]["name"] == "quorum.extract"
+    assert tasks[generated.id]["name"] == "quorum.generate"
+    assert "AllProvidersFailedError" in tasks[failed.id]["exception"]
+    body = _until("the chord body", lambda: flower.task(merge_id(merged.id)), 10, flower.log)
+    assert body["name"] == "quorum.merge"

