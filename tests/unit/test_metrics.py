@@ -44,7 +44,7 @@ def test_metrics_agree_with_status_and_follow_redis_at_each_scrape(valkey_redis)
                 micro_usd=250_000, now=now)  # fmt: skip
     record_job(r, prefix, "j1", 250_000, strategy="failover", outcome="ok")
     record_job(r, prefix, "j2", 0, strategy="consensus", outcome="failed")
-    cache.lookup(r, prefix, cache.cache_key(prefix, "extract", "x", {}, "failover", []))
+    cache.lookup(r, prefix, cache.cache_key(prefix, "extract", "x", {}, "failover", [], []))
     RedisBreaker(r, prefix, settings.breaker).force_open("claude", now, 60)
 
     got = scrape(registry)  # the same registry: read afresh, nothing cached from the first scrape
