@@ -16,6 +16,7 @@ from types import TracebackType
 
 from orchestration.config import Settings
 from workers import embedded
+from workers.signing import embedded_secret, embedded_secret_path
 
 
 def has_api_keys(settings: Settings, env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -113,6 +114,9 @@ class LocalStack:
             for var in ("QUORUM_BROKER_URL", "QUORUM_RESULT_BACKEND"):  # all of the stack on it
                 if not getattr(self.settings, var.removeprefix("QUORUM_").lower()):
                     self.env[var] = self.redis_url
+            if self.settings.fleet_secret is None and self.settings.fleet_secret_file is None:
+                embedded_secret()  # this machine's own secret (mode 0600), whichever server folder
+                self.env.setdefault("QUORUM_FLEET_SECRET_FILE", str(embedded_secret_path()))
         self.env["QUORUM_REDIS_URL"] = self.redis_url
         emulate = (not has_api_keys(self.settings, self.env)) if self.emulate is None else self.emulate
         if emulate and not self.settings.emulator_url:

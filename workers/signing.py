@@ -79,7 +79,7 @@ def embedded_secret_path() -> Path:
     return embedded.data_dir().parent / EMBEDDED_SECRET_NAME
 
 
-def _embedded_secret() -> bytes:
+def embedded_secret() -> bytes:
     """Read, or create once (mode 0600), the embedded stack's own secret."""
     path = embedded_secret_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def fleet_secret(settings: Settings, broker_url: str | None) -> bytes:
             ) from None
         source = "QUORUM_FLEET_SECRET_FILE"
     elif broker_url is not None and broker_url == embedded.running_url():
-        return _embedded_secret()
+        return embedded_secret()
     else:
         raise ConfigError(
             "no fleet secret: set QUORUM_FLEET_SECRET (e.g. `openssl rand -hex 32`), or "

@@ -43,7 +43,7 @@ def breaker_states(fleet) -> dict[str, str]:
 
 def test_answers_that_never_fit_open_no_breaker_but_are_counted(clean, emulator):
     for name in THREE:
-        emulator.configure(name, error_rate=1.0, errors={"schema": 1})
+        emulator.configure(name, error_rate=1.0, errors={"malformed": 1})
     jobs = [extract(clean) for _ in range(BATCH)]
     for job in jobs:
         with pytest.raises(AllProvidersFailedError):
