@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.app import trace
-from celery.signals import worker_init
+from celery.signals import celeryd_init, worker_init
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
-from workers import atomic_receive, broker_fixes, einfo_speedup, embedded
+from workers import einfo_speedup, embedded
 
-broker_fixes.install()  # a Redis restart must not make busy workers exit (see broker_fixes)
-atomic_receive.install()  # a message is in Redis until it is recorded as un-acked (see atomic_receive)
 einfo_speedup.install()  # a task's exception costs no copy of the tracer's code positions
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
@@ -79,7 +77,12 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        # Atomic receive and crash recovery by liveness (workers.transport), no kombu patching.
+        broker_transport="workers.transport:Transport",
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "liveness_window": settings.liveness_window_s,
+        },
         result_backend_transport_options={"retry_policy": {"timeout": REDIS_OUTAGE_GRACE_S}},
         redis_backend_health_check_interval=10,
         broker_heartbeat=0,
@@ -102,6 +105,15 @@ def _refuse_unconfigured(sender: object = None, **_: object) -> None:
     """A worker without a configured (or embedded) Redis stops with a clear message."""
     if not app.conf.quorum_configured:
         raise unconfigured_error()
+
+
+@celeryd_init.connect
+def _name_the_holder(sender: str | None = None, conf: object = None, **_: object) -> None:
+    """The transport records this worker's node name with every task message it holds, so a
+    restart under the same name hands back its previous run's messages at once."""
+    if sender and conf is not None:
+        options = dict(app.conf.broker_transport_options or {})
+        app.conf.broker_transport_options = {**options, "consumer_name": sender}
 
 
 @worker_init.connect

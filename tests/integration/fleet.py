@@ -27,8 +27,7 @@ FAKE_KEYS = {
 
 TEST_CONFIG = """
 key_prefix = "quorum:"
-visibility_timeout_s = {visibility}
-worker_concurrency = {concurrency}
+{visibility}worker_concurrency = {concurrency}
 
 [providers.claude]
 kind = "anthropic"
@@ -94,14 +93,20 @@ class Fleet:
     emulator_url: str
     workdir: Path
     concurrency: int = 16
-    visibility_timeout_s: int = 900
+    #: None: the shipped default (crash recovery never depends on it).
+    visibility_timeout_s: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.config_path = self.workdir / "quorum.toml"
         self.config_path.write_text(
-            TEST_CONFIG.format(visibility=self.visibility_timeout_s, concurrency=self.concurrency)
+            TEST_CONFIG.format(
+                visibility=""
+                if self.visibility_timeout_s is None
+                else f"visibility_timeout_s = {self.visibility_timeout_s}\n",
+                concurrency=self.concurrency,
+            )
         )
         self.env = {
             **os.environ,

@@ -37,8 +37,6 @@ from tests.integration.fleet import Fleet
 
 pytestmark = pytest.mark.integration
 
-#: Redelivery delay of un-acked tasks in this module's fleet (job deadlines stay above it).
-VISIBILITY_S = 5
 #: Provider timeout in this module's fleet: hangs end as ProviderTimeoutError after it.
 PROVIDER_TIMEOUT_S = 2
 PROVIDERS = ["claude", "openai", "gemini"]
@@ -108,7 +106,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Own Valkey (AOF on), own emulator, two workers with a short visibility timeout."""
+    """Own Valkey (AOF on), own emulator, two workers with the shipped visibility timeout (1 h)."""
     own = OwnRedis(tmp_path_factory.mktemp("valkey"))
     own.start()
     timeouts = {f"QUORUM_PROVIDERS__{p.upper()}__TIMEOUT_S": str(PROVIDER_TIMEOUT_S) for p in PROVIDERS}
@@ -118,7 +116,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 redis_url=own.url,
                 emulator_url=emulator.url,
                 workdir=tmp_path_factory.mktemp("fleet"),
-                visibility_timeout_s=VISIBILITY_S,
                 extra_env=timeouts,
             )
             try:
@@ -371,9 +368,14 @@ def _of_job(task_id: str, job_id: str) -> bool:
 
 @pytest.mark.timeout(90)
 def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: Stack) -> None:
+    """SIGKILL with provider calls, failover errbacks, chord headers and bodies in flight: the
+    live worker hands the dead one's tasks back once its liveness lapses (seconds, not the
+    visibility timeout), and every job is answered by its deadline."""
     fleet, emulator, deadline_s = fresh.fleet, fresh.emulator, 30
     for p in PROVIDERS:  # 300-650 ms per call, so many calls are in flight when the worker dies
         emulator.configure(p, latency_median_ms=420, latency_sigma=0.25, latency_max_ms=650)
+    # claude fails a third of its calls: failover hops run their errbacks, chords lose a member
+    emulator.configure("claude", error_rate=0.33, errors={"server": 1})
     started = time.monotonic()
     pubs, trace = Publications(fresh.redis.url), BrokerTrace(fresh.redis.port)
     try:
@@ -383,12 +385,9 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
         while sum(s["requests"] for s in emulator.stats().values()) < 60 and time.monotonic() < until:
             time.sleep(0.05)
         in_flight = sum(s["in_flight"] for s in emulator.stats().values())
-        fleet.kill_worker("w1")
-        killed_at = time.monotonic()
-        time.sleep(max(0.0, killed_at + VISIBILITY_S + 0.5 - time.monotonic()))
-        fleet.start_worker("w3")  # on start it restores un-acked messages older than the timeout
+        fleet.kill_worker("w1")  # none started in its place: w2 hands w1's tasks back, and runs them
 
-        outcomes = _wait(fleet.redis, jobs, started + deadline_s + 10)
+        outcomes = _wait(fleet.redis, jobs, started + deadline_s)
         # Nothing may vanish: every task message pushed is still queued or was recorded as
         # un-acked (workers.atomic_receive closes kombu's BRPOP window).
         vanished = trace.vanished(fleet.redis)
@@ -397,9 +396,11 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
     finally:
         pubs.stop()
         trace.stop()
+        fleet.start_worker("w3")  # two workers again for the next tests
     tally = _tally(outcomes)
-    assert tally["pending"] == 0, f"jobs lost: {tally}\n{_trace(fleet, outcomes)}"
+    assert tally["pending"] == 0, f"jobs not answered by their deadline: {tally}\n{_trace(fleet, outcomes)}"
     assert not _untyped(outcomes)
+    assert not tally["OrchestrationTimeoutError"], f"jobs ran out of time: {tally}"
 
     # Answered once: every answer went through the publication guard, and every result stored
     # under a job id (what the producer's AsyncResult reads) carries one and the same answer.
@@ -449,8 +450,8 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
     assert charged <= seen_all, "an attempt in a producer's result is missing from the ledger"
     usd = sum(t.usd for t in ledger.values())
     print(
-        f"\nworker crash: {CRASH_JOBS} jobs, w1 SIGKILLed with {in_flight} calls in flight, w3 started "
-        f"{VISIBILITY_S + 0.5:.1f} s later: {dict(tally)}; {len(redelivered)} calls redelivered; "
+        f"\nworker crash: {CRASH_JOBS} jobs (deadline {deadline_s} s), w1 SIGKILLed with {in_flight} calls "
+        f"in flight, none started: {dict(tally)}; {len(redelivered)} calls redelivered; "
         f"{republished} "
         f"results re-published, same answer; ledger {len(seen_all)} attempts = {usd:.6f} USD, each "
         f"counted once; {time.monotonic() - started:.1f} s"
@@ -665,7 +666,7 @@ class BreakerWatch:
 
 @pytest.mark.timeout(90)
 def test_provider_chaos_ends_every_job_typed_and_breakers_open_and_recover(fresh: Stack) -> None:
-    fleet, emulator, deadline_s = fresh.fleet, fresh.emulator, 20
+    fleet, emulator, deadline_s = fresh.fleet, fresh.emulator, 30
     cfg = fleet.settings.breaker
     for p in PROVIDERS:
         emulator.configure(
