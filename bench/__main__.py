@@ -15,7 +15,9 @@ from pathlib import Path
 
 from bench.report import OUT_DIR, Section, header, timed_run, write_json
 
-BENCHMARKS = ("failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "peer", "status")
+BENCHMARKS = (
+    "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "recovery", "peer", "status",
+)  # fmt: skip
 
 
 def run_one(name: str, full: bool) -> Section:

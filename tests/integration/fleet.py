@@ -123,7 +123,13 @@ class Fleet:
     # -- workers ---------------------------------------------------------------------------
 
     def start_worker(
-        self, name: str, *, pool: str = "threads", concurrency: int | None = None, queues: str = "quorum"
+        self,
+        name: str,
+        *,
+        pool: str = "threads",
+        concurrency: int | None = None,
+        queues: str = "quorum",
+        env: dict[str, str] | None = None,
     ) -> None:
         """Start ``celery -A workers.app worker`` as a real OS process and wait until it answers."""
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -132,10 +138,10 @@ class Fleet:
             "-c", str(concurrency or self.concurrency), "-n", f"{name}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle", "-Q", queues,
         ]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         self.workers[name] = proc
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded CI machine imports Celery slowly
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker {name} exited:\n{self.log(name)}")
