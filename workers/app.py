@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.app import trace
 from celery.signals import celeryd_init, worker_init
+from celery.worker import state as worker_state
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "liveness_window": settings.liveness_window_s,
+            "running_tags": "workers.app:running_delivery_tags",
         },
         result_backend_transport_options={"retry_policy": {"timeout": REDIS_OUTAGE_GRACE_S}},
         redis_backend_health_check_interval=10,
@@ -105,6 +107,19 @@ def _refuse_unconfigured(sender: object = None, **_: object) -> None:
     """A worker without a configured (or embedded) Redis stops with a clear message."""
     if not app.conf.quorum_configured:
         raise unconfigured_error()
+
+
+def running_delivery_tags() -> set[str] | None:
+    """Delivery tags of the task messages this worker still works on (None: ask again later).
+
+    After a lost broker connection Celery keeps its running tasks and forgets the rest (held for
+    a countdown, or dropped when storing a result failed): the transport hands those back.
+    """
+    try:
+        requests = (*worker_state.active_requests, *worker_state.reserved_requests)
+    except RuntimeError:  # changed size while copied: another thread started or ended a task
+        return None
+    return {r.message.delivery_tag for r in requests if r.message is not None}
 
 
 @celeryd_init.connect

@@ -23,7 +23,7 @@ import socket
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -165,6 +165,11 @@ class Liveness:
         self.held: set[str] = set()
         self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
         self._claimed: set[str] = set()
+        #: Held messages of channels whose connection was lost: tag -> [when to hand it back
+        #: (monotonic) unless acked by then, seen not running at the last refresh].
+        self._orphans: dict[str, list[Any]] = {}
+        #: The delivery tags this process is still working on (the Celery layer's view), or None.
+        self.running: Callable[[], set[str] | None] | None = None
         self._steady_since: float | None = None
         self._last_ok: float | None = None
         self._stop = threading.Event()
@@ -194,6 +199,13 @@ class Liveness:
         with contextlib.suppress(redis.RedisError):
             self._beat.zrem(LIVENESS_KEY, self.me.member)  # a clean exit: nothing to sweep
 
+    def orphan(self, tags: list[str], visibility_timeout: float) -> None:
+        """A lost connection's channel held ``tags``: their tasks may still run and ack them;
+        any not acked within the visibility timeout is handed back, as kombu would."""
+        due = monotonic() + visibility_timeout
+        for tag in tags:
+            self._orphans.setdefault(tag, [due, False])
+
     def _run(self) -> None:
         while not self._stop.wait(self._next_wait()):
             self._tick([])
@@ -213,7 +225,7 @@ class Liveness:
             return []
         found = [m for m in set(members) | owners if (h := Holder.parse(m)) and self.me.previous(h)]
         if found:
-            logger.info("liveness: restoring the messages of this node's previous run(s) %s", found)
+            logger.warning("liveness: restoring the messages of this node's previous run(s) %s", found)
         return found
 
     def _tick(self, dead: list[str]) -> None:
@@ -240,8 +252,23 @@ class Liveness:
                 len(claimed),
             )
         self._claimed.update(t.decode() for t in claimed)
+        if self._orphans:
+            self._settle_orphans(started)
         if self._claimed:
             self._restore_claimed()
+
+    def _settle_orphans(self, now: float) -> None:
+        """Hand back the lost channels' messages whose tasks will not ack them: not running on
+        two refreshes in a row (never started, or dropped), or past the visibility timeout."""
+        running = self.running() if self.running is not None else None
+        for tag, state in list(self._orphans.items()):
+            if tag not in self.held:
+                del self._orphans[tag]  # acked (or restored) since
+            elif state[0] <= now or (running is not None and tag not in running and state[1]):
+                del self._orphans[tag]
+                self._claimed.add(tag)
+            else:
+                state[1] = running is not None and tag not in running
 
     def _restore_claimed(self) -> None:
         """Put the messages this process took over back on their queues (retried next refresh)."""
@@ -255,6 +282,7 @@ class Liveness:
                 logger.warning("liveness: restoring %s failed; retrying", tag, exc_info=True)
                 return
             self._claimed.discard(tag)
+            self.held.discard(tag)
 
 
 _registry: dict[tuple[Any, ...], Liveness] = {}

@@ -27,6 +27,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.imports import symbol_by_name
 from kombu.utils.json import dumps, loads
 
 from orchestration.errors import ConfigError
@@ -166,7 +167,16 @@ class Channel(kombu_redis.Channel):
     #: This worker's node name (transport option; the Celery worker sets its ``-n`` name).
     consumer_name: str | None = None
 
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "liveness_window", "consumer_name")
+    #: Dotted path of a function giving the delivery tags this process still works on (transport
+    #: option; the Celery layer's view): after a lost connection, the others are handed back.
+    running_tags: str | None = None
+
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "liveness_window",
+        "consumer_name",
+        "running_tags",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -175,6 +185,7 @@ class Channel(kombu_redis.Channel):
                 "workers.transport does not support the global_keyprefix transport option",
                 key="broker_transport_options.global_keyprefix",
             )
+        self.connection.lost = False  # a new channel: the connection works (again)
         self._atomic_keys: list[str] | None = None
         self._recorded: set[str] = set()
         self._no_ack_queues: set[str] = set()
@@ -194,6 +205,8 @@ class Channel(kombu_redis.Channel):
                     self._connparams(), self.consumer_name, float(self.liveness_window)
                 )
             if self._liveness is not None:
+                if self.running_tags and self._liveness.running is None:
+                    self._liveness.running = symbol_by_name(self.running_tags)
                 self._liveness.attach(self)
         return super().basic_consume(queue, *args, **kwargs)
 
@@ -211,18 +224,27 @@ class Channel(kombu_redis.Channel):
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         head = self._atomic_keys[0]
-        self.client.connection.send_command("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0)
+        try:
+            self.client.connection.send_command("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0)
+        except self.connection_errors:
+            self._lose()
+            raise
 
     def _brpop_read(self, **options: Any) -> bool:
         """The wait is over (a message came or the timeout passed): take one message, atomically."""
         keys, lv = self._atomic_keys, self._liveness
         if not keys or lv is None:
-            return super()._brpop_read(**options)  # type: ignore[no-any-return]
+            try:
+                return super()._brpop_read(**options)  # type: ignore[no-any-return]
+            except self.connection_errors:
+                self._lose()
+                raise
         self._atomic_keys = None
         try:
             try:
                 self.client.parse_response(self.client.connection, "BLMOVE", **options)
             except self.connection_errors:
+                self._lose()
                 self.client.connection.disconnect()  # reconnect on the next round
                 raise
             if self._closing or self.connection is None:
@@ -251,6 +273,19 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
 
+    def _receive(self) -> Any:
+        """kombu's fanout (pub/sub) read; a connection error marks the connection lost."""
+        try:
+            return super()._receive()
+        except self.connection_errors:
+            self._lose()
+            raise
+
+    def _lose(self) -> None:
+        """The broker connection failed: its channels close without handing anything back."""
+        if self.connection is not None:
+            self.connection.lost = True
+
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         """Hand back one message at close (kombu's), unless another worker holds it by now."""
         if not self.ack_emulation:
@@ -276,7 +311,13 @@ class Channel(kombu_redis.Channel):
             lv.held.discard(tag)
 
     def close(self) -> None:
-        """kombu's close, which a broker gone while a wait was pending no longer aborts."""
+        """kombu's close, which a broker gone while a wait was pending no longer aborts.
+
+        A closing channel hands back the messages it holds (a warm shutdown: its tasks have
+        finished, what is left was never started), unless its connection was lost: then its
+        tasks still run (Celery keeps them going) and ack through this process's own client;
+        what is never acked comes back after the visibility timeout, as in kombu.
+        """
         self._closing = True  # as kombu's close does first: a closing channel takes no new message
         if self._in_poll:
             try:
@@ -285,6 +326,10 @@ class Channel(kombu_redis.Channel):
                 pass
             except self.connection_errors:
                 pass  # the broker is gone: close the rest without it
+        lost = self.connection is not None and getattr(self.connection, "lost", False)
+        if lost and self._qos is not None and self._liveness is not None:
+            self._qos.restore_at_shutdown = False
+            self._liveness.orphan(list(self._qos._delivered), float(self.visibility_timeout))
         super().close()
         if self._liveness is not None:
             self._liveness.detach(self)
@@ -294,3 +339,5 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with Quorum's channel."""
 
     Channel = Channel
+    #: Set when a channel's broker connection failed (Celery then closes and reconnects).
+    lost = False
