@@ -267,6 +267,7 @@ class Liveness:
             elif state[0] <= now or (running is not None and tag not in running and state[1]):
                 del self._orphans[tag]
                 self._claimed.add(tag)
+                logger.warning("liveness: handing back %s (held over a lost connection, not running)", tag)
             else:
                 state[1] = running is not None and tag not in running
 
