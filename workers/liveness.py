@@ -208,7 +208,11 @@ class Liveness:
 
     def _run(self) -> None:
         while not self._stop.wait(self._next_wait()):
-            self._tick([])
+            try:
+                self._tick([])
+            except Exception:  # never let the refresh thread die: its worker would look dead
+                logger.exception("liveness: refresh failed unexpectedly; trying again")
+                self._last_ok = self._steady_since = None
 
     def _next_wait(self) -> float:
         if self._last_ok is None:
