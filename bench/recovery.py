@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from typing import Any
 
@@ -70,9 +71,12 @@ def _trial(b: Bench, text: str, rng: random.Random, same_name: bool) -> float | 
     os.killpg(pid, signal.SIGKILL)
     killed = time.monotonic()
     proc.wait(timeout=10)
+    restart = threading.Thread(target=_restart_as, args=(b, name), daemon=True)
     if same_name:
-        _restart_as(b, name)
+        restart.start()  # the clock runs while it starts: whoever hands the call back first counts
     again = _wait_requests(b, before + 2, killed + 60)
+    if same_name:
+        restart.join(timeout=90)
     job.forget()
     return None if again is None else again - killed
 
