@@ -185,7 +185,6 @@ class Channel(kombu_redis.Channel):
                 "workers.transport does not support the global_keyprefix transport option",
                 key="broker_transport_options.global_keyprefix",
             )
-        self.connection.lost = False  # a new channel: the connection works (again)
         self._atomic_keys: list[str] | None = None
         self._recorded: set[str] = set()
         self._no_ack_queues: set[str] = set()
@@ -224,27 +223,18 @@ class Channel(kombu_redis.Channel):
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         head = self._atomic_keys[0]
-        try:
-            self.client.connection.send_command("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0)
-        except self.connection_errors:
-            self._lose()
-            raise
+        self.client.connection.send_command("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0)
 
     def _brpop_read(self, **options: Any) -> bool:
         """The wait is over (a message came or the timeout passed): take one message, atomically."""
         keys, lv = self._atomic_keys, self._liveness
         if not keys or lv is None:
-            try:
-                return super()._brpop_read(**options)  # type: ignore[no-any-return]
-            except self.connection_errors:
-                self._lose()
-                raise
+            return super()._brpop_read(**options)  # type: ignore[no-any-return]
         self._atomic_keys = None
         try:
             try:
                 self.client.parse_response(self.client.connection, "BLMOVE", **options)
             except self.connection_errors:
-                self._lose()
                 self.client.connection.disconnect()  # reconnect on the next round
                 raise
             if self._closing or self.connection is None:
@@ -273,19 +263,6 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
 
-    def _receive(self) -> Any:
-        """kombu's fanout (pub/sub) read; a connection error marks the connection lost."""
-        try:
-            return super()._receive()
-        except self.connection_errors:
-            self._lose()
-            raise
-
-    def _lose(self) -> None:
-        """The broker connection failed: its channels close without handing anything back."""
-        if self.connection is not None:
-            self.connection.lost = True
-
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         """Hand back one message at close (kombu's), unless another worker holds it by now."""
         if not self.ack_emulation:
@@ -313,10 +290,10 @@ class Channel(kombu_redis.Channel):
     def close(self) -> None:
         """kombu's close, which a broker gone while a wait was pending no longer aborts.
 
-        A closing channel hands back the messages it holds (a warm shutdown: its tasks have
-        finished, what is left was never started), unless its connection was lost: then its
-        tasks still run (Celery keeps them going) and ack through this process's own client;
-        what is never acked comes back after the visibility timeout, as in kombu.
+        A closing channel hands back the messages it holds whose tasks are not running (at a
+        warm shutdown the running ones have finished: what is left was never started). Tasks
+        still running (a lost connection: Celery keeps them going) ack through this process's
+        own client later; the liveness thread hands back any that stop without acking.
         """
         self._closing = True  # as kombu's close does first: a closing channel takes no new message
         if self._in_poll:
@@ -326,10 +303,14 @@ class Channel(kombu_redis.Channel):
                 pass
             except self.connection_errors:
                 pass  # the broker is gone: close the rest without it
-        lost = self.connection is not None and getattr(self.connection, "lost", False)
-        if lost and self._qos is not None and self._liveness is not None:
-            self._qos.restore_at_shutdown = False
-            self._liveness.orphan(list(self._qos._delivered), float(self.visibility_timeout))
+        lv = self._liveness
+        if lv is not None and lv.running is not None and self._qos is not None:
+            running = lv.running()
+            delivered = self._qos._delivered
+            busy = list(delivered) if running is None else [t for t in delivered if t in running]
+            for tag in busy:  # kombu hands back the rest
+                delivered.pop(tag, None)
+            lv.orphan(busy, float(self.visibility_timeout))
         super().close()
         if self._liveness is not None:
             self._liveness.detach(self)
@@ -339,5 +320,3 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with Quorum's channel."""
 
     Channel = Channel
-    #: Set when a channel's broker connection failed (Celery then closes and reconnects).
-    lost = False

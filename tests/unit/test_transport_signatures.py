@@ -25,7 +25,6 @@ RECORDED = {
     (kombu_redis.Channel, "_brpop_read"): "(self, **options)",
     (kombu_redis.Channel, "_restore"): "(self, message, leftmost=False)",
     (kombu_redis.Channel, "close"): "(self)",
-    (kombu_redis.Channel, "_receive"): "(self)",
     (kombu_redis.Channel, "_do_restore_message"): (
         "(self, payload, exchange, routing_key, pipe, leftmost=False)"
     ),
