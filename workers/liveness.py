@@ -165,8 +165,8 @@ class Liveness:
         self.held: set[str] = set()
         self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
         self._claimed: set[str] = set()
-        #: Held messages of channels whose connection was lost: tag -> [when to hand it back
-        #: (monotonic) unless acked by then, seen not running at the last refresh].
+        #: Held messages of closed channels whose tasks were running: tag -> [when to hand it
+        #: back (monotonic) unless acked by then, since when it has not been running or None].
         self._orphans: dict[str, list[Any]] = {}
         #: The delivery tags this process is still working on (the Celery layer's view), or None.
         self.running: Callable[[], set[str] | None] | None = None
@@ -204,7 +204,7 @@ class Liveness:
         any not acked within the visibility timeout is handed back, as kombu would."""
         due = monotonic() + visibility_timeout
         for tag in tags:
-            self._orphans.setdefault(tag, [due, False])
+            self._orphans.setdefault(tag, [due, None])
 
     def _run(self) -> None:
         while not self._stop.wait(self._next_wait()):
@@ -262,18 +262,23 @@ class Liveness:
             self._restore_claimed()
 
     def _settle_orphans(self, now: float) -> None:
-        """Hand back the lost channels' messages whose tasks will not ack them: not running on
-        two refreshes in a row (never started, or dropped), or past the visibility timeout."""
+        """Hand back the lost channels' messages whose tasks will not ack them: not running for
+        longer than an ack may take to get through (Celery marks a task done, then acks), or
+        past the visibility timeout."""
         running = self.running() if self.running is not None else None
+        grace = ACK_RETRY_S + self.window
         for tag, state in list(self._orphans.items()):
             if tag not in self.held:
                 del self._orphans[tag]  # acked (or restored) since
-            elif state[0] <= now or (running is not None and tag not in running and state[1]):
+                continue
+            if running is not None and tag in running:
+                state[1] = None
+            elif running is not None and state[1] is None:
+                state[1] = now  # stopped running (or never ran): its ack may still be on its way
+            if state[0] <= now or (state[1] is not None and now - state[1] >= grace):
                 del self._orphans[tag]
                 self._claimed.add(tag)
-                logger.warning("liveness: handing back %s (held over a lost connection, not running)", tag)
-            else:
-                state[1] = running is not None and tag not in running
+                logger.warning("liveness: handing back %s (held over a lost connection, not acked)", tag)
 
     def _restore_claimed(self) -> None:
         """Put the messages this process took over back on their queues (retried next refresh)."""

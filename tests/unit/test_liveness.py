@@ -67,18 +67,20 @@ def test_a_holder_knows_its_previous_runs_by_name_host_and_a_gone_pid() -> None:
 
 class _Lv(liveness.Liveness):
     def __init__(self, running: set[str] | None) -> None:  # only the orphan bookkeeping
-        self.held, self._orphans, self._claimed = set(), {}, set()
+        self.held, self._orphans, self._claimed, self.window = set(), {}, set(), 4.0
         self.running = (lambda: running) if running is not None else None
 
 
-def test_a_lost_channels_message_not_running_twice_in_a_row_is_handed_back() -> None:
+def test_a_closed_channels_message_not_running_past_the_ack_grace_is_handed_back() -> None:
     lv = _Lv(running={"busy"})
     lv.held |= {"busy", "dropped", "acked"}
     lv.orphan(["busy", "dropped", "acked"], visibility_timeout=3600)
     lv.held.discard("acked")
     lv._settle_orphans(now=0)
     assert lv._claimed == set() and set(lv._orphans) == {"busy", "dropped"}
-    lv._settle_orphans(now=1)
+    lv._settle_orphans(now=liveness.ACK_RETRY_S)  # its ack may still be retrying
+    assert lv._claimed == set()
+    lv._settle_orphans(now=liveness.ACK_RETRY_S + 4.0)
     assert lv._claimed == {"dropped"} and set(lv._orphans) == {"busy"}
 
 
