@@ -16,17 +16,9 @@ from pathlib import Path
 from bench.report import OUT_DIR, Section, header, timed_run, write_json
 
 BENCHMARKS = (
-    "failover",
-    "latency",
-    "accuracy",
-    "selection",
-    "pools",
-    "scaling",
-    "cpu",
-    "peer",
-    "status",
+    "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "recovery", "peer", "status",
     "bytes",
-)
+)  # fmt: skip
 
 
 def run_one(name: str, full: bool) -> Section:

@@ -7,8 +7,8 @@ in the same fallback chain (``claude`` → ``openai`` → ``gemini``):
    median/p95 and Quorum/LiteLLM ratios;
 2. throughput at equal in-flight concurrency: N requests always outstanding, one Quorum worker
    (threads pool) vs the Router's ``acompletion`` with N tasks in one process; jobs/s;
-3. loss when the process is SIGKILLed mid-flight: Quorum's worker (a new one started after the
-   visibility timeout) vs a child process running the Router; answered / sent.
+3. loss when the process is SIGKILLed mid-flight: Quorum's worker (a new one started at once,
+   shipped defaults) vs a child process running the Router; answered / sent.
 
 LiteLLM is an optional extra (``pip install -e ".[bench]"``); without it the section says so.
 """
@@ -57,7 +57,6 @@ MAX_TOKENS = 1024  # what Quorum's Anthropic adapter sends; LiteLLM sends it to 
 FAILOVER_MS = 20.0  # part 1: fixed provider latency; the down primary answers 503 at once
 LOAD_MS, LOAD_SIGMA = 300.0, 0.25  # part 2
 KILL_MS, KILL_SIGMA = 1000.0, 0.4  # part 3
-VISIBILITY_S = 5  # part 3: redelivery delay of a dead worker's un-acked tasks
 IN_FLIGHT = 32  # part 2
 WORKER_CONCURRENCY = 64  # ≥ in-flight requests (the job's own extract task needs threads too)
 POLL_S = 0.01
@@ -401,12 +400,13 @@ def _throughput(
 def _quorum_kill(
     b: Bench, emails: list[str], m: int, kill_after: float, wait_s: float, meanwhile: Callable[[], int]
 ) -> dict[str, Any]:
-    """Send ``m`` jobs, SIGKILL the worker ``kill_after`` s later, start a new worker once the
-    visibility timeout has passed (it restores the dead worker's un-acked tasks at start-up: kombu's
-    periodic sweep runs only every ~100 s), count the jobs that end with an answer.
+    """Send ``m`` jobs, SIGKILL the worker ``kill_after`` s later, start a new worker (another node
+    name) as soon as the LiteLLM side is done, count the jobs that end with an answer. The new
+    worker hands back the dead one's un-acked tasks once the dead one's liveness has lapsed
+    (``workers.liveness``; shipped defaults, no visibility timeout involved).
 
-    ``meanwhile`` runs while no worker exists (the LiteLLM side, so the wait is not idle time) and
-    returns the provider calls it made, which are not Quorum's."""
+    ``meanwhile`` runs while no worker exists (the LiteLLM side) and returns the provider calls
+    it made, which are not Quorum's."""
     producer = producer_for(b)
     calls0 = counts(b)[0]
     try:
@@ -419,8 +419,7 @@ def _quorum_kill(
     killed_at = time.monotonic()
     before = statuses(b, ids).count("SUCCESS")
     others = meanwhile()
-    time.sleep(max(0.0, killed_at + VISIBILITY_S + 0.5 - time.monotonic()))
-    b.start_workers(1, "threads", WORKER_CONCURRENCY)  # the same worker again
+    b.start_workers(1, "threads", WORKER_CONCURRENCY)  # a replacement, at once
     restarted_s = time.monotonic() - killed_at
     until = time.monotonic() + wait_s
     states: list[str | None] = []
@@ -537,7 +536,8 @@ def _kill(b: Bench, emails: list[str], m: int, kill_after: float) -> dict[str, A
         "latency_ms": KILL_MS,
         "sigma": KILL_SIGMA,
         "kill_after_s": kill_after,
-        "visibility_timeout_s": VISIBILITY_S,
+        "visibility_timeout_s": b.settings.visibility_timeout_s,
+        "liveness_window_s": b.settings.liveness_window_s,
     }
 
     def litellm_side() -> int:
@@ -566,7 +566,6 @@ def run(full: bool = False) -> Section:
         profile=quiet_profile(FAILOVER_MS, seed=11),
         consecutive_failures=1_000_000,
         min_calls=1_000_000,
-        visibility_timeout_s=VISIBILITY_S,
     ) as b:
         router = litellm.Router(**router_config(b.emulator.url))
         failover = _failover(b, router, emails, rounds, warm=3, seed=3)
@@ -671,10 +670,11 @@ def _section(failover: dict[str, Any], load: dict[str, Any], kill: dict[str, Any
         f"(sigma {KILL_SIGMA}), the process SIGKILLed {kill['kill_after_s']:g} s after sending. "
         "LiteLLM: the Router runs in a child process; its in-flight requests die with it (nothing "
         "persists them; a caller would have to resend). Quorum: the worker's process group is killed "
-        "(the LiteLLM side runs while Quorum has no worker, waiting out the visibility timeout); "
-        f"a new worker starts {kq['new_worker_after_s']:.1f} s later (visibility timeout set to "
-        f"{VISIBILITY_S} s for this run; default 900 s) and restores the un-acked tasks at start-up "
-        f"(all done {kq['all_done_after_kill_s']:.1f} s after the kill).\n\n"
+        "(the LiteLLM side runs while Quorum has no worker); "
+        f"a new worker starts {kq['new_worker_after_s']:.1f} s later, with the shipped defaults "
+        f"(liveness window {kill['liveness_window_s']:g} s, visibility timeout "
+        f"{kill['visibility_timeout_s']} s), and hands back the dead worker's un-acked tasks once its "
+        f"liveness has lapsed (all done {kq['all_done_after_kill_s']:.1f} s after the kill).\n\n"
         f"{kill_md}\n\n"
         "Emulator compatibility: LiteLLM sends Claude models that its model map marks "
         "`supports_native_structured_output` Anthropic's native `output_format`, which the emulator "

@@ -195,7 +195,15 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="quorum:", min_length=1)
     result_expires_s: int = Field(default=86_400, ge=60)
     visibility_timeout_s: int = Field(
-        default=900, ge=1, description="Redelivery delay of un-acked tasks; above any deadline."
+        default=3600,
+        ge=1,
+        description="Fallback redelivery of un-acked tasks whose holder is not alive; above any deadline.",
+    )
+    liveness_window_s: float = Field(
+        default=4.0,
+        ge=1.0,
+        le=300.0,
+        description="A worker silent this long is dead: live workers hand back its tasks.",
     )
     worker_concurrency: int = Field(default=32, ge=1, le=1024, description="Threads per worker.")
     emulator_url: str | None = Field(

@@ -11,15 +11,14 @@ import logging
 
 from celery import Celery
 from celery.app import trace
-from celery.signals import worker_init
+from celery.signals import celeryd_init, worker_init
+from celery.worker import state as worker_state
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
 from orchestration.scoring import SCORERS
-from workers import atomic_receive, broker_fixes, einfo_speedup, embedded
+from workers import einfo_speedup, embedded
 
-broker_fixes.install()  # a Redis restart must not make busy workers exit (see broker_fixes)
-atomic_receive.install()  # a message is in Redis until it is recorded as un-acked (see atomic_receive)
 einfo_speedup.install()  # a task's exception costs no copy of the tracer's code positions
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
@@ -82,7 +81,13 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        # Atomic receive and crash recovery by liveness (workers.transport), no kombu patching.
+        broker_transport="workers.transport:Transport",
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "liveness_window": settings.liveness_window_s,
+            "running_tags": "workers.app:running_delivery_tags",
+        },
         result_backend_transport_options={"retry_policy": {"timeout": REDIS_OUTAGE_GRACE_S}},
         redis_backend_health_check_interval=10,
         broker_heartbeat=0,
@@ -105,6 +110,28 @@ def _refuse_unconfigured(sender: object = None, **_: object) -> None:
     """A worker without a configured (or embedded) Redis stops with a clear message."""
     if not app.conf.quorum_configured:
         raise unconfigured_error()
+
+
+def running_delivery_tags() -> set[str] | None:
+    """Delivery tags of the task messages this worker still works on (None: ask again later).
+
+    After a lost broker connection Celery keeps its running tasks and forgets the rest (held for
+    a countdown, or dropped when storing a result failed): the transport hands those back.
+    """
+    try:
+        requests = (*worker_state.active_requests, *worker_state.reserved_requests)
+    except RuntimeError:  # changed size while copied: another thread started or ended a task
+        return None
+    return {r.message.delivery_tag for r in requests if r.message is not None}
+
+
+@celeryd_init.connect
+def _name_the_holder(sender: str | None = None, conf: object = None, **_: object) -> None:
+    """The transport records this worker's node name with every task message it holds, so a
+    restart under the same name hands back its previous run's messages at once."""
+    if sender and conf is not None:
+        options = dict(app.conf.broker_transport_options or {})
+        app.conf.broker_transport_options = {**options, "consumer_name": sender}
 
 
 @worker_init.connect

@@ -30,8 +30,7 @@ FAKE_KEYS = {
 
 TEST_CONFIG = """
 key_prefix = "quorum:"
-visibility_timeout_s = {visibility}
-worker_concurrency = {concurrency}
+{visibility}worker_concurrency = {concurrency}
 
 [providers.claude]
 kind = "anthropic"
@@ -97,14 +96,20 @@ class Fleet:
     emulator_url: str
     workdir: Path
     concurrency: int = 16
-    visibility_timeout_s: int = 900
+    #: None: the shipped default (crash recovery never depends on it).
+    visibility_timeout_s: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.config_path = self.workdir / "quorum.toml"
         self.config_path.write_text(
-            TEST_CONFIG.format(visibility=self.visibility_timeout_s, concurrency=self.concurrency)
+            TEST_CONFIG.format(
+                visibility=""
+                if self.visibility_timeout_s is None
+                else f"visibility_timeout_s = {self.visibility_timeout_s}\n",
+                concurrency=self.concurrency,
+            )
         )
         self.env = {
             **os.environ,
@@ -122,7 +127,13 @@ class Fleet:
     # -- workers ---------------------------------------------------------------------------
 
     def start_worker(
-        self, name: str, *, pool: str = "threads", concurrency: int | None = None, queues: str = "quorum"
+        self,
+        name: str,
+        *,
+        pool: str = "threads",
+        concurrency: int | None = None,
+        queues: str = "quorum",
+        env: dict[str, str] | None = None,
     ) -> None:
         """Start ``celery -A workers.app worker`` as a real OS process and wait until it answers."""
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -131,10 +142,10 @@ class Fleet:
             "-c", str(concurrency or self.concurrency), "-n", f"{name}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle", "-Q", queues,
         ]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         self.workers[name] = proc
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded CI machine imports Celery slowly
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker {name} exited:\n{self.log(name)}")

@@ -1,9 +1,13 @@
-"""workers.atomic_receive on a bare kombu channel against a real Valkey: a message is taken and
-recorded as un-acked in one step, and a channel that closes while its wait is answered takes none."""
+"""workers.transport on a bare kombu channel against a real Valkey: a message is taken and
+recorded as un-acked with its holder in one step, and a channel that closes while its wait is
+answered takes none."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +16,9 @@ import pytest
 import redis
 from kombu import Connection, Consumer, Producer, Queue
 
-from workers import app as _app  # noqa: F401 - installs the receive patches, as a worker does
+from workers.liveness import LIVENESS_KEY, OWNER_KEY
+
+TRANSPORT = "workers.transport:Transport"
 
 
 @pytest.fixture
@@ -25,14 +31,14 @@ def queue(redis_url: str) -> Iterator[tuple[Queue, redis.Redis]]:
 
 
 def _publish(url: str, queue: Queue, body: dict[str, int]) -> None:
-    with Connection(url) as conn:
+    with Connection(url) as conn:  # a producer on stock kombu
         Producer(conn.channel()).publish(body, routing_key=queue.routing_key, declare=[queue])
 
 
 def test_a_message_is_taken_and_recorded_as_unacked_in_one_step(redis_url: str, queue) -> None:
     q, client = queue
     got = []
-    with Connection(redis_url) as conn:
+    with Connection(redis_url, transport=TRANSPORT) as conn:
         channel = conn.channel()
         Consumer(channel, [q], callbacks=[lambda body, message: got.append(message)]).consume()
         _publish(redis_url, q, {"n": 1})
@@ -40,9 +46,12 @@ def test_a_message_is_taken_and_recorded_as_unacked_in_one_step(redis_url: str, 
         assert [m.payload for m in got] == [{"n": 1}]
         tag = got[0].delivery_tag
         assert client.llen(q.name) == 0 and client.hexists("unacked", tag)  # in Redis, as un-acked
+        holder = client.hget(OWNER_KEY, tag)  # ... with its holder, which is alive
+        assert holder and client.zscore(LIVENESS_KEY, holder) is not None
         got[0].ack()
-        assert not client.hexists("unacked", tag)
+        assert not client.hexists("unacked", tag) and not client.hexists(OWNER_KEY, tag)
         channel.close()
+    assert client.zscore(LIVENESS_KEY, holder) is None, "a clean close holding nothing deregisters"
 
 
 def test_a_channel_closing_while_its_wait_is_answered_leaves_the_message_queued(
@@ -50,7 +59,7 @@ def test_a_channel_closing_while_its_wait_is_answered_leaves_the_message_queued(
 ) -> None:
     q, client = queue
     got = []
-    with Connection(redis_url) as conn:
+    with Connection(redis_url, transport=TRANSPORT) as conn:
         channel = conn.channel()
         Consumer(channel, [q], callbacks=[lambda body, message: got.append(message)]).consume()
         with pytest.raises(socket.timeout):
@@ -60,3 +69,121 @@ def test_a_channel_closing_while_its_wait_is_answered_leaves_the_message_queued(
         channel.close()
     assert got == []
     assert client.llen(q.name) == 1, "the message left the queue with a closing channel"
+
+
+# --------------------------------------------------------------------------- liveness
+
+
+def _hold_as(client: redis.Redis, q: Queue, holder: str, body: dict[str, int]) -> str:
+    """A message taken by ``holder`` and never acked: queued, then moved to un-acked as its receive
+    script would (kombu's JSON, the un-acked hash and index, the holder)."""
+    tag = uuid.uuid4().hex
+    raw = {
+        "body": json.dumps(body), "content-encoding": "utf-8", "content-type": "application/json",
+        "headers": {}, "properties": {
+            "delivery_tag": tag, "body_encoding": "utf-8", "delivery_mode": 2, "priority": 0,
+            "delivery_info": {"exchange": q.exchange.name, "routing_key": q.routing_key},
+        },
+    }  # fmt: skip
+    sec, usec = client.time()
+    client.zadd("unacked_index", {tag: sec + usec / 1e6})
+    client.hset("unacked", tag, json.dumps([raw, q.exchange.name, q.routing_key]))
+    client.hset(OWNER_KEY, tag, holder)
+    return tag
+
+
+def _declare(url: str, q: Queue) -> None:
+    with Connection(url) as conn:
+        q(conn.channel()).declare()
+
+
+def _consume(conn: Connection, q: Queue, got: list) -> None:
+    Consumer(conn.channel(), [q], callbacks=[lambda body, message: got.append(message)]).consume()
+
+
+def _drain_until(conn: Connection, got: list, until: float) -> None:
+    while not got and time.monotonic() < until:
+        with contextlib.suppress(socket.timeout):
+            conn.drain_events(timeout=0.2)
+
+
+def test_a_lapsed_holders_message_is_restored_once_by_a_live_consumer(redis_url: str, queue) -> None:
+    q, client = queue
+    _declare(redis_url, q)
+    ghost = f"ghost@nowhere|nowhere|1|{uuid.uuid4().hex[:12]}"
+    sec, _ = client.time()
+    client.zadd(LIVENESS_KEY, {ghost: sec - 100})  # last refreshed 100 s ago: dead
+    tag = _hold_as(client, q, ghost, {"n": 3})
+    got: list = []
+    options = {"liveness_window": 1.0, "visibility_timeout": 3600}
+    with Connection(redis_url, transport=TRANSPORT, transport_options=options) as conn:
+        _consume(conn, q, got)
+        _drain_until(conn, got, time.monotonic() + 10)
+        assert [m.delivery_tag for m in got] == [tag]
+        assert got[0].delivery_info["redelivered"]
+        assert client.zscore(LIVENESS_KEY, ghost) is None, "the dead holder stays registered"
+        me = client.hget(OWNER_KEY, tag)
+        assert me and me.decode() != ghost
+        got[0].ack()
+    assert client.llen(q.name) == 0 and not client.hexists("unacked", tag)
+
+
+def test_a_live_holders_message_is_never_handed_back_by_the_visibility_timeout(redis_url: str, queue) -> None:
+    q, client = queue
+    _declare(redis_url, q)
+    busy = f"busy@elsewhere|elsewhere|1|{uuid.uuid4().hex[:12]}"
+    tag = _hold_as(client, q, busy, {"n": 4})
+    client.zadd("unacked_index", {tag: 1})  # received long ago: far past any visibility timeout
+    got: list = []
+    options = {"liveness_window": 2.0, "visibility_timeout": 1, "unacked_restore_throttle": 1}
+    with Connection(redis_url, transport=TRANSPORT, transport_options=options) as conn:
+        _consume(conn, q, got)
+        until = time.monotonic() + 4  # two windows, many visibility sweeps
+        while time.monotonic() < until:
+            sec, usec = client.time()
+            client.zadd(LIVENESS_KEY, {busy: sec + usec / 1e6})  # the holder refreshes: alive
+            with contextlib.suppress(socket.timeout):
+                conn.drain_events(timeout=0.2)
+        assert got == [] and client.hget(OWNER_KEY, tag).decode() == busy
+        _drain_until(conn, got, time.monotonic() + 10)  # the holder stops refreshing: it is dead
+        assert [m.delivery_tag for m in got] == [tag]
+        got[0].ack()
+
+
+def test_a_restarted_node_hands_back_its_previous_runs_messages_at_once(redis_url: str, queue) -> None:
+    q, client = queue
+    _declare(redis_url, q)
+    name, host = f"node-{uuid.uuid4().hex[:6]}@here", socket.gethostname()
+    dead_pid = _dead_pid()
+    before = f"{name}|{host}|{dead_pid}|{uuid.uuid4().hex[:12]}"
+    sec, _ = client.time()
+    client.zadd(LIVENESS_KEY, {before: sec})  # refreshed just now: not lapsed, but its process is gone
+    tag = _hold_as(client, q, before, {"n": 5})
+    got: list = []
+    options = {"liveness_window": 300.0, "consumer_name": name}  # no lapse can explain a restore
+    with Connection(redis_url, transport=TRANSPORT, transport_options=options) as conn:
+        _consume(conn, q, got)
+        _drain_until(conn, got, time.monotonic() + 5)
+        assert [m.delivery_tag for m in got] == [tag]
+        got[0].ack()
+    assert client.zscore(LIVENESS_KEY, before) is None
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_producer_in_the_same_process_keeps_stock_kombu(redis_url: str) -> None:
+    from kombu.transport import redis as kombu_redis
+
+    from workers import app as _app
+    from workers import transport
+
+    with Connection(redis_url) as conn:
+        assert type(conn.transport) is kombu_redis.Transport
+        assert type(conn.channel()) is kombu_redis.Channel
+    assert kombu_redis.Channel._brpop_start is not transport.Channel._brpop_start
+    assert _app.app.connection_for_read().transport_cls == "workers.transport:Transport"

@@ -34,3 +34,27 @@ def test_a_worker_sends_hops_without_sent_events_and_retries_through_an_outage(
     assert policy["max_retries"] * policy["interval_max"] >= app_module.REDIS_OUTAGE_GRACE_S
     transport = app_module.app.conf.result_backend_transport_options
     assert transport["retry_policy"]["timeout"] >= app_module.REDIS_OUTAGE_GRACE_S
+
+
+def test_workers_use_quorums_transport_with_a_visibility_timeout_above_any_deadline() -> None:
+    from orchestration.config import Settings
+    from orchestration.models import MAX_DEADLINE_S
+
+    settings = Settings()
+    app = app_module.create_app(settings)
+    options = app.conf.broker_transport_options
+    assert app.conf.broker_transport == "workers.transport:Transport"
+    assert options["visibility_timeout"] == settings.visibility_timeout_s > MAX_DEADLINE_S
+    assert options["liveness_window"] == settings.liveness_window_s < 5  # recovery in seconds
+    assert app.connection_for_write().transport.Channel.__module__ == "workers.transport"
+
+
+def test_a_worker_names_itself_as_the_holder_of_its_messages() -> None:
+    conf = app_module.app.conf
+    saved = dict(conf.broker_transport_options)
+    try:
+        app_module._name_the_holder(sender="w7@host", conf=conf)
+        assert conf.broker_transport_options["consumer_name"] == "w7@host"
+        assert conf.broker_transport_options["visibility_timeout"] == saved["visibility_timeout"]
+    finally:
+        conf.broker_transport_options = saved

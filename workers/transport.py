@@ -1,0 +1,322 @@
+"""Quorum's kombu transport: kombu's Redis transport, with receive and crash recovery made safe.
+
+Selected with ``broker_transport = "workers.transport:Transport"`` (``workers.app`` does), the way
+kombu's Sentinel transport extends the Redis one; kombu's own classes are left as they are, so a
+producer or any other app in the same process keeps stock kombu. Three changes:
+
+- **Atomic receive.** kombu receives with ``BRPOP``, which takes the message out of Redis, and
+  records it as un-acked in a second round trip: a worker killed in between loses the message
+  for good (celery/celery#7950, celery/kombu#305). A channel consuming one queue with acks here
+  waits with ``BLMOVE q q RIGHT RIGHT`` (the message stays where it is), then one Lua script pops
+  it and records it as un-acked *with its holder*. A channel consuming several queues keeps
+  kombu's ``BRPOP`` (``BLMOVE`` watches one list) and records the holder with the un-acked entry.
+- **Crash recovery by liveness** (``workers.liveness``): live workers hand back the messages of a
+  worker whose liveness record lapsed, within seconds; the visibility timeout is a fallback only
+  and never hands back a message whose holder is alive, however long its task runs.
+- **Closing on a broker gone**: a connection error while draining the pending wait does not
+  abort ``close()`` (kombu 5.7 then left the channel half open and the worker exited on the
+  second close instead of reconnecting when Redis restarted).
+"""
+
+from __future__ import annotations
+
+from queue import Empty
+from time import monotonic, time
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.imports import symbol_by_name
+from kombu.utils.json import dumps, loads
+
+from orchestration.errors import ConfigError
+from workers import liveness
+from workers.liveness import LIVENESS_KEY, OWNER_KEY
+
+#: KEYS: the queue's lists in priority order, then the un-acked index, the un-acked hash, the
+#: holders and the liveness set. ARGV: the holder. Pops the first message found and records it
+#: as kombu's ``QoS.append`` would, with its holder, in one step. Replies ``{list, message,
+#: recorded}``; ``recorded`` is "0" for a message without a delivery tag (not kombu's JSON):
+#: kombu then handles it as it always has.
+RECEIVE_LUA = """
+local lists = #KEYS - 4
+for i = 1, lists do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local ok, msg = pcall(cjson.decode, item)
+    local props = ok and type(msg) == 'table' and msg['properties']
+    local tag = type(props) == 'table' and props['delivery_tag']
+    if type(tag) ~= 'string' then
+      return {KEYS[i], item, '0'}
+    end
+    local info = type(props['delivery_info']) == 'table' and props['delivery_info'] or {}
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    redis.call('ZADD', KEYS[lists + 1], now, tag)
+    redis.call('HSET', KEYS[lists + 2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'] or '')
+      .. ',' .. cjson.encode(info['routing_key'] or '') .. ']')
+    redis.call('HSET', KEYS[lists + 3], tag, ARGV[1])
+    redis.call('ZADD', KEYS[lists + 4], now, ARGV[1])
+    return {KEYS[i], item, '1'}
+  end
+end
+return false
+"""
+
+
+def _holder_alive(pipe: Any, holder: str, window: float) -> bool:
+    """Whether ``holder`` refreshed its liveness within ``window`` (server time)."""
+    score = pipe.zscore(LIVENESS_KEY, holder)
+    if score is None:
+        return False
+    sec, usec = pipe.time()
+    return bool(sec + usec / 1e6 - float(score) < window)
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's un-acked records, plus who holds each message; acks survive a reconnect."""
+
+    def _liveness(self) -> liveness.Liveness | None:
+        return self.channel._liveness  # type: ignore[no-any-return]
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Record the message as un-acked with its holder (unless the receive script did)."""
+        lv, recorded = self._liveness(), self.channel._recorded
+        if delivery_tag in recorded:
+            recorded.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # in memory only: Redis has it
+            return
+        if lv is None:
+            super().append(message, delivery_tag)
+            return
+        info = message.delivery_info
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
+                self.unacked_key, delivery_tag, dumps([message._raw, info["exchange"], info["routing_key"]])
+            ).hset(OWNER_KEY, delivery_tag, lv.me.member).execute()
+        lv.held.add(delivery_tag)
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        """kombu's ack through this process's own client, unless another worker holds it now."""
+        lv = self._liveness()
+        if lv is None:
+            super().ack(delivery_tag)
+            return
+        lv.ack_script(
+            keys=[self.unacked_index_key, self.unacked_key, OWNER_KEY],
+            args=[delivery_tag, lv.me.member],
+            client=lv.client,
+        )
+        lv.held.discard(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """kombu's reject, through this process's own client (see ``ack``)."""
+        lv = self._liveness()
+        if lv is None:
+            super().reject(delivery_tag, requeue=requeue)
+            return
+        if requeue:
+            self.restore_by_tag(delivery_tag, client=lv.client, leftmost=True)
+            lv.held.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+        else:
+            self.ack(delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        with self.pipe_or_acquire(pipe) as pipe:
+            return (
+                pipe.zrem(self.unacked_index_key, delivery_tag)
+                .hdel(self.unacked_key, delivery_tag)
+                .hdel(OWNER_KEY, delivery_tag)
+            )
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's restore, except of a message whose holder is another live worker."""
+        lv = self._liveness()
+        me = lv.me.member if lv is not None else None
+        window = self.channel.liveness_window
+
+        def restore_transaction(pipe: Any) -> None:
+            p = pipe.hget(self.unacked_key, tag)
+            owner = pipe.hget(OWNER_KEY, tag)
+            live = owner is not None and bytes_to_str(owner) != me
+            live = live and _holder_alive(pipe, bytes_to_str(owner), window)
+            pipe.multi()
+            if live:
+                return  # a live worker runs it: never hand back live work, however long it runs
+            self._remove_from_indices(tag, pipe)
+            if p:
+                M, EX, RK = loads(bytes_to_str(p))
+                self.channel._do_restore_message(M, EX, RK, pipe, leftmost)
+
+        with self.channel.conn_or_acquire(client) as client:
+            client.transaction(restore_transaction, self.unacked_key, OWNER_KEY)
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel with the atomic receive, holders and liveness (see the module)."""
+
+    QoS = QoS
+    _liveness: liveness.Liveness | None = None
+
+    #: Seconds without a liveness refresh after which a worker is dead (transport option).
+    liveness_window = liveness.DEFAULT_WINDOW_S
+    #: This worker's node name (transport option; the Celery worker sets its ``-n`` name).
+    consumer_name: str | None = None
+
+    #: Dotted path of a function giving the delivery tags this process still works on (transport
+    #: option; the Celery layer's view): after a lost connection, the others are handed back.
+    running_tags: str | None = None
+
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "liveness_window",
+        "consumer_name",
+        "running_tags",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ConfigError(
+                "workers.transport does not support the global_keyprefix transport option",
+                key="broker_transport_options.global_keyprefix",
+            )
+        self._atomic_keys: list[str] | None = None
+        self._recorded: set[str] = set()
+        self._no_ack_queues: set[str] = set()
+        self._liveness: liveness.Liveness | None = None
+        self._receive_client: Any = None
+        self._receive_script: Any = None
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        """Consume ``queue``; a consumer with acks registers this process's liveness first."""
+        no_ack = kwargs.get("no_ack", args[0] if args else False)
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+            if self._liveness is None and self.ack_emulation:
+                self._liveness = liveness.for_channel(
+                    self._connparams(), self.consumer_name, float(self.liveness_window)
+                )
+            if self._liveness is not None:
+                if self.running_tags and self._liveness.running is None:
+                    self._liveness.running = symbol_by_name(self.running_tags)
+                self._liveness.attach(self)
+        return super().basic_consume(queue, *args, **kwargs)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Wait for the one consumed queue without taking its message (kombu's BRPOP otherwise)."""
+        queues = self.active_queues
+        if len(queues) != 1 or queues[0] in self._no_ack_queues or self._liveness is None:
+            self._atomic_keys = None
+            super()._brpop_start(timeout)
+            return
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queue = self._queue_cycle.consume(1)[0]
+        self._atomic_keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        head = self._atomic_keys[0]
+        self.client.connection.send_command("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """The wait is over (a message came or the timeout passed): take one message, atomically."""
+        keys, lv = self._atomic_keys, self._liveness
+        if not keys or lv is None:
+            return super()._brpop_read(**options)  # type: ignore[no-any-return]
+        self._atomic_keys = None
+        try:
+            try:
+                self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # reconnect on the next round
+                raise
+            if self._closing or self.connection is None:
+                raise Empty()  # closing: the message stays queued for another consumer
+            if self._receive_client is None:
+                self._receive_client = self._create_client()
+                self._receive_script = self._receive_client.register_script(RECEIVE_LUA)
+            reply = self._receive_script(
+                keys=[*keys, self.unacked_index_key, self.unacked_key, OWNER_KEY, LIVENESS_KEY],
+                args=[lv.me.member],
+                client=self._receive_client,
+            )
+            if not reply:
+                raise Empty()
+            key, item, recorded = (bytes_to_str(v) for v in reply)
+            payload = loads(item)
+            if recorded == "1":
+                tag = payload["properties"]["delivery_tag"]
+                self._recorded.add(tag)
+                lv.held.add(tag)
+            dest = key.rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        """Hand back one message at close (kombu's), unless another worker holds it by now."""
+        if not self.ack_emulation:
+            super()._restore(message, leftmost)
+            return
+        tag, lv = message.delivery_tag, self._liveness
+        me = lv.me.member if lv is not None else None
+
+        def restore_transaction(pipe: Any) -> None:
+            p = pipe.hget(self.unacked_key, tag)
+            owner = pipe.hget(OWNER_KEY, tag)
+            pipe.multi()
+            if owner is not None and bytes_to_str(owner) != me:
+                return  # swept while this worker was frozen: restored already
+            pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag).hdel(OWNER_KEY, tag)
+            if p:
+                M, EX, RK = loads(bytes_to_str(p))
+                self._do_restore_message(M, EX, RK, pipe, leftmost)
+
+        with self.conn_or_acquire() as client:
+            client.transaction(restore_transaction, self.unacked_key, OWNER_KEY)
+        if lv is not None:
+            lv.held.discard(tag)
+
+    def close(self) -> None:
+        """kombu's close, which a broker gone while a wait was pending no longer aborts.
+
+        A closing channel hands back the messages it holds whose tasks are not running (at a
+        warm shutdown the running ones have finished: what is left was never started). Tasks
+        still running (a lost connection: Celery keeps them going) ack through this process's
+        own client later; the liveness thread hands back any that stop without acking.
+        """
+        self._closing = True  # as kombu's close does first: a closing channel takes no new message
+        if self._in_poll:
+            try:
+                self._brpop_read()
+            except Empty:
+                pass
+            except self.connection_errors:
+                pass  # the broker is gone: close the rest without it
+        lv = self._liveness
+        if lv is not None and lv.running is not None and self._qos is not None:
+            running = lv.running()
+            delivered = self._qos._delivered
+            busy = list(delivered) if running is None else [t for t in delivered if t in running]
+            for tag in busy:  # kombu hands back the rest
+                delivered.pop(tag, None)
+            lv.orphan(busy, float(self.visibility_timeout))
+        super().close()
+        if self._liveness is not None:
+            self._liveness.detach(self)
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with Quorum's channel."""
+
+    Channel = Channel
