@@ -36,7 +36,9 @@ from workers.liveness import LIVENESS_KEY, OWNER_KEY
 
 #: KEYS: the queue's lists in priority order, then the un-acked index, the un-acked hash, the
 #: holders and the liveness set. ARGV: the holder. Pops the first message found and records it
-#: as kombu's ``QoS.append`` would, with its holder, in one step. Replies ``{list, message,
+#: as kombu's ``QoS.append`` would, with its holder, in one step. The record names the queue the
+#: message was taken from (anonymous exchange, routing key = the queue), never the routing fields
+#: the sender wrote in the message: a restore puts it back where it was. Replies ``{list, message,
 #: recorded}``; ``recorded`` is "0" for a message without a delivery tag (not kombu's JSON):
 #: kombu then handles it as it always has.
 RECEIVE_LUA = """
@@ -50,12 +52,10 @@ for i = 1, lists do
     if type(tag) ~= 'string' then
       return {KEYS[i], item, '0'}
     end
-    local info = type(props['delivery_info']) == 'table' and props['delivery_info'] or {}
     local t = redis.call('TIME')
     local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
     redis.call('ZADD', KEYS[lists + 1], now, tag)
-    redis.call('HSET', KEYS[lists + 2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'] or '')
-      .. ',' .. cjson.encode(info['routing_key'] or '') .. ']')
+    redis.call('HSET', KEYS[lists + 2], tag, '[' .. item .. ',"",' .. cjson.encode(KEYS[1]) .. ']')
     redis.call('HSET', KEYS[lists + 3], tag, ARGV[1])
     redis.call('ZADD', KEYS[lists + 4], now, ARGV[1])
     return {KEYS[i], item, '1'}
@@ -90,13 +90,19 @@ class QoS(kombu_redis.QoS):
         if lv is None:
             super().append(message, delivery_tag)
             return
-        info = message.delivery_info
         with self.pipe_or_acquire() as pipe:
             pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
-                self.unacked_key, delivery_tag, dumps([message._raw, info["exchange"], info["routing_key"]])
+                self.unacked_key, delivery_tag, dumps([message._raw, "", self._source_queue(message)])
             ).hset(OWNER_KEY, delivery_tag, lv.me.member).execute()
         lv.held.add(delivery_tag)
         virtual.QoS.append(self, message, delivery_tag)
+
+    def _source_queue(self, message: Any) -> str:
+        """Where a message taken by kombu's BRPOP goes back: the consumed queue its routing key
+        names, else the first consumed queue (never a list the sender chose)."""
+        queues = list(self.channel.active_queues)
+        routing_key = message.delivery_info.get("routing_key")
+        return routing_key if routing_key in queues else queues[0]
 
     def ack(self, delivery_tag: str) -> None:
         """kombu's ack through this process's own client, unless another worker holds it now."""

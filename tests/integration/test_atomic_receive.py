@@ -71,6 +71,31 @@ def test_a_channel_closing_while_its_wait_is_answered_leaves_the_message_queued(
     assert client.llen(q.name) == 1, "the message left the queue with a closing channel"
 
 
+def test_a_restored_message_goes_back_to_its_queue_whatever_its_routing_fields_say(
+    redis_url: str, queue
+) -> None:
+    """A sender writes a message's ``delivery_info``: a restore must not push it onto the list that
+    names (a Quorum state key here), only back onto the queue it was taken from."""
+    q, client = queue
+    target = f"quorum:{{openai}}:health:latency-{uuid.uuid4().hex[:6]}"
+    _publish(redis_url, q, {"n": 3})
+    raw = json.loads(client.rpop(q.name))
+    raw["properties"]["delivery_info"] = {"exchange": "", "routing_key": target}
+    client.lpush(q.name, json.dumps(raw))
+    got = []
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        channel = conn.channel()
+        Consumer(channel, [q], callbacks=[lambda body, message: got.append(message)]).consume()
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [{"n": 3}]
+        channel.close()  # not acked: handed back
+    try:
+        assert client.llen(q.name) == 1, "the message was not handed back to its queue"
+        assert not client.exists(target), "the restore followed the sender's routing fields"
+    finally:
+        client.delete(target)
+
+
 # --------------------------------------------------------------------------- liveness
 
 
