@@ -101,6 +101,10 @@ class BadRequestError(ProviderError):
     counts_for_breaker = False
 
 
+class UnsupportedModeError(BadRequestError):
+    """The server refused the structured-output mode (e.g. ``response_format``), not the job."""
+
+
 class InvalidOutputError(ProviderError):
     """The provider answered, but the JSON was malformed or failed the schema."""
 
@@ -146,6 +150,7 @@ ERROR_TYPES: dict[str, type[QuorumError]] = {
         OverloadedError,
         AuthError,
         BadRequestError,
+        UnsupportedModeError,
         InvalidOutputError,
         ProviderUnavailableError,
         AllProvidersFailedError,
