@@ -56,7 +56,6 @@ class RedisModeMemory:
         key = output_mode_key(self.prefix, provider)
         try:
             with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
                 pipe.hset(key, mapping={"mode": mode, "server": server, "at": f"{time.time():.3f}"})
                 pipe.expire(key, MODE_TTL_S)
                 pipe.execute()
