@@ -13,7 +13,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,6 +79,16 @@ class ProviderConfig(_Section):
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, fleet-wide.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, fleet-wide.")
     daily_budget_usd: float | None = Field(default=None, gt=0)
+    structured_output: Literal["auto", "json_schema", "json_object", "tools", "prompt"] = Field(
+        default="auto",
+        description="openai/openai_compatible: how to ask for JSON; auto falls back and remembers.",
+    )
+
+    @model_validator(mode="after")
+    def _structured_output_kind(self) -> ProviderConfig:
+        if self.structured_output != "auto" and self.kind not in ("openai", "openai_compatible"):
+            raise ValueError("structured_output applies to openai and openai_compatible providers only")
+        return self
 
     def effective_base_url(self, name: str, emulator_url: str | None) -> str | None:
         """Where the SDK should send requests: the emulator's route for ``name`` when one is set.

@@ -155,6 +155,10 @@ class BadRequestError(ProviderError):
     blame = "request"
 
 
+class UnsupportedModeError(BadRequestError):
+    """The server refused the structured-output mode (e.g. ``response_format``), not the job."""
+
+
 class InvalidOutputError(ProviderError):
     """The provider answered, but the JSON was malformed or failed the schema.
 
@@ -210,6 +214,7 @@ ERROR_TYPES: dict[str, type[QuorumError]] = {
         OverloadedError,
         AuthError,
         BadRequestError,
+        UnsupportedModeError,
         InvalidOutputError,
         ProviderUnavailableError,
         AllProvidersFailedError,

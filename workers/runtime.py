@@ -24,6 +24,7 @@ from orchestration.state.budget import BudgetGate
 from orchestration.state.costs import job_micro_usd, record_cost, record_job
 from orchestration.state.fleet import FleetSetting, read_fleet
 from orchestration.state.health import record_call
+from orchestration.state.output_mode import RedisModeMemory
 from orchestration.state.quality import QualityGate
 from orchestration.state.ratelimit import RateLimitGate
 from orchestration.state.resilient import ResilientBreaker, fast_fail_client
@@ -208,7 +209,9 @@ def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         redis=state_client(url),
         fast_redis=fast,
-        providers=ProviderRegistry(settings, env=os.environ),
+        providers=ProviderRegistry(
+            settings, env=os.environ, modes=RedisModeMemory(fast, settings.key_prefix)
+        ),
         breaker=breaker,
         budget=BudgetGate(fast, settings.key_prefix, settings),
         limits=RateLimitGate(fast, settings.key_prefix, settings),

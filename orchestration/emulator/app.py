@@ -31,6 +31,7 @@ from orchestration.emulator.profile import EmulatorProfile, ProviderProfile, loa
 from orchestration.emulator.state import EmulatorState, ProviderState
 from orchestration.emulator.wire import Call, Reply, Wire, WireError, estimate_tokens
 from orchestration.emulator.wire.anthropic import AnthropicWire
+from orchestration.emulator.wire.flavours import Refused
 from orchestration.emulator.wire.gemini import GeminiWire
 from orchestration.emulator.wire.openai import OpenAIWire
 from orchestration.prompts import email_from_prompt
@@ -107,7 +108,10 @@ class Emulator:
             state.errors["auth"] += 1
             return await self._error(wire, "auth", prof, scope, receive, send)
         try:
-            call = wire.parse(json.loads(raw), scope.get("path_params", {}))
+            call = wire.parse(json.loads(raw), {**scope.get("path_params", {}), "flavour": prof.flavour})
+        except Refused as e:  # the flavour's own refusal of a structured-output request
+            state.errors["refused"] += 1
+            return await JSONResponse(e.reply.body, e.reply.status, e.reply.headers)(scope, receive, send)
         except (ValueError, WireError) as e:
             state.errors["bad_request"] += 1
             msg = str(e) if isinstance(e, WireError) else "The request body is not valid JSON."
@@ -150,6 +154,8 @@ class Emulator:
                 content = text = answers.malformed(text, rng)
             else:
                 content = data if wire.name == "anthropic" else text
+            if call.fenced:
+                content = text = f"```json\n{text}\n```"
         else:
             scale = answers.noise_scale(prof, call.temperature)
             text = generation.respond(call.system, call.user, prof, rng, scale)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from orchestration.emulator.wire.flavours import Flavour
+
 FaultKind = Literal[
     "rate_limit", "server", "unavailable", "overloaded", "hang", "reset",
     "malformed", "schema", "bad_request", "auth",
@@ -83,6 +85,9 @@ class ProviderProfile(_Strict):
         default=0.25, ge=0, le=5, description="Noise and defect rates scale by 1 + this * temperature."
     )
     seed: int | None = None
+    flavour: Flavour = Field(
+        default="openai", description="OpenAI-compatible server whose request shapes and errors to serve."
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> ProviderProfile:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from orchestration.config import ProviderConfig, Settings
 from orchestration.errors import AuthError, InvalidRequestError
 from orchestration.providers.base import Provider
+from orchestration.providers.output_modes import LocalModeMemory, ModeMemory
 
 EMULATED_KEY = "emulated"
 LOCAL_KEY = "not-needed"
@@ -71,8 +73,9 @@ def resolve_api_key(name: str, config: ProviderConfig, *, emulated: bool, env: M
 
 
 def build_provider(name: str, config: ProviderConfig, *, emulator_url: str | None,
-                   env: Mapping[str, str]) -> Provider:  # fmt: skip
-    """A ready provider for ``name``: the adapter of ``config.kind`` with its key and base URL."""
+                   env: Mapping[str, str], modes: ModeMemory | None = None) -> Provider:  # fmt: skip
+    """A ready provider for ``name``: the adapter of ``config.kind`` with its key and base URL;
+    OpenAI-style adapters also get their structured-output mode and where to remember it."""
     factory = _factory(config.kind)
     if factory is None:
         raise InvalidRequestError(
@@ -81,9 +84,12 @@ def build_provider(name: str, config: ProviderConfig, *, emulator_url: str | Non
             provider=name, field="kind",
         )  # fmt: skip
     api_key = resolve_api_key(name, config, emulated=bool(emulator_url), env=env)
+    extra: dict[str, Any] = {}
+    if config.kind in ("openai", "openai_compatible"):
+        extra = {"structured_output": config.structured_output, "modes": modes}
     provider = factory(
         name, config.model, api_key=api_key,
-        base_url=config.effective_base_url(name, emulator_url), timeout_s=config.timeout_s,
+        base_url=config.effective_base_url(name, emulator_url), timeout_s=config.timeout_s, **extra,
     )  # fmt: skip
     provider.max_tokens = config.max_tokens
     return provider
@@ -93,8 +99,11 @@ class ProviderRegistry:
     """One built provider per configured name per process (lazy, thread-safe); SDK clients and
     their connection pools are reused across calls."""
 
-    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None,
+                 modes: ModeMemory | None = None) -> None:  # fmt: skip
         self.settings = settings
+        #: Where ``auto`` structured output remembers each provider's working mode.
+        self.modes: ModeMemory = modes if modes is not None else LocalModeMemory()
         self._env: Mapping[str, str] = dict(os.environ if env is None else env)
         self._lock = threading.Lock()
         self._providers: dict[str, Provider] = {}
@@ -109,7 +118,7 @@ class ProviderRegistry:
             provider = self._providers.get(name)
             if provider is None:
                 provider = build_provider(name, config, emulator_url=self.settings.emulator_url,
-                                          env=self._env)  # fmt: skip
+                                          env=self._env, modes=self.modes)  # fmt: skip
                 self._providers[name] = provider
         return provider
 

@@ -124,3 +124,16 @@ def test_never_sees_intermediate_failure(clean, emulator):
         pytest.fail("job did not finish")
     assert result["chosen"] == "openai"
     assert result["attempts"][0]["error"]["type"] == "ServerError"
+
+
+def test_llama_cpp_python_server_answers_in_the_mode_it_accepts(clean, emulator):
+    """A server that answers HTTP 500 to ``json_schema`` (llama-cpp-python): the first call falls
+    back to ``json_object`` within itself, the fleet remembers it in Redis, the rest go straight
+    to it, and the refusal never reaches the breaker."""
+    emulator.configure("local", flavour="llama_cpp_python")
+    for _ in range(4):  # more than consecutive_failures = 3 in the test config
+        result = extract(clean, providers=["local"]).get(timeout=30)
+        assert result["chosen"] == "local" and all(a["ok"] for a in result["attempts"])
+    assert emulator.requests("local") == 5 and emulator.errors("local") == {"refused": 1}
+    assert clean.redis.hget("quorum:{local}:output_mode", "mode") == b"json_object"
+    assert clean.redis.hget("quorum:{local}:breaker", "consecutive") in (None, b"0")

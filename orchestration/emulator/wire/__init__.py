@@ -22,6 +22,8 @@ class Call:
     tool_name: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    #: Answer JSON inside a Markdown fence, as models do when only the prompt asks for JSON.
+    fenced: bool = False
 
 
 @dataclass(frozen=True)

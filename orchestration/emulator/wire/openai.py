@@ -19,6 +19,8 @@ from orchestration.emulator.wire import (
     retry_after_header,
     text_of,
 )
+from orchestration.emulator.wire.flavours import read_structure
+from orchestration.providers.output_modes import schema_from_system
 
 # kind -> (status, error.type, error.code, message)
 _ERRORS: dict[str, tuple[int, str, str | None, str]] = {
@@ -46,7 +48,8 @@ class OpenAIWire:
         return bearer(request)
 
     def parse(self, body: Any, path_params: dict[str, str]) -> Call:
-        """Messages (system/developer and user), response_format json_schema, sampling."""
+        """Messages (system/developer and user), structured output as the flavour reads it
+        (``path_params["flavour"]``, default ``openai``), sampling."""
         if not isinstance(body, dict):
             raise WireError("request body must be a JSON object")
         messages = body.get("messages")
@@ -64,16 +67,17 @@ class OpenAIWire:
                 system.append(text)
             elif role == "user":
                 user.append(text)
-        schema = None
-        fmt = body.get("response_format")
-        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-            spec = fmt.get("json_schema")
-            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
-                raise WireError("response_format.json_schema.schema must be an object")
-            schema = spec["schema"]
+        system_text = "\n\n".join(system)
+        said_json = "json" in f"{system_text} {' '.join(user)}".lower()
+        structure = read_structure(path_params.get("flavour", "openai"), body, said_json)
+        schema, fenced = structure.schema, False
+        if schema is None:  # json_object without a schema, or no format: the prompt's schema
+            schema = schema_from_system(system_text)
+            fenced = schema is not None and not structure.json_only
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         return Call(
-            model=model, system="\n\n".join(system), user="\n\n".join(user), schema=schema,
+            model=model, system=system_text, user="\n\n".join(user), schema=schema,
+            tool_name=structure.tool_name, fenced=fenced,
             temperature=opt_float(body.get("temperature"), "temperature"),
             max_tokens=opt_int(max_tokens, "max_tokens"),
         )  # fmt: skip
@@ -81,6 +85,16 @@ class OpenAIWire:
     def success(self, call: Call, reply: Reply) -> dict[str, Any]:
         """A ``chat.completion`` object with usage."""
         content = reply.content if isinstance(reply.content, str) else str(reply.content)
+        message: dict[str, Any] = {
+            "role": "assistant", "content": content, "refusal": None, "annotations": []
+        }  # fmt: skip
+        finish = "length" if reply.truncated else "stop"
+        if call.tool_name:
+            call_id = new_id("call_")
+            message["content"] = None
+            function = {"name": call.tool_name, "arguments": content}
+            message["tool_calls"] = [{"id": call_id, "type": "function", "function": function}]
+            finish = "length" if reply.truncated else "tool_calls"
         return {
             "id": new_id("chatcmpl-"),
             "object": "chat.completion",
@@ -89,9 +103,9 @@ class OpenAIWire:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "length" if reply.truncated else "stop",
+                    "finish_reason": finish,
                 }
             ],
             "usage": {
