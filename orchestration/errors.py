@@ -158,6 +158,12 @@ class BadRequestError(ProviderError):
 class UnsupportedModeError(BadRequestError):
     """The server refused the structured-output mode (e.g. ``response_format``), not the job."""
 
+    @property
+    def modes(self) -> list[str]:
+        """The structured-output modes the server refused, in the order they were tried."""
+        value = self._detail("modes")
+        return value if isinstance(value, list) else []
+
 
 class InvalidOutputError(ProviderError):
     """The provider answered, but the JSON was malformed or failed the schema.
