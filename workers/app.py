@@ -19,8 +19,6 @@ from orchestration.errors import ConfigError
 from orchestration.scoring import SCORERS
 from workers import einfo_speedup, embedded
 
-einfo_speedup.install()  # a task's exception costs no copy of the tracer's code positions
-
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
 #: guard) before giving up: a Redis restart or failover shorter than this loses no job. A task
 #: given up on is acknowledged, so its job would stay pending until its deadline passes unseen.
@@ -103,6 +101,13 @@ def create_app(settings: Settings | None = None) -> Celery:
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
 app = create_app()
+
+
+@worker_init.connect
+def _einfo_speedup(**_: object) -> None:
+    """Worker processes only (producers keep stock billiard): exceptions cost no copy of the
+    tracer's code positions, on the billiard versions the speed-up was written against."""
+    einfo_speedup.install()
 
 
 @worker_init.connect

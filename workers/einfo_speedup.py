@@ -1,7 +1,7 @@
 """Cheaper exception records: billiard copies code positions only when they are used.
 
 Celery wraps every exception a task raises in billiard's ``ExceptionInfo``: a failed provider
-call in a failover hop, and the ``Ignore`` that a dispatching entry task or ``Task.replace``
+call in a failover hop, and the ``Ignore`` that a dispatching entry task
 raises. On Python 3.11+, billiard's picklable copy of each code object in the traceback lists
 all its ``co_positions()`` up front. For Celery's tracer, a long function, that is thousands of
 tuples: about 0.7 ms of CPU per exception, which nothing reads unless the record is pickled.
@@ -11,10 +11,14 @@ when it is pickled (prefork pools send the record between processes).
 
 from __future__ import annotations
 
+import logging
 import types
 from typing import Any
 
+import billiard
 from billiard import einfo
+
+log = logging.getLogger("quorum.einfo")
 
 
 class LazyCode(einfo._Code):
@@ -61,6 +65,15 @@ def _rebuild(state: dict[str, Any]) -> LazyCode:
     return code
 
 
-def install() -> None:
-    """Make billiard's traceback copies use :class:`LazyCode` (idempotent)."""
+#: The billiard minor versions whose ``einfo._Code`` this replaces (a unit test pins its source).
+TESTED_BILLIARD = ((4, 2), (4, 3))
+
+
+def install() -> bool:
+    """Make billiard's traceback copies use :class:`LazyCode` in this (worker) process, on the
+    tested billiard versions only (idempotent); False, and stock billiard, on any other."""
+    if tuple(int(p) for p in billiard.__version__.split(".")[:2]) not in TESTED_BILLIARD:
+        log.warning("billiard %s is untested: cheaper exception records not installed", billiard.__version__)
+        return False
     einfo._Frame.Code = LazyCode
+    return True

@@ -390,7 +390,7 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
 
         outcomes = _wait(fleet.redis, jobs, started + deadline_s)
         # Nothing may vanish: every task message pushed is still queued or was recorded as
-        # un-acked (workers.atomic_receive closes kombu's BRPOP window).
+        # un-acked (workers.transport closes kombu's BRPOP window).
         vanished = trace.vanished(fleet.redis)
         assert not vanished, f"messages taken off the queue and never recorded: {vanished}"
         time.sleep(0.5)  # late duplicates, if any, publish now
@@ -477,7 +477,7 @@ def _only(fleet: Fleet, name: str) -> list[str]:
 @pytest.mark.timeout(90)
 def test_a_worker_killed_while_receiving_a_message_loses_nothing(fresh: Stack) -> None:
     """kombu's own receive (BRPOP, then record as un-acked) loses a message whose worker dies in
-    between (celery/celery#7950, celery/kombu#305). Quorum's receive (workers.atomic_receive) waits
+    between (celery/celery#7950, celery/kombu#305). Quorum's receive (workers.transport) waits
     without taking the message and then takes and records it in one script: a worker frozen while
     the server answers its wait, then killed, leaves the message in Redis for the next worker."""
     fleet, deadline_s = fresh.fleet, 6
@@ -688,7 +688,7 @@ def test_redis_restart_workers_reconnect_and_no_job_outlives_its_deadline(fresh:
         first = _wait(fleet.redis, before, sent_at + deadline_s + margin)
         second = _wait(fleet.redis, after, time.monotonic() + deadline_s + margin)
         # No message may leave the queue without being recorded as un-acked, even with Redis
-        # going away mid-receive (workers.atomic_receive): every job ends by its deadline.
+        # going away mid-receive (workers.transport): every job ends by its deadline.
         vanished = trace.vanished(fleet.redis)
         assert not vanished, f"messages taken off the queue and never recorded: {vanished}"
         assert all(o is not None for o in first.values()), (

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import pickle
+import subprocess
+import sys
 import traceback
 
+from billiard import einfo
 from billiard.einfo import ExceptionInfo
 
 from workers import einfo_speedup
@@ -46,3 +51,25 @@ def test_a_pickled_record_keeps_its_positions_and_formats() -> None:
     assert list(code.co_positions()) == list(_raise.__code__.co_positions())
     text = "".join(traceback.format_tb(again))
     assert "_raise" in text and "test_einfo_speedup.py" in text
+
+
+#: sha256 of the upstream code LazyCode replaces and the frame copy that uses it (billiard 4.3.2).
+UPSTREAM = {
+    "_Code": "a22aed432de129daaef01036797e5bebc5a8cfa04f5f74b2cac57b284de27471",
+    "_Frame": "e57881dfae7dbcf2b0ef67de9da7c4fbfe995e7bb72a1eba9c3d408b57f6aaea",
+}
+
+
+def test_the_patched_upstream_code_is_the_code_it_was_written_against() -> None:
+    """Fails loudly when billiard changes what the speed-up replaces: re-check LazyCode, then
+    update these digests and ``TESTED_BILLIARD``."""
+    for name, digest in UPSTREAM.items():
+        source = inspect.getsource(getattr(einfo, name))
+        assert hashlib.sha256(source.encode()).hexdigest() == digest, f"billiard.einfo.{name} changed"
+
+
+def test_importing_the_app_leaves_billiard_stock() -> None:
+    """Only a worker process installs it (worker_init): a producer importing the app does not."""
+    code = "import workers.app, billiard.einfo as e; print(e._Frame.Code.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "_Code"
