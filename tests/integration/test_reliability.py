@@ -680,7 +680,7 @@ def test_a_worker_killed_between_claiming_a_chord_body_and_sending_it_loses_no_j
             fleet.kill_worker("victim")
     outcome = _wait(fleet.redis, [job], time.monotonic() + deadline_s)[job_id]
     assert isinstance(outcome, dict), f"job {job_id}: {outcome!r}\n{_trace(fleet, {job_id: outcome})}"
-    assert sorted(_calls_of(fleet, job_id).values()) == [1, 1, 2], "the claimant's call did not come back"
+    assert max(_calls_of(fleet, job_id).values()) == 2, "the claimant's call did not come back"
     assert _deliveries(fleet, "quorum.merge")[f"{job_id}.m"] == 1
 
 
