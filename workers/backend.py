@@ -8,8 +8,9 @@ leaves the claim behind; its header task comes back to another worker within the
 (``workers.transport``), finds the claim held, and nobody ever sends the body: the job stays
 pending. Here the header task that claimed is remembered beside the claim, and when that same
 task (same id, same header index) runs again it takes the claim over and sends the body itself.
-A body sent twice (its first sender was frozen, not dead) is harmless: a body publishes behind
-the job's publication guard. Selected by ``workers.app`` as ``workers.backend:ResultBackend+redis://…``.
+The body may then be sent twice (its first sender was only frozen, or died after sending it but
+before releasing the claim): a body answers behind the job's publication guard, so the job is
+answered once. Selected by ``workers.app`` as ``workers.backend:ResultBackend+redis://…``.
 """
 
 from __future__ import annotations
