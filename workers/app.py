@@ -27,6 +27,10 @@ REDIS_OUTAGE_GRACE_S = 30.0
 #: Where an unconfigured app points until it is used; a worker refuses to start on it.
 UNCONFIGURED_URL = "redis://127.0.0.1:6379/0"
 
+#: Celery's Redis result backend with chord bodies that survive a killed worker (workers.backend),
+#: selected the way Celery selects a backend class for a URL: ``<class>+redis://…``.
+RESULT_BACKEND_CLASS = "workers.backend:ResultBackend"
+
 
 def broker_urls(settings: Settings) -> tuple[str, str] | None:
     """``(broker, backend)`` from the settings, else the running embedded server, else None."""
@@ -55,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery(
         "quorum",
         broker=broker,
-        backend=backend,
+        backend=f"{RESULT_BACKEND_CLASS}+{backend}",
         include=["workers.tasks", "workers.generation_tasks"],
         task_cls="workers.requests:QuorumTask",
     )

@@ -34,6 +34,7 @@ from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import totals
 from orchestration.state.machine import BreakerState
 from tests.integration.fleet import Fleet
+from tests.integration.redis_cut import CuttingRelay
 
 pytestmark = pytest.mark.integration
 
@@ -652,6 +653,56 @@ def test_a_worker_restarted_under_its_name_gets_its_previous_runs_call_back_once
         r"\['phoenix@[^]]*\] lapsed", logs
     )
     assert max(_calls_of(fleet, job.id).values()) == 2, "the call was not handed back exactly once"
+
+
+# --------------------------------------------------------------------------- 1d. chord body
+
+
+#: An extraction chord (best-match: no early answer) and a generation chord, as
+#: ``(entry task, its kwargs, header task, body task, the body's id suffix)``.
+CHORDS = {
+    "extract": ("quorum.extract", {"strategy": "best_match"}, "quorum.call", "quorum.merge", "m"),
+    "generate": (
+        "quorum.generate",
+        {"prompt": "Add two integers", "selector": "majority"},
+        "quorum.gen_call",
+        "quorum.gen_select",
+        "s",
+    ),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", list(CHORDS))
+def test_a_worker_killed_between_claiming_a_chord_body_and_sending_it_loses_no_job(
+    fresh: Stack, kind: str
+) -> None:
+    """The header task that completes a chord claims the sending of its body, and its worker is
+    SIGKILLed as it sends it (the body never reaches Redis). The task comes back within the
+    liveness window, while Celery's claim still holds, and sends the body itself (workers.backend)."""
+    fleet, deadline_s = fresh.fleet, 20
+    task, extra, header, body_task, suffix = CHORDS[kind]
+    job_id = f"chord-cut-{kind}-{time.time_ns()}"
+    body = f'"id": "{job_id}.{suffix}"'.encode()  # in the body message's headers, nowhere else
+    relay = CuttingRelay(("127.0.0.1", fresh.redis.port), body, lambda: fleet.kill_worker("victim"))
+    fleet.start_worker("victim", env={"QUORUM_REDIS_URL": relay.url})
+    others = _only(fleet, "victim")
+    try:
+        kwargs = {"providers": PROVIDERS, "use_cache": False, "deadline_s": deadline_s, **extra}
+        if kind == "extract":
+            kwargs["text"] = EMAILS[0].text
+        job = fleet.app.send_task(task, kwargs=kwargs, task_id=job_id)
+        assert relay.matched.wait(deadline_s), "the victim never sent the chord body"
+    finally:
+        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        relay.close()
+        if "victim" in fleet.workers:
+            fleet.kill_worker("victim")
+    outcome = _wait(fleet.redis, [job], time.monotonic() + deadline_s)[job_id]
+    assert isinstance(outcome, dict), f"job {job_id}: {outcome!r}\n{_trace(fleet, {job_id: outcome})}"
+    calls = {t: n for t, n in _deliveries(fleet, header).items() if _of_job(t, job_id)}
+    assert max(calls.values()) == 2, f"the claimant's call did not come back: {calls}"
+    assert _deliveries(fleet, body_task)[f"{job_id}.{suffix}"] == 1, "the body was not received once"
 
 
 # --------------------------------------------------------------------------- 2. Redis restart

@@ -1,0 +1,79 @@
+"""workers.backend: the chord claim script on a real Valkey (a header task that claimed the body's
+dispatch and runs again takes the claim over), and the Celery internals it replaces, recorded so
+that a new Celery release fails here instead of in a worker."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any
+
+import pytest
+import redis
+from celery.backends import redis as celery_redis
+
+from orchestration.config import Settings
+from workers import app as app_module
+from workers import backend
+
+#: sha256 of Celery 5.7's chord script and of the method that runs it, as workers.backend copies them.
+RECORDED = {
+    "CHORD_PART_RETURN_LUA": "c7563aa7add4c2c6dcb13429562de5647e2df90bdc2fb28c0e1458665581095f",
+    "on_chord_part_return": "ed0b7a2ee79f6e96b2139320ead0779a87801c5208a36b6a98eb61d499dc9ec5",
+}
+GROUP = "celery-taskset-meta-g"
+KEYS = [f"{GROUP}.j", f"{GROUP}.t", f"{GROUP}.s", f"{GROUP}.d", GROUP, f"{GROUP}.c"]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_celerys_chord_script_and_its_caller_are_the_ones_the_backend_was_written_for() -> None:
+    found = {
+        "CHORD_PART_RETURN_LUA": _sha(celery_redis.CHORD_PART_RETURN_LUA),
+        "on_chord_part_return": _sha(inspect.getsource(celery_redis.RedisBackend.on_chord_part_return)),
+    }
+    assert found == RECORDED, (
+        "Celery changed its Redis chord handling: review workers/backend.py against the new Celery "
+        "before widening the pin in pyproject.toml"
+    )
+
+
+def _part(script: Any, tid: str, index: int, token: str) -> tuple[int, bool]:
+    """One header task's return (expiry 60 s, claim 6 s as Celery's): (ready count, claimed)."""
+    ready, _, _, claimed = script(keys=KEYS, args=[tid, f"[1, {tid!r}]", 1, index, 60, 60, 6, token])
+    return int(ready), bool(claimed)
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["quorum", "celery"])
+def test_the_claimant_that_runs_again_takes_the_claim_over(valkey_redis: redis.Redis, ours: bool) -> None:
+    script = valkey_redis.register_script(
+        backend.CHORD_PART_RETURN_LUA if ours else celery_redis.CHORD_PART_RETURN_LUA
+    )
+    valkey_redis.set(f"{GROUP}.s", 2)
+    assert _part(script, "job.c0", 0, "t0") == (1, False)
+    assert _part(script, "job.c1", 1, "t1") == (2, True)  # completes the chord: claims the body
+    # Its worker dies before sending the body; the task runs again, counted once.
+    assert _part(script, "job.c1", 1, "t1-again") == (2, ours)  # Celery: nobody sends the body
+    if ours:
+        assert valkey_redis.get(f"{GROUP}.c") == b"t1-again"
+    # Another member's repeat never takes a claim it did not hold.
+    assert _part(script, "job.c0", 0, "t0-again") == (2, False)
+
+
+def test_a_finished_chord_is_never_claimed_again(valkey_redis: redis.Redis) -> None:
+    script = valkey_redis.register_script(backend.CHORD_PART_RETURN_LUA)
+    valkey_redis.set(f"{GROUP}.s", 1)
+    assert _part(script, "job.c0", 0, "t0") == (1, True)
+    valkey_redis.set(f"{GROUP}.c", "done")  # what Celery's cleanup leaves once the body is sent
+    assert _part(script, "job.c0", 0, "t0-again") == (-1, False)
+
+
+def test_the_app_selects_the_backend_and_leaves_celerys_class_alone() -> None:
+    app = app_module.create_app(Settings(redis_url="redis://127.0.0.1:6399/3"))
+    assert type(app.backend) is backend.ResultBackend
+    assert app.backend.connparams["port"] == 6399 and app.backend.connparams["db"] == 3
+    assert celery_redis.RedisBackend._chord_part_return_script is not (
+        backend.ResultBackend._chord_part_return_script
+    )
