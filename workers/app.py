@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         "quorum",
         broker=broker,
         backend=backend,
-        include=["workers.tasks", "workers.generation_tasks"],
+        include=["workers.tasks", "workers.generation_tasks", "workers.tracing"],
         task_cls="workers.requests:QuorumTask",
     )
     app.conf.update(

@@ -1,0 +1,86 @@
+"""OpenTelemetry traces, the optional extra ``[otel]``: one job is one trace.
+
+Off unless the OpenTelemetry SDK is installed *and* configured the standard way:
+``OTEL_TRACES_EXPORTER`` names an exporter (not ``none``), or ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (then ``otlp``). ``OTEL_SDK_DISABLED=true`` turns it
+off, and so does ``ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE=content`` (job texts in spans).
+When off, nothing of OpenTelemetry is imported and no task signal is connected. When on, a worker
+connects :mod:`workers.spans` at start (``worker_init``; in each child with the prefork pool,
+``worker_process_init``): trace context travels in the message headers (never the kwargs, so
+the MACs are unaffected), and every task of the job joins the trace of whoever sent it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from celery.signals import worker_init, worker_process_init
+
+log = logging.getLogger("quorum.tracing")
+
+_installed = False
+
+#: The Anthropic SDK's own spans (nested under each call's span) record the prompt with this set.
+CONTENT_MODE = "ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE"
+
+
+def configured(env: Mapping[str, str]) -> bool:
+    """Whether the environment asks for traces (OpenTelemetry's own variables decide)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def available() -> bool:
+    """Whether the ``[otel]`` extra (the OpenTelemetry SDK) is installed."""
+    return importlib.util.find_spec("opentelemetry") is not None and (
+        importlib.util.find_spec("opentelemetry.sdk") is not None
+    )
+
+
+def start(service_name: str = "quorum-worker", env: Mapping[str, str] | None = None) -> bool:
+    """Turn traces on in this process when configured (once); True when they are on."""
+    global _installed
+    env = os.environ if env is None else env
+    if _installed:
+        return True
+    if not configured(env):
+        return False
+    if not available():
+        log.warning("OTEL_* variables are set but the [otel] extra is not installed: no traces")
+        return False
+    if env.get(CONTENT_MODE, "").strip().lower() == "content":
+        log.error(
+            "traces stay off: %s=content would put job texts into the SDK's spans; unset it", CONTENT_MODE
+        )
+        return False
+    from workers import spans  # imports opentelemetry: only now
+
+    spans.install(env, service_name)
+    _installed = True
+    return True
+
+
+def _prefork(sender: Any) -> bool:
+    pool = getattr(sender, "pool_cls", None)
+    return "prefork" in str(getattr(pool, "__module__", pool) or "")
+
+
+@worker_init.connect
+def _start_in_worker(sender: Any = None, **_: Any) -> None:
+    """Threads and solo pools run tasks in this process: start here (prefork: in each child)."""
+    if not _prefork(sender):
+        start()
+
+
+@worker_process_init.connect
+def _start_in_child(**_: Any) -> None:
+    """A prefork child starts its own exporter threads (they do not survive the fork)."""
+    start()
