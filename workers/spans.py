@@ -165,7 +165,8 @@ def _postrun(task_id: str | None = None, state: str | None = None, **_: Any) -> 
 def _processors(env: Mapping[str, str]) -> list[SpanProcessor]:
     """Span processors for ``OTEL_TRACES_EXPORTER`` (``otlp`` when only an endpoint is set):
     ``jsonl`` is :class:`JsonLinesExporter`; other names are the exporters installed packages
-    register (``console`` from the SDK, ``otlp`` from ``opentelemetry-exporter-otlp-proto-http``)."""
+    register (``console`` from the SDK; ``otlp`` is ``opentelemetry-exporter-otlp-proto-http``, or
+    ``-proto-grpc`` with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``)."""
     processors: list[SpanProcessor] = []
     for raw in (env.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):
         name = raw.strip().lower()
@@ -175,6 +176,9 @@ def _processors(env: Mapping[str, str]) -> list[SpanProcessor]:
             path = env.get("QUORUM_TRACES_FILE") or "quorum-spans.jsonl"
             processors.append(SimpleSpanProcessor(JsonLinesExporter(path)))
             continue
+        if name == "otlp":  # the protocol picks the package (the [otel] extra ships http/protobuf)
+            grpc = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip().lower() == "grpc"
+            name = "otlp_proto_grpc" if grpc else "otlp_proto_http"
         found = entry_points(group="opentelemetry_traces_exporter", name=name)
         if not found:
             log.warning("OTEL_TRACES_EXPORTER=%s: no such exporter installed; its spans are dropped", name)
