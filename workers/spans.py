@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,15 @@ def _postrun(task_id: str | None = None, state: str | None = None, **_: Any) -> 
         span.set_attribute("celery.state", state)
     span.end()
     context.detach(token)  # type: ignore[arg-type]
+
+
+@contextmanager
+def producer_span(task: str, job_id: str) -> Iterator[None]:
+    """The span of a producer's send: current while the message is published (and injected)."""
+    tracer = _tracer or trace.get_tracer("quorum.workers")
+    attrs = {"quorum.job_id": job_id, "celery.task_name": task}
+    with tracer.start_as_current_span(f"send {task}", kind=SpanKind.PRODUCER, attributes=attrs):
+        yield
 
 
 def _processors(env: Mapping[str, str]) -> list[SpanProcessor]:

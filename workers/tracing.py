@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from celery.signals import worker_init, worker_process_init
@@ -66,6 +67,19 @@ def start(service_name: str = "quorum-worker", env: Mapping[str, str] | None = N
     spans.install(env, service_name)
     _installed = True
     return True
+
+
+@contextmanager
+def sending(task: str, job_id: str) -> Iterator[None]:
+    """A producer's send (the CLI's): with traces configured in this process too, the job's
+    trace starts at a ``send <task>`` span here and the workers' spans join it."""
+    if not start(service_name="quorum-cli"):
+        yield
+        return
+    from workers import spans
+
+    with spans.producer_span(task, job_id):
+        yield
 
 
 def _prefork(sender: Any) -> bool:

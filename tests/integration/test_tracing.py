@@ -4,6 +4,8 @@ provider call's outcome as attributes and never the email (the ``[otel]`` extra)
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +164,26 @@ def test_varied_params_are_attributes_and_a_producer_trace_is_joined(fresh):
     assert first["quorum.params.temperature"] == 0.2 and first["quorum.params.top_p"] == 0.9
     assert first["quorum.params.max_tokens"] == 800
     assert second["quorum.params.temperature"] == 0.9 and "quorum.params.top_p" not in second
+
+
+def test_quorum_extract_starts_the_trace_at_its_send(fresh, tmp_path):
+    email = tmp_path / "mail.txt"
+    email.write_text(EMAIL)
+    env = {
+        **fresh.env,
+        "OTEL_TRACES_EXPORTER": "jsonl",
+        "QUORUM_TRACES_FILE": str(Path(fresh.workdir) / "cli.spans.jsonl"),
+    }
+    cmd = [sys.executable, "-m", "workers.cli", "extract", str(email), "--json", "--provider", "openai"]
+    cmd += ["--strategy", "failover", "--no-cache"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["job_id"]
+
+    spans = spans_of(fresh, job_id, expected=3)
+    tasks = {s["name"]: s for s in spans}
+    assert set(tasks) == {"send quorum.extract", "quorum.extract", "quorum.call"}
+    assert_one_trace_without_the_email(fresh, spans)
+    send = tasks["send quorum.extract"]
+    assert send["parent_id"] is None and send["resource"]["attributes"]["service.name"] == "quorum-test"
+    assert tasks["quorum.extract"]["parent_id"] == send["context"]["span_id"]
