@@ -198,9 +198,9 @@ def _processors(env: Mapping[str, str]) -> list[SpanProcessor]:
     return processors
 
 
-def install(env: Mapping[str, str], service_name: str) -> None:
+def install(env: Mapping[str, str], service_name: str) -> str:
     """Set up this process's tracer (reusing an SDK provider set up already, e.g. by
-    ``opentelemetry-instrument``) and connect the task signals."""
+    ``opentelemetry-instrument``) and connect the task signals; returns the service name."""
     global _tracer
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
@@ -215,4 +215,4 @@ def install(env: Mapping[str, str], service_name: str) -> None:
     task_success.connect(_success, weak=False)
     task_failure.connect(_failure, weak=False)
     task_postrun.connect(_postrun, weak=False)
-    log.info("traces on: service %s", provider.resource.attributes.get("service.name"))
+    return str(provider.resource.attributes.get("service.name", service_name))

@@ -19,11 +19,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 log = logging.getLogger("quorum.tracing")
 
 _installed = False
+_service = ""
 
 #: The Anthropic SDK's own spans (nested under each call's span) record the prompt with this set.
 CONTENT_MODE = "ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE"
@@ -48,7 +49,7 @@ def available() -> bool:
 
 def start(service_name: str = "quorum-worker", env: Mapping[str, str] | None = None) -> bool:
     """Turn traces on in this process when configured (once); True when they are on."""
-    global _installed
+    global _installed, _service
     env = os.environ if env is None else env
     if _installed:
         return True
@@ -64,7 +65,7 @@ def start(service_name: str = "quorum-worker", env: Mapping[str, str] | None = N
         return False
     from workers import spans  # imports opentelemetry: only now
 
-    spans.install(env, service_name)
+    _service = spans.install(env, service_name)
     _installed = True
     return True
 
@@ -83,8 +84,15 @@ def sending(task: str, job_id: str) -> Iterator[None]:
 
 
 def _prefork(sender: Any) -> bool:
-    pool = getattr(sender, "pool_cls", None)
-    return "prefork" in str(getattr(pool, "__module__", pool) or "")
+    """Whether the starting worker's pool forks (its ``pool_cls`` is still a name or a class)."""
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    try:
+        pool = get_implementation(getattr(sender, "pool_cls", None) or "prefork")
+    except Exception:  # an unknown pool: Celery itself says so next
+        return False
+    return isinstance(pool, type) and issubclass(pool, TaskPool)
 
 
 @worker_init.connect
@@ -98,3 +106,10 @@ def _start_in_worker(sender: Any = None, **_: Any) -> None:
 def _start_in_child(**_: Any) -> None:
     """A prefork child starts its own exporter threads (they do not survive the fork)."""
     start()
+
+
+@worker_ready.connect
+def _say_so(**_: Any) -> None:
+    """One log line once the worker's logging is set up (``worker_init`` comes before it)."""
+    if _installed:
+        log.info("traces on: OpenTelemetry spans for every task (service %s)", _service)

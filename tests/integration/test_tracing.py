@@ -92,6 +92,7 @@ def assert_call_attributes(span: dict[str, Any], provider: str, outcome: str) ->
 
 
 def test_failover_over_an_errback_is_one_trace(fresh, emulator):
+    assert "traces on: OpenTelemetry spans for every task (service quorum-test)" in fresh.log("t1")
     emulator.set_down("claude")
     job = fresh.send(text=EMAIL, strategy="failover", providers=["claude", "openai"], use_cache=False)
     result = job.get(timeout=30)
