@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from celery.signals import before_task_publish, task_failure, task_postrun, task_prerun, task_success
-from opentelemetry import context, propagate, trace
+from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -124,7 +124,8 @@ def _inject(headers: dict[str, Any] | None = None, **_: Any) -> None:
 def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task is None or not task_id or _tracer is None:
         return
-    parent = propagate.extract(task.request, getter=_GETTER)
+    # Baggage is dropped: a producer's would ride along every hop and into the providers' requests.
+    parent = baggage.clear(propagate.extract(task.request, getter=_GETTER))
     attrs = {"quorum.job_id": job_id_of(task_id), "celery.task_id": task_id, "celery.task_name": task.name}
     span = _tracer.start_span(task.name, context=parent, kind=SpanKind.CONSUMER, attributes=attrs)
     token = context.attach(trace.set_span_in_context(span, parent))
@@ -161,6 +162,19 @@ def _postrun(task_id: str | None = None, state: str | None = None, **_: Any) -> 
         span.set_attribute("celery.state", state)
     span.end()
     context.detach(token)  # type: ignore[arg-type]
+
+
+@contextmanager
+def inline_span(task: str, job_id: str) -> Iterator[None]:
+    """The span of a task Celery runs inline (a failover errback), inside the failed call's."""
+    tracer = _tracer or trace.get_tracer("quorum.workers")
+    attrs = {"quorum.job_id": job_id, "celery.task_name": task}
+    with tracer.start_as_current_span(task, attributes=attrs, record_exception=False) as span:
+        try:
+            yield
+        except BaseException as e:
+            span.set_status(Status(StatusCode.ERROR, type(e).__name__))
+            raise
 
 
 @contextmanager

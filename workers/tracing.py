@@ -83,6 +83,18 @@ def sending(task: str, job_id: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def inline(task: str, job_id: str) -> Iterator[None]:
+    """A span for a task Celery calls inline (a failover errback), when traces are on."""
+    if not _installed:
+        yield
+        return
+    from workers import spans
+
+    with spans.inline_span(task, job_id):
+        yield
+
+
 def _prefork(sender: Any) -> bool:
     """Whether the starting worker's pool forks (its ``pool_cls`` is still a name or a class)."""
     from celery.concurrency import get_implementation
