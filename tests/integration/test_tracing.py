@@ -191,3 +191,21 @@ def test_quorum_extract_starts_the_trace_at_its_send(fresh, tmp_path):
     send = tasks["send quorum.extract"]
     assert send["parent_id"] is None and send["resource"]["attributes"]["service.name"] == "quorum-test"
     assert tasks["quorum.extract"]["parent_id"] == send["context"]["span_id"]
+
+
+def test_generation_job_is_one_trace_without_the_prompt(fresh):
+    prompt = f"Write a function that adds two integers for {SECRET_LINE}"
+    job = fresh.send(
+        "quorum.generate", prompt=prompt, providers=["claude", "openai"], selector="majority", use_cache=False
+    )
+    job.get(timeout=30)
+
+    spans = spans_of(fresh, job.id, expected=4)
+    tasks = by_task(spans)
+    assert set(tasks) == {job.id, f"{job.id}.c0", f"{job.id}.c1", f"{job.id}.s"}
+    assert_one_trace_without_the_email(fresh, spans)
+    assert tasks[job.id]["name"] == "quorum.generate" and tasks[f"{job.id}.s"]["name"] == "quorum.gen_select"
+    for i, provider in enumerate(["claude", "openai"]):
+        call = tasks[f"{job.id}.c{i}"]
+        assert call["name"] == "quorum.gen_call" and call["attributes"]["quorum.provider"] == provider
+        assert call["attributes"]["quorum.outcome"] == "ok" and call["attributes"]["quorum.tokens_out"] > 0
