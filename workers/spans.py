@@ -80,9 +80,13 @@ class _RequestGetter(Getter[Any]):
 _GETTER = _RequestGetter()
 
 
+#: Longest task id a span shows: a producer chooses the entry's id, a valid one is ≤ 128 characters.
+MAX_ID_CHARS = 160
+
+
 def job_id_of(task_id: str) -> str:
     """The job a task belongs to: its id up to the first ``.`` (``<job>.h1``, ``<job>.m``...)."""
-    return task_id.split(".", 1)[0]
+    return task_id[:MAX_ID_CHARS].split(".", 1)[0]
 
 
 def attempt_attributes(attempt: Mapping[str, Any]) -> dict[str, str | bool | int | float]:
@@ -126,7 +130,11 @@ def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         return
     # Baggage is dropped: a producer's would ride along every hop and into the providers' requests.
     parent = baggage.clear(propagate.extract(task.request, getter=_GETTER))
-    attrs = {"quorum.job_id": job_id_of(task_id), "celery.task_id": task_id, "celery.task_name": task.name}
+    attrs = {
+        "quorum.job_id": job_id_of(task_id),
+        "celery.task_id": task_id[:MAX_ID_CHARS],
+        "celery.task_name": task.name,
+    }
     span = _tracer.start_span(task.name, context=parent, kind=SpanKind.CONSUMER, attributes=attrs)
     token = context.attach(trace.set_span_in_context(span, parent))
     with _lock:

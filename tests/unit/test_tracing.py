@@ -82,3 +82,4 @@ def test_call_span_attributes_are_an_allow_list():
 def test_job_id_of_a_hop_is_its_jobs():
     spans = pytest.importorskip("workers.spans")
     assert [spans.job_id_of(t) for t in ("j-1", "j-1.h2", "j-1.c0", "j-1.m", "j-1.r0.j1")] == ["j-1"] * 5
+    assert len(spans.job_id_of("x" * 100_000)) == spans.MAX_ID_CHARS  # a producer's id, bounded
