@@ -62,9 +62,6 @@ class JsonLinesExporter(SpanExporter):
             f.write(lines)
         return SpanExportResult.SUCCESS
 
-    def shutdown(self) -> None:
-        return None
-
 
 class _RequestGetter(Getter[Any]):
     """Reads propagation headers from a task's request (Celery copies message headers onto it)."""
