@@ -17,7 +17,7 @@ from bench.report import OUT_DIR, Section, header, timed_run, write_json
 
 BENCHMARKS = (
     "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "recovery", "peer", "status",
-    "bytes",
+    "bytes", "tracing",
 )  # fmt: skip
 
 

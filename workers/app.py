@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         "quorum",
         broker=broker,
         backend=f"{RESULT_BACKEND_CLASS}+{backend}",
-        include=["workers.tasks", "workers.generation_tasks"],
+        include=["workers.tasks", "workers.generation_tasks", "workers.tracing"],
         task_cls="workers.requests:QuorumTask",
     )
     app.conf.update(

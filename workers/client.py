@@ -11,10 +11,11 @@ import redis as redis_lib
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
+from celery.utils import uuid
 
 from orchestration.config import Settings
 from orchestration.errors import QuorumError
-from workers import embedded
+from workers import embedded, tracing
 from workers.app import create_app
 from workers.canvas import redacted_kwargs
 from workers.job_errors import job_error
@@ -32,8 +33,13 @@ class JobStillRunning(Exception):
 
 
 def submit(app: Celery, task: str, kwargs: dict[str, Any]) -> Any:
-    """Send a public job by name; Flower shows the text as length and hash, not content."""
-    return app.send_task(task, kwargs=kwargs, kwargsrepr=redacted_kwargs(kwargs), argsrepr="()")
+    """Send a public job by name; Flower shows the text as length and hash, not content. With
+    OpenTelemetry configured here as well, the job's trace starts at this send."""
+    job_id = uuid()
+    with tracing.sending(task, job_id):
+        return app.send_task(
+            task, kwargs=kwargs, task_id=job_id, kwargsrepr=redacted_kwargs(kwargs), argsrepr="()"
+        )
 
 
 def wait(result: AsyncResult, timeout: float, waiting: Waiting, *, local_stack: bool = False) -> Any:

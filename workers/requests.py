@@ -18,6 +18,7 @@ from celery.exceptions import Ignore
 from celery.worker.request import Request
 
 from orchestration.errors import QuorumError
+from workers import tracing
 from workers.canvas import redacted_kwargs
 from workers.job_errors import JOB_TASKS, store_error
 from workers.signing import MAC_FIELD, valid, worker_key
@@ -80,5 +81,6 @@ class InternalTask(QuorumTask):
             raise Ignore()
         kwargs.pop(MAC_FIELD)
         if self.request.called_directly:  # an errback Celery runs inline
-            return super().__call__(*args, **kwargs)
+            with tracing.inline(self.name, str(kwargs.get("job_id", ""))):
+                return super().__call__(*args, **kwargs)
         return self.run(*args, **kwargs)  # the tracer has pushed this message's request already
