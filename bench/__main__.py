@@ -16,8 +16,8 @@ from pathlib import Path
 from bench.report import OUT_DIR, Section, header, notices, timed_run, write_json
 
 BENCHMARKS = (
-    "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "recovery", "peer", "status",
-    "bytes",
+    "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "profile", "recovery", "peer",
+    "status", "bytes",
 )  # fmt: skip
 
 
