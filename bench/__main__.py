@@ -13,11 +13,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from bench.report import OUT_DIR, Section, header, timed_run, write_json
+from bench.report import OUT_DIR, Section, header, notices, timed_run, write_json
 
 BENCHMARKS = (
-    "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "recovery", "peer", "status",
-    "bytes", "tracing",
+    "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "profile", "recovery", "peer",
+    "status", "bytes", "tracing",
 )  # fmt: skip
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         print(f"running bench.{name} ...", file=sys.stderr, flush=True)
         sections.append(run_one(name, args.full))
-    text = header(args.full) + "\n" + "\n".join(s.render() for s in sections)
+    text = header(args.full) + "\n" + notices(sections) + "\n" + "\n".join(s.render() for s in sections)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text)

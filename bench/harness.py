@@ -145,7 +145,7 @@ class Bench:
         server = ValkeyServer(appendonly="no", save="")
         server.start()
         self._stack.callback(server.stop)
-        self.redis_url = f"{server.connection_url}/0"
+        self.redis_url = _private(server.host, server.port)
         self.emulator: EmulatorHandle = self._stack.enter_context(start_emulator(self.profile))
         config = self.workdir / "quorum.toml"
         config.write_text(self._config)
@@ -265,6 +265,17 @@ class Bench:
                 breaker.force_open(p, time.time(), cooldown_s)
         finally:
             quiet.setLevel(level)
+
+
+def _private(host: str, port: int) -> str:
+    """Password-protect a fresh server and drop whoever connected first; return its URL. A stray
+    worker of another stack that once used this port (the machine is shared) would otherwise
+    reconnect to it and take this bench's tasks."""
+    password = secrets.token_hex(16)
+    with redis.Redis(host=host, port=port) as admin:
+        admin.config_set("requirepass", password)
+        admin.client_kill_filter(_type="normal", skipme=True)
+    return f"redis://:{password}@{host}:{port}/0"
 
 
 def _pool_flag(pool: str) -> str:

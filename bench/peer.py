@@ -62,8 +62,9 @@ WORKER_CONCURRENCY = 64  # ≥ in-flight requests (the job's own extract task ne
 POLL_S = 0.01
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
 SKIPPED_MD = (
-    "LiteLLM is not installed, so this comparison was skipped. Install the optional bench extra "
-    '(`pip install -e ".[bench]"`) and run `python -m bench.peer` again.'
+    "The peer comparison with LiteLLM's Router did not run: LiteLLM is not installed. Install the "
+    'optional bench extra (`pip install -e ".[bench]"`) and run `quorum bench --only peer` (or '
+    "`python -m bench.peer`)."
 )
 
 
@@ -556,7 +557,8 @@ def run(full: bool = False) -> Section:
     try:
         litellm = import_litellm()
     except ImportError:
-        return Section("peer", "Peer: Quorum vs LiteLLM Router (skipped)", SKIPPED_MD, {"skipped": True})
+        title = "Peer: Quorum vs LiteLLM Router (skipped)"
+        return Section("peer", title, SKIPPED_MD, {"skipped": True}, notice=SKIPPED_MD)
     rounds, (load_rounds, warm, window), m = (150, (4, 2.0, 10.0), 200) if full else (20, (2, 1.5, 3.0), 40)
     emails = [e.text for e in load_emails()[:20]]
     with Bench(

@@ -32,6 +32,8 @@ class Section:
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     foreign_cpu: float = math.nan  # share of the machine's CPU used by processes not ours
+    #: A line the report prints at its top, under the machine header (e.g. a comparison not run).
+    notice: str = ""
 
     def render(self) -> str:
         """The section as Markdown, with its heading, run time and the CPU others used meanwhile."""
@@ -90,6 +92,12 @@ def header(full: bool) -> str:
     )
 
 
+def notices(sections: list[Section]) -> str:
+    """The sections' notices as a block for the top of the report (empty when there are none)."""
+    lines = [f"> **{s.notice}**" for s in sections if s.notice]
+    return "\n>\n".join(lines) + "\n" if lines else ""
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe data: NaN becomes null."""
     if isinstance(value, float) and math.isnan(value):
@@ -135,6 +143,7 @@ def cli(run: Callable[[bool], Section], argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     section = timed_run(run, args.full)
     print(header(args.full))
+    print(notices([section]))
     print(section.render())
     if args.json:
         write_json([section], args.full, args.json)

@@ -10,6 +10,7 @@ Flower names the job after it; its final state reaches Flower as the ``task-succ
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, NoReturn, TypeVar
 
@@ -58,6 +59,41 @@ def claim(rt: Runtime, job_id: str, by: str) -> bool:
     return jobs.claim_publication(rt.redis, rt.prefix, job_id, by, rt.settings.result_expires_s)
 
 
+class SpecCache:
+    """Parsed job specs of this process, by job id, each kept until its Redis copy expires: a
+    spec is stored once and never changes, so the tasks of a job that run here parse it once
+    (no Redis read, no re-validation). Bounded: the oldest entries go first."""
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self._max = max_entries
+        self._specs: dict[str, tuple[float, BaseModel]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: type[M], job_id: str, now: float) -> M | None:
+        """The cached spec of ``job_id`` if it is a ``model`` and has not expired."""
+        entry = self._specs.get(job_id)
+        if entry is None or entry[0] <= now or not isinstance(entry[1], model):
+            return None
+        return entry[1]
+
+    def put(self, job_id: str, spec: BaseModel, expires: float, now: float) -> None:
+        """Keep ``spec`` until ``expires`` (epoch seconds)."""
+        with self._lock:
+            if len(self._specs) >= self._max:
+                for key in [k for k, (exp, _) in self._specs.items() if exp <= now]:
+                    del self._specs[key]
+                while len(self._specs) >= self._max:  # insertion order: the oldest first
+                    del self._specs[next(iter(self._specs))]
+            self._specs[job_id] = (expires, spec)
+
+
+_specs = SpecCache()
+
+
+def _spec_expiry(spec: BaseModel) -> float:
+    return float(spec.deadline) + jobs.SPEC_MARGIN_S  # type: ignore[attr-defined]
+
+
 def store_spec(rt: Runtime, spec: M, digest: str) -> M:
     """Store the job's spec once (TTL: its deadline plus a margin). A redelivered entry gets the
     spec stored the first time (same deadline); another request with this id is ignored."""
@@ -68,16 +104,25 @@ def store_spec(rt: Runtime, spec: M, digest: str) -> M:
     except KeyError:
         log.error("refused job %s: the job id is already used by another request", job_id)
         raise Ignore() from None
-    return spec if held is None else type(spec).model_validate_json(held)
+    if held is not None:
+        spec = type(spec).model_validate_json(held)
+    _specs.put(job_id, spec, _spec_expiry(spec), time.time())
+    return spec
 
 
 def load_spec(rt: Runtime, model: type[M], job_id: str) -> M:
-    """The job's spec; ``Ignore`` when it is gone (the job ended long ago)."""
+    """The job's spec (parsed once per process); ``Ignore`` when it is gone (the job ended long ago)."""
+    now = time.time()
+    cached = _specs.get(model, job_id, now)
+    if cached is not None:
+        return cached
     raw = jobs.load_spec(rt.redis, rt.prefix, job_id)
     if raw is None:
         log.warning("job %s: its spec expired; the task is dropped", job_id)
         raise Ignore()
-    return model.model_validate_json(raw)
+    spec = model.model_validate_json(raw)
+    _specs.put(job_id, spec, _spec_expiry(spec), now)
+    return spec
 
 
 def _event(app: Celery, hostname: str | None, type_: str, job_id: str, **fields: Any) -> None:

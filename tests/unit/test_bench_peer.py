@@ -1,14 +1,17 @@
 """``bench.peer`` without running it: LiteLLM's router is pointed where Quorum's adapters point,
-answers are recognised, and a missing LiteLLM gives a "skipped" section."""
+answers are recognised, and a missing LiteLLM gives a "skipped" section, named at the top of
+the report."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from bench import peer
+from bench.__main__ import main as bench_main
 from orchestration.emulator.testing import EmulatorHandle
 
 URL = "http://127.0.0.1:9"
@@ -75,3 +78,17 @@ def test_without_litellm_the_section_says_how_to_install_it(monkeypatch: pytest.
     section = peer.run()
     assert section.data == {"skipped": True}
     assert 'pip install -e ".[bench]"' in section.markdown
+
+
+def test_without_litellm_the_report_says_so_at_the_top(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing() -> None:
+        raise ImportError("No module named 'litellm'")
+
+    monkeypatch.setattr(peer, "import_litellm", missing)
+    bench_main(["--only", "peer", "--out", str(tmp_path)])
+    report = (tmp_path / "report.md").read_text()
+    top = report.split("\n## ", 1)[0]  # everything before the first section
+    assert "peer comparison with LiteLLM's Router did not run" in top
+    assert 'pip install -e ".[bench]"' in top
