@@ -26,7 +26,6 @@ from typing import Any
 
 from celery import Task, chain, chord
 from celery.canvas import Signature
-from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
 from orchestration.errors import QuorumError
@@ -58,13 +57,12 @@ from orchestration.strategies.failover import skipped_attempt
 from workers.app import app
 from workers.canvas import candidate_id
 from workers.publication import (
-    claim,
+    enter,
     entry_job_id,
     load_spec,
     publish_failure,
     publish_success,
     refuse,
-    store_spec,
 )
 from workers.requests import InternalTask
 from workers.runtime import Runtime, runtime
@@ -167,18 +165,7 @@ def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     except QuorumError as e:
         refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.selector, spec.labels())
-    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
-        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key(rt.prefix, rt.settings))
-        if hit is not None:
-            if not claim(rt, job_id, "cache"):
-                raise Ignore()
-            return cached_generation(hit, spec)
-    spec = store_spec(rt, spec, digest)
-    try:
-        _start(rt, spec)
-    except QuorumError as e:
-        refuse(rt, job_id, e)
-    raise Ignore()  # the job's answer is published under this id by the hop that ends it
+    return enter(rt, job_id, spec, digest, cached=cached_generation, start=_start)
 
 
 def _start(rt: Runtime, spec: GenerationSpec) -> None:

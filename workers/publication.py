@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 from celery import Celery, Task, states
@@ -20,7 +21,7 @@ from celery.utils.saferepr import saferepr
 from pydantic import BaseModel
 
 from orchestration.errors import QuorumError
-from orchestration.state import jobs
+from orchestration.state import cache, jobs
 from workers.job_errors import store_error
 from workers.runtime import Runtime
 
@@ -108,6 +109,32 @@ def store_spec(rt: Runtime, spec: M, digest: str) -> M:
         spec = type(spec).model_validate_json(held)
     _specs.put(job_id, spec, _spec_expiry(spec), time.time())
     return spec
+
+
+def enter(
+    rt: Runtime,
+    job_id: str,
+    spec: M,
+    digest: str,
+    *,
+    cached: Callable[[dict[str, Any], M], dict[str, Any]],
+    start: Callable[[Runtime, M], None],
+) -> dict[str, Any]:
+    """The tail of a public entry, whatever the job's kind: answer from the cache (``cached``
+    re-issues a hit for this job), or store the spec and ``start`` the job, whose last task
+    publishes the answer under the job id (``Ignore`` here); a typed error on the way fails the job."""
+    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:  # type: ignore[attr-defined]
+        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key(rt.prefix, rt.settings))  # type: ignore[attr-defined]
+        if hit is not None:
+            if not claim(rt, job_id, "cache"):
+                raise Ignore()
+            return cached(hit, spec)
+    spec = store_spec(rt, spec, digest)
+    try:
+        start(rt, spec)
+    except QuorumError as e:
+        refuse(rt, job_id, e)
+    raise Ignore()
 
 
 def load_spec(rt: Runtime, model: type[M], job_id: str) -> M:

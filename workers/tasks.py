@@ -36,13 +36,12 @@ from orchestration.strategies.failover import Fail, Send, next_step, skipped_att
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.publication import (
-    claim,
+    enter,
     entry_job_id,
     load_spec,
     publish_failure,
     publish_success,
     refuse,
-    store_spec,
 )
 from workers.requests import InternalTask
 from workers.runtime import Runtime, runtime
@@ -89,18 +88,7 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     except QuorumError as e:
         refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.strategy, [c.label() for c in spec.candidates])
-    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
-        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key(rt.prefix, rt.settings))
-        if hit is not None:
-            if not claim(rt, job_id, "cache"):
-                raise Ignore()
-            return cached_result(hit, spec)
-    spec = store_spec(rt, spec, digest)
-    try:
-        _start(rt, spec)
-    except QuorumError as e:
-        refuse(rt, job_id, e)
-    raise Ignore()  # the job's answer is published under this id by the task that ends it
+    return enter(rt, job_id, spec, digest, cached=cached_result, start=_start)
 
 
 def _start(rt: Runtime, spec: JobSpec) -> None:
