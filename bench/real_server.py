@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         ))  # fmt: skip
         url = f"{vk.connection_url}/0"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")},
-               "QUORUM_CONFIG": str(config), "QUORUM_REDIS_URL": url}  # fmt: skip
+               "QUORUM_CONFIG": str(config), "QUORUM_REDIS_URL": url,
+               "QUORUM_FLEET_SECRET": secrets.token_hex(32)}  # fmt: skip
         settings = _settings_from(env)
         app = create_app(settings)
         log = open(Path(tmp) / "worker.log", "ab")  # noqa: SIM115 - handed to the child
