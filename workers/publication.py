@@ -21,7 +21,8 @@ from celery.utils.saferepr import saferepr
 from pydantic import BaseModel
 
 from orchestration.errors import QuorumError
-from orchestration.state import cache, jobs
+from orchestration.state import cache
+from orchestration.state import job_records as jobs
 from workers.job_errors import store_error
 from workers.runtime import Runtime
 

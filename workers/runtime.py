@@ -16,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
+from orchestration.breaker.resilient import ResilientBreaker, fast_fail_client
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError, QuorumError
 from orchestration.models import Attempt, Candidate
@@ -27,7 +28,6 @@ from orchestration.state.health import record_call
 from orchestration.state.output_mode import RedisModeMemory
 from orchestration.state.quality import QualityGate
 from orchestration.state.ratelimit import RateLimitGate
-from orchestration.state.resilient import ResilientBreaker, fast_fail_client
 from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
 from workers.job_errors import JOB_TASKS
 

@@ -16,7 +16,9 @@ from celery.utils.log import get_task_logger
 
 from orchestration.attempts import extraction
 from orchestration.errors import ProviderError, QuorumError, error_from_dict
-from orchestration.jobs import (
+from orchestration.extraction.consensus import accuracy_updates, responses_from_attempts
+from orchestration.extraction.failover import Fail, Send, next_step, skipped_attempt
+from orchestration.extraction.jobs import (
     JobSpec,
     build_result,
     cached_result,
@@ -24,15 +26,13 @@ from orchestration.jobs import (
     prepare_extract,
     single_answer,
 )
+from orchestration.extraction.merge import chord_labels, early_answer_ready, early_pending, merge_answer
 from orchestration.models import Attempt
 from orchestration.providers.registry import preload
 from orchestration.state import cache
 from orchestration.state.accuracy import read_weights
 from orchestration.state.accuracy import record as record_accuracy
-from orchestration.state.jobs import add_answer, published_by
-from orchestration.strategies.consensus import accuracy_updates, responses_from_attempts
-from orchestration.strategies.extraction import chord_labels, early_answer_ready, early_pending, merge_answer
-from orchestration.strategies.failover import Fail, Send, next_step, skipped_attempt
+from orchestration.state.job_records import add_answer, published_by
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.publication import (

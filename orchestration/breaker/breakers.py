@@ -1,6 +1,6 @@
 """Circuit breakers: the shared one in Redis (atomic Lua steps) and the in-process one.
 
-Both run the rules of :mod:`orchestration.state.machine`: ``LocalBreaker`` calls its functions
+Both run the rules of :mod:`orchestration.breaker.machine`: ``LocalBreaker`` calls its functions
 directly, ``RedisBreaker`` runs ``lua/breaker.lua``, which mirrors them step for step. The
 public API lives in :class:`Breaker`, so every flavour returns the same :class:`Permit` and
 logs every transition exactly once, on the ``quorum.breaker`` logger, in the process whose
@@ -19,10 +19,8 @@ from collections.abc import Iterable
 
 from redis import Redis
 
-from orchestration.config import BreakerConfig
-from orchestration.state import machine
-from orchestration.state.keys import ProviderKeys
-from orchestration.state.machine import (
+from orchestration.breaker import machine
+from orchestration.breaker.machine import (
     PROBE,
     REFUSED,
     BreakerSnapshot,
@@ -33,6 +31,8 @@ from orchestration.state.machine import (
     Step,
     Transition,
 )
+from orchestration.config import BreakerConfig
+from orchestration.state.keys import ProviderKeys
 from orchestration.state.scripts import float_arg, lua_source, opt_float, text
 
 log = logging.getLogger("quorum.breaker")
@@ -251,7 +251,7 @@ class RedisBreaker(Breaker):
         super().__init__(config)
         self.redis = redis
         self.prefix = prefix
-        self._script = redis.register_script(lua_source("breaker.lua"))
+        self._script = redis.register_script(lua_source("breaker.lua", "orchestration.breaker"))
         c = config
         self._config_args = [
             float_arg(c.window_s),

@@ -25,9 +25,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from orchestration.breaker.breakers import Breaker, LocalBreaker, RedisBreaker
+from orchestration.breaker.machine import BreakerSnapshot, BreakerState, Outcome, Step
 from orchestration.config import BreakerConfig
-from orchestration.state.breaker import Breaker, LocalBreaker, RedisBreaker
-from orchestration.state.machine import BreakerSnapshot, BreakerState, Outcome, Step
 
 log = logging.getLogger("quorum.breaker")
 

@@ -18,9 +18,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestration.extraction.consensus import DEFAULT_THRESHOLD, Response
+from orchestration.extraction.normalize import prepare, same_value
 from orchestration.models import FieldValue, MergedField
-from orchestration.strategies.consensus import DEFAULT_THRESHOLD, Response
-from orchestration.strategies.normalize import prepare, same_value
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestration.extraction.normalize import Norm, prepare, same_value
 from orchestration.models import Attempt, FieldValue, MergedField
-from orchestration.strategies.normalize import Norm, prepare, same_value
 
 #: One answering candidate: (label, provider, fields).
 Response = tuple[str, str, Mapping[str, FieldValue]]

@@ -17,7 +17,7 @@ from orchestration.errors import (
     ProviderUnavailableError,
     QuorumError,
 )
-from orchestration.jobs import JobSpec
+from orchestration.extraction.jobs import JobSpec
 from orchestration.models import Attempt, Candidate
 
 #: Never schedule a retry-after wait that would leave less than this before the deadline.

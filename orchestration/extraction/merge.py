@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from orchestration.errors import InsufficientResponsesError
-from orchestration.jobs import JobSpec
+from orchestration.extraction.best_match import best_match
+from orchestration.extraction.consensus import decided, merge, responses_from_attempts
+from orchestration.extraction.failover import summarize
+from orchestration.extraction.jobs import JobSpec
 from orchestration.models import Attempt, Candidate, MergedField
-from orchestration.strategies.best_match import best_match
-from orchestration.strategies.consensus import decided, merge, responses_from_attempts
-from orchestration.strategies.failover import summarize
 
 Accuracy = Mapping[tuple[str, str], float]
 

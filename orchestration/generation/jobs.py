@@ -2,7 +2,7 @@
 a job makes (candidates, judges, the aggregator, the escalation) and the result it publishes.
 
 A :class:`GenerationSpec` is stored once per job in Redis and read by every hop of a generation
-job, like :class:`orchestration.jobs.JobSpec` is for extraction: it carries the absolute deadline,
+job, like :class:`orchestration.extraction.jobs.JobSpec` is for extraction: it carries the absolute deadline,
 the resolved candidates and scorers, so no hop re-reads the config to decide what the job means.
 """
 
@@ -17,16 +17,19 @@ from pydantic import BaseModel, Field
 from orchestration.attempts import Invoke
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError
-from orchestration.generation_models import (
+from orchestration.extraction.jobs import (  # same candidates/variations rules as extraction
+    chord_candidates,
+    parse_job_args,
+)
+from orchestration.extraction.merge import chord_labels
+from orchestration.generation.models import (
     CandidateSummary,
     GenerationRequest,
     GenerationResult,
     TournamentRound,
 )
-from orchestration.jobs import (  # same candidates/variations rules as extraction
-    chord_candidates,
-    parse_job_args,
-)
+from orchestration.generation.scoring import ScoreCard, ScoringContext, resolve_scorers
+from orchestration.generation.selectors import DEFAULT_SIMILARITY
 from orchestration.models import Attempt, Candidate
 from orchestration.prompts import (
     AGGREGATE_SYSTEM,
@@ -36,11 +39,8 @@ from orchestration.prompts import (
     generation_prompt,
     judge_prompt,
 )
-from orchestration.scoring import ScoreCard, ScoringContext, resolve_scorers
 from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting
-from orchestration.strategies.extraction import chord_labels
-from orchestration.strategies.generation import DEFAULT_SIMILARITY
 
 Role = Literal["candidate", "judge", "aggregate", "escalate"]
 #: Label of a hybrid-merge answer (``GenerationResult.chosen``) and prefix of an escalation's.

@@ -15,9 +15,9 @@ from itertools import islice
 from typing import Any, Literal
 
 from orchestration.errors import InsufficientResponsesError, InvalidOutputError, QuorumError
-from orchestration.generation_models import JudgeFailure, TournamentRound
+from orchestration.generation.models import JudgeFailure, TournamentRound
+from orchestration.generation.scoring import ScoreCard, normalise, similarity, strip_fence
 from orchestration.models import Attempt
-from orchestration.scoring import ScoreCard, normalise, similarity, strip_fence
 
 #: Default similarity (normalised Indel, 0..1) at which two answers count as the same answer.
 DEFAULT_SIMILARITY = 0.85

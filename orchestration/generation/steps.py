@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestration.errors import InsufficientResponsesError, OrchestrationTimeoutError
-from orchestration.generation_jobs import (
+from orchestration.extraction.failover import summarize
+from orchestration.generation.jobs import (
     AGGREGATE_LABEL,
     GenerationSpec,
     Pick,
@@ -24,11 +25,9 @@ from orchestration.generation_jobs import (
     judge_call,
     judge_label,
 )
-from orchestration.generation_models import GenerationResult
-from orchestration.models import Attempt
-from orchestration.scoring import ScoreCard, normalise, resolve_scorers, score_all, similarity
-from orchestration.strategies.failover import summarize
-from orchestration.strategies.generation import (
+from orchestration.generation.models import GenerationResult
+from orchestration.generation.scoring import ScoreCard, normalise, resolve_scorers, score_all, similarity
+from orchestration.generation.selectors import (
     MajorityResult,
     apply_judgements,
     calls_saved,
@@ -40,6 +39,7 @@ from orchestration.strategies.generation import (
     top_k,
     totals,
 )
+from orchestration.models import Attempt
 
 
 @dataclass(frozen=True)

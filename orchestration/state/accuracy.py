@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from orchestration.extraction.consensus import laplace_accuracy
 from orchestration.state.keys import ProviderKeys, provider_key
-from orchestration.strategies.consensus import laplace_accuracy
 
 if TYPE_CHECKING:
     from redis import Redis

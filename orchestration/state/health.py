@@ -27,10 +27,10 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from orchestration.breaker.machine import BreakerSnapshot, BreakerState, error_kind_of
 from orchestration.errors import blame_of
 from orchestration.models import ProviderHealth
 from orchestration.state.keys import ProviderKeys, provider_key
-from orchestration.state.machine import BreakerSnapshot, BreakerState, error_kind_of
 from orchestration.state.scripts import bound_script, float_arg, opt_float, text
 
 log = logging.getLogger("quorum.health")

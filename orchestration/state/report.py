@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from redis import Redis
 
+from orchestration.breaker.breakers import RedisBreaker
 from orchestration.config import Settings
 from orchestration.models import ProviderHealth
-from orchestration.state.breaker import RedisBreaker
 from orchestration.state.budget import budget_status, refusal_text
 from orchestration.state.cache import hit_rate
 from orchestration.state.costs import job_stats, totals

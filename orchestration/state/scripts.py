@@ -1,4 +1,5 @@
-"""Lua scripts shipped in ``orchestration/state/lua/*.lua``, read via importlib.resources."""
+"""Lua scripts shipped in ``orchestration/state/lua/*.lua`` (and ``orchestration/breaker/breaker.lua``),
+read via importlib.resources."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from redis.commands.core import Script
 
 
 @cache
-def lua_source(name: str) -> str:
-    """The text of ``lua/<name>`` (cached: the files never change at run time)."""
-    return files("orchestration.state").joinpath("lua", name).read_text(encoding="utf-8")
+def lua_source(name: str, package: str = "orchestration.state") -> str:
+    """The text of ``lua/<name>`` in ``package`` (cached: the files never change at run time)."""
+    return files(package).joinpath("lua", name).read_text(encoding="utf-8")
 
 
 _bound: weakref.WeakKeyDictionary[Redis, dict[str, Script]] = weakref.WeakKeyDictionary()

@@ -11,6 +11,8 @@ from typing import Any
 import fakeredis
 import pytest
 
+from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker.machine import BreakerState
 from orchestration.config import BreakerConfig, ProviderConfig
 from orchestration.emulator.wire.flavours import FLAVOURS
 from orchestration.errors import ServerError, UnsupportedModeError
@@ -19,8 +21,6 @@ from orchestration.providers.openai import OpenAIProvider
 from orchestration.providers.output_modes import LocalModeMemory, ModeMemory
 from orchestration.providers.registry import build_provider
 from orchestration.schemas import EMAIL_ENTITIES
-from orchestration.state.breaker import RedisBreaker
-from orchestration.state.machine import BreakerState
 from orchestration.state.output_mode import RedisModeMemory, output_mode_key
 
 from .test_providers import labelled_email

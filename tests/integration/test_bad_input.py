@@ -68,7 +68,7 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
         f"import pathlib\n\npathlib.Path({str(marker)!r}).touch()\n\n\ndef x(text, ctx):\n    return 1.0\n"
     )
     (d / f"{LISTED}.py").write_text(
-        "from orchestration.scoring import scorer\n\n\n@scorer\ndef short(text, ctx):\n"
+        "from orchestration.generation.scoring import scorer\n\n\n@scorer\ndef short(text, ctx):\n"
         "    return 1.0 if len(text) < 10_000 else 0.0\n"
     )
     return d

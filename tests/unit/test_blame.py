@@ -8,6 +8,8 @@ import pytest
 import redis
 
 from orchestration.attempts import AttemptDeps, run_attempt
+from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker.machine import BreakerState, Outcome, classify
 from orchestration.config import BreakerConfig, Settings
 from orchestration.errors import (
     AuthError,
@@ -22,10 +24,8 @@ from orchestration.errors import (
 )
 from orchestration.models import Attempt, Candidate
 from orchestration.state.accuracy import read_weights, validity
-from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import job_micro_usd, job_stats, record_job, totals
 from orchestration.state.health import read_health, record_call
-from orchestration.state.machine import BreakerState, Outcome, classify
 from orchestration.state.quality import QualityGate
 from orchestration.state.report import as_json, fleet_status
 from workers.runtime import HealthRecorder

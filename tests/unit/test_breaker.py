@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
+from orchestration.breaker.breakers import Breaker, LocalBreaker, RedisBreaker
+from orchestration.breaker.machine import BreakerState
+from orchestration.breaker.resilient import ResilientBreaker
 from orchestration.config import BreakerConfig
 from orchestration.errors import AuthError, BadRequestError, ServerError
-from orchestration.state.breaker import Breaker, LocalBreaker, RedisBreaker
-from orchestration.state.machine import BreakerState
-from orchestration.state.resilient import ResilientBreaker
 
 P = "openai"
 T0 = 1_000_000.0

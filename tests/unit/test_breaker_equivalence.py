@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestration.breaker.breakers import LocalBreaker, RedisBreaker
+from orchestration.breaker.machine import Outcome
 from orchestration.config import BreakerConfig
-from orchestration.state.breaker import LocalBreaker, RedisBreaker
-from orchestration.state.machine import Outcome
 
 P = "gemini"
 T0 = 1_700_000_000.123

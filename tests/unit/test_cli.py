@@ -9,8 +9,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from orchestration.breaker.breakers import RedisBreaker
 from orchestration.config import load_settings
-from orchestration.state.breaker import RedisBreaker
 from orchestration.state.fleet import read_fleet
 from orchestration.state.health import record_call
 from workers.cli import cli

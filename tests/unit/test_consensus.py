@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestration.models import Attempt, FieldValue, ProviderResult
-from orchestration.strategies.consensus import (
+from orchestration.extraction.consensus import (
     Response,
     accuracy_updates,
     decided,
@@ -17,6 +16,7 @@ from orchestration.strategies.consensus import (
     merge,
     responses_from_attempts,
 )
+from orchestration.models import Attempt, FieldValue, ProviderResult
 
 
 def resp(label: str, provider: str | None = None, conf: float = 0.9, **values: object) -> Response:

@@ -7,8 +7,8 @@ import pytest
 
 from orchestration.config import Settings, default_providers
 from orchestration.errors import InvalidRequestError
-from orchestration.generation_jobs import parse_generation_request, prepare_generate
-from orchestration.jobs import parse_request, prepare_extract
+from orchestration.extraction.jobs import parse_request, prepare_extract
+from orchestration.generation.jobs import parse_generation_request, prepare_generate
 from orchestration.models import Candidate
 from orchestration.state.fleet import FleetSetting
 

@@ -13,10 +13,10 @@ from orchestration.errors import (
     RateLimitedError,
     ServerError,
 )
-from orchestration.jobs import parse_request, prepare_extract
+from orchestration.extraction.failover import Fail, Send, next_step
+from orchestration.extraction.jobs import parse_request, prepare_extract
 from orchestration.models import Attempt
 from orchestration.state.fleet import FleetSetting
-from orchestration.strategies.failover import Fail, Send, next_step
 
 NOW = 1_000_000.0
 

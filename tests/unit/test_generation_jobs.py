@@ -10,7 +10,7 @@ import pytest
 from orchestration.config import OrchestrationConfig, Settings, default_providers
 from orchestration.emulator.generation import REFUSAL, render
 from orchestration.errors import InsufficientResponsesError, InvalidRequestError, OrchestrationTimeoutError
-from orchestration.generation_jobs import (
+from orchestration.generation.jobs import (
     GenerationSpec,
     Progress,
     cached_generation,
@@ -19,7 +19,7 @@ from orchestration.generation_jobs import (
     parse_generation_request,
     prepare_generate,
 )
-from orchestration.generation_steps import (
+from orchestration.generation.steps import (
     Done,
     FollowUp,
     JudgeRound,

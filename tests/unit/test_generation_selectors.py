@@ -9,10 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from orchestration.errors import InsufficientResponsesError, ProviderTimeoutError
-from orchestration.generation_models import GenerationRequest, GenerationResult, TournamentRound
-from orchestration.models import Attempt, ProviderResult
-from orchestration.scoring import ScoreCard
-from orchestration.strategies.generation import (
+from orchestration.generation.models import GenerationRequest, GenerationResult, TournamentRound
+from orchestration.generation.scoring import ScoreCard
+from orchestration.generation.selectors import (
     apply_judgements,
     calls_saved,
     cluster,
@@ -27,6 +26,7 @@ from orchestration.strategies.generation import (
     tournament_calls,
     tournament_winner,
 )
+from orchestration.models import Attempt, ProviderResult
 
 
 def cards(**scores: float) -> dict[str, ScoreCard]:

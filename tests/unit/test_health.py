@@ -7,6 +7,8 @@ import socket
 import pytest
 import redis
 
+from orchestration.breaker.machine import BreakerSnapshot, BreakerState
+from orchestration.breaker.resilient import fast_fail_client
 from orchestration.errors import AuthError
 from orchestration.state.health import (
     LATENCY_SAMPLES,
@@ -18,8 +20,6 @@ from orchestration.state.health import (
     record_failure,
     record_success,
 )
-from orchestration.state.machine import BreakerSnapshot, BreakerState
-from orchestration.state.resilient import fast_fail_client
 
 PX = "h:"
 T0 = 1_000_000.0

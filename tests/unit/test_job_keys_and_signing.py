@@ -11,7 +11,7 @@ import redis
 from orchestration.config import Settings, default_providers
 from orchestration.errors import ConfigError
 from orchestration.state import cache
-from orchestration.state.jobs import (
+from orchestration.state.job_records import (
     claim_publication,
     held_by_other,
     load_spec,

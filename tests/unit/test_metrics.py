@@ -11,9 +11,9 @@ import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestration.breaker.breakers import RedisBreaker
 from orchestration.config import Settings, default_providers, load_settings
 from orchestration.state import cache
-from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import record_cost, record_job
 from orchestration.state.health import record_call
 from orchestration.state.report import fleet_status

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestration.strategies.normalize import (
+from orchestration.extraction.normalize import (
     normalize_text,
     normalize_value,
     parse_date,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from orchestration.breaker.machine import Outcome, classify
 from orchestration.config import ProviderConfig
 from orchestration.emulator.wire import WireError
 from orchestration.emulator.wire.flavours import Refused, read_structure
@@ -19,7 +20,6 @@ from orchestration.providers.output_modes import (
     schema_from_system,
     with_schema_instruction,
 )
-from orchestration.state.machine import Outcome, classify
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}}
 

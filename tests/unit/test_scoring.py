@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from orchestration.errors import InvalidRequestError
-from orchestration.scoring import (
+from orchestration.generation.scoring import (
     DEFAULT_WEIGHTS,
     ResolvedScorer,
     ScorerRegistry,
