@@ -34,7 +34,7 @@ from orchestration.generation.jobs import (
     GenerationSpec,
     Progress,
     ProviderCall,
-    cached_generation,
+    cached_result,
     candidate_call,
     generation_invoke,
     parse_generation_request,
@@ -165,7 +165,7 @@ def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     except QuorumError as e:
         refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.selector, spec.labels())
-    return enter(rt, job_id, spec, digest, cached=cached_generation, start=_start)
+    return enter(rt, job_id, spec, digest, cached=cached_result, start=_start)
 
 
 def _start(rt: Runtime, spec: GenerationSpec) -> None:

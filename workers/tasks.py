@@ -19,16 +19,17 @@ from orchestration.errors import ProviderError, QuorumError, error_from_dict
 from orchestration.extraction.consensus import accuracy_updates, responses_from_attempts
 from orchestration.extraction.failover import Fail, Send, next_step, skipped_attempt
 from orchestration.extraction.jobs import (
-    JobSpec,
+    ExtractionSpec,
     build_result,
     cached_result,
     parse_request,
     prepare_extract,
     single_answer,
 )
-from orchestration.extraction.merge import chord_labels, early_answer_ready, early_pending, merge_answer
+from orchestration.extraction.merge import early_answer_ready, early_pending, merge_answer
 from orchestration.models import Attempt
 from orchestration.providers.registry import preload
+from orchestration.requests import chord_labels
 from orchestration.state import cache
 from orchestration.state.accuracy import read_weights
 from orchestration.state.accuracy import record as record_accuracy
@@ -91,7 +92,7 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return enter(rt, job_id, spec, digest, cached=cached_result, start=_start)
 
 
-def _start(rt: Runtime, spec: JobSpec) -> None:
+def _start(rt: Runtime, spec: ExtractionSpec) -> None:
     """Send the first failover hop, or the chord over the candidates worth sending."""
     key = worker_key(app)
     if spec.strategy == "failover":
@@ -133,7 +134,7 @@ def call(
     mapped error on failure (the errback moves on); chord mode returns the outcome, good or
     bad, so one failed provider never fails the chord."""
     rt = runtime()
-    job = load_spec(rt, JobSpec, job_id)
+    job = load_spec(rt, ExtractionSpec, job_id)
     candidate = job.candidates[index]
     label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
     attempt = rt.attempt(
@@ -155,7 +156,7 @@ def call(
     return attempt.model_dump(mode="json")
 
 
-def _finish(rt: Runtime, job: JobSpec, history: list[Attempt], request: Any) -> None:
+def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any) -> None:
     """A failover hop succeeded: publish its answer under the job id (once), count the job, cache."""
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
@@ -165,7 +166,7 @@ def _finish(rt: Runtime, job: JobSpec, history: list[Attempt], request: Any) -> 
 
 
 def _maybe_publish_early(
-    rt: Runtime, job: JobSpec, attempt: Attempt, skipped: list[dict[str, Any]], hostname: str | None
+    rt: Runtime, job: ExtractionSpec, attempt: Attempt, skipped: list[dict[str, Any]], hostname: str | None
 ) -> None:
     """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it."""
     try:
@@ -187,7 +188,7 @@ def _maybe_publish_early(
         log.warning("job %s: early quorum check failed", job.job_id, exc_info=True)
 
 
-def _weights(rt: Runtime, job: JobSpec) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+def _weights(rt: Runtime, job: ExtractionSpec) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
     providers = sorted({c.provider for c in job.candidates})
     accuracy = read_weights(rt.fast_redis, rt.prefix, providers, job.fields)
     return accuracy, {p: rt.settings.providers[p].weight for p in providers}
@@ -197,7 +198,7 @@ def _weights(rt: Runtime, job: JobSpec) -> tuple[dict[tuple[str, str], float], d
 def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list[dict[str, Any]]) -> None:
     """Chord body (its own id): merge or select, grade the providers, publish under the job id."""
     rt = runtime()
-    job = load_spec(rt, JobSpec, job_id)
+    job = load_spec(rt, ExtractionSpec, job_id)
     by, hostname = f"body:{self.request.id}", self.request.hostname
     history = [Attempt.model_validate(a) for a in skipped] + [Attempt.model_validate(o) for o in outcomes]
     accuracy, priors = _weights(rt, job)
@@ -216,7 +217,7 @@ def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list
     publish_success(app, rt, job_id, result, by=by, hostname=hostname)
 
 
-def _cache_store(rt: Runtime, job: JobSpec, result: dict[str, Any]) -> None:
+def _cache_store(rt: Runtime, job: ExtractionSpec, result: dict[str, Any]) -> None:
     if job.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
         key = job.cache_key(rt.prefix, rt.settings)
         cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
@@ -240,7 +241,7 @@ def failover_next(
     rt = runtime()
     hostname = getattr(request, "hostname", None)
     try:
-        job = load_spec(rt, JobSpec, job_id)
+        job = load_spec(rt, ExtractionSpec, job_id)
     except Ignore:
         return
     try:
@@ -261,7 +262,7 @@ def failover_next(
     publish_failure(app, rt, job_id, error, by="failover:failed", hostname=hostname, strategy=job.strategy)
 
 
-def _failed_attempt(job: JobSpec, index: int, request: Any, exc: BaseException) -> Attempt:
+def _failed_attempt(job: ExtractionSpec, index: int, request: Any, exc: BaseException) -> Attempt:
     if isinstance(exc, QuorumError) and isinstance(exc.details.get("attempt"), dict):
         return Attempt.model_validate(exc.details["attempt"])
     cand = job.candidates[index]  # e.g. WorkerLostError: the call never returned an outcome
@@ -275,6 +276,6 @@ def _failed_attempt(job: JobSpec, index: int, request: Any, exc: BaseException) 
     )
 
 
-def _plan(rt: Runtime, job: JobSpec, history: list[Attempt], start: int) -> Send | Fail:
+def _plan(rt: Runtime, job: ExtractionSpec, history: list[Attempt], start: int) -> Send | Fail:
     now = time.time()
     return next_step(job, history, start, now, lambda provider: rt.unavailable(provider, now))

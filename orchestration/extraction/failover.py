@@ -17,8 +17,9 @@ from orchestration.errors import (
     ProviderUnavailableError,
     QuorumError,
 )
-from orchestration.extraction.jobs import JobSpec
+from orchestration.extraction.jobs import ExtractionSpec
 from orchestration.models import Attempt, Candidate
+from orchestration.requests import attempt_summaries
 
 #: Never schedule a retry-after wait that would leave less than this before the deadline.
 RETRY_MARGIN_S = 0.5
@@ -41,22 +42,6 @@ class Fail:
     skipped: list[Attempt] = field(default_factory=list)
 
 
-def summarize(attempts: list[Attempt]) -> list[dict[str, object]]:
-    """The per-attempt facts an operator needs: provider, error class, latency, cost."""
-    return [
-        {
-            "provider": a.provider,
-            "label": a.label,
-            "error": a.error_type,
-            "message": (a.error or {}).get("message"),
-            "latency_ms": round(a.latency_ms, 2),
-            "cost_usd": a.cost_usd,
-            "skipped": a.skipped,
-        }
-        for a in attempts
-    ]
-
-
 def skipped_attempt(candidate: Candidate, label: str, reason: str) -> Attempt:
     """The record of a candidate that was not sent (breaker open, budget spent, rate limited)."""
     err = ProviderUnavailableError(
@@ -67,7 +52,7 @@ def skipped_attempt(candidate: Candidate, label: str, reason: str) -> Attempt:
     )
 
 
-def _retry_after(spec: JobSpec, attempts: list[Attempt], now: float) -> Send | None:
+def _retry_after(spec: ExtractionSpec, attempts: list[Attempt], now: float) -> Send | None:
     """Retry a rate-limited provider once if its retry-after ends before the deadline."""
     tried: dict[str, int] = {}
     for a in attempts:
@@ -87,7 +72,7 @@ def _retry_after(spec: JobSpec, attempts: list[Attempt], now: float) -> Send | N
 
 
 def next_step(
-    spec: JobSpec,
+    spec: ExtractionSpec,
     attempts: list[Attempt],
     start: int,
     now: float,
@@ -118,6 +103,9 @@ def next_step(
     return Fail(_job_error(AllProvidersFailedError, spec, everything, "every provider failed"), skipped)
 
 
-def _job_error(cls: type[QuorumError], spec: JobSpec, attempts: list[Attempt], what: str) -> QuorumError:
+def _job_error(
+    cls: type[QuorumError], spec: ExtractionSpec, attempts: list[Attempt], what: str
+) -> QuorumError:
     lines = ", ".join(f"{a.label or a.provider}: {a.error_type}" for a in attempts) or "none"
-    return cls(f"job {spec.job_id}: {what} ({lines})", job_id=spec.job_id, attempts=summarize(attempts))
+    summary = attempt_summaries(attempts)
+    return cls(f"job {spec.job_id}: {what} ({lines})", job_id=spec.job_id, attempts=summary)

@@ -1,6 +1,6 @@
 """Turning a producer's kwargs into a validated, fully resolved job, and assembling results.
 
-A :class:`JobSpec` is stored once per job in Redis (under a key derived from the job id) and read
+An :class:`ExtractionSpec` is stored once per job in Redis (under a key derived from the job id) and read
 by every task of the job; messages carry the job id and small state only. It holds the absolute
 deadline, the resolved schema and the provider order, so no hop re-reads the config to decide
 what the job means.
@@ -9,9 +9,9 @@ what the job means.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError
@@ -22,17 +22,14 @@ from orchestration.models import (
     ExtractionRequest,
     ExtractionResult,
     MergedField,
-    SamplingParams,
-    describe_errors,
 )
+from orchestration.requests import chord_candidates, parse_job_args, provider_order
 from orchestration.schemas import resolve_schema
 from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting
 
-M = TypeVar("M", bound=BaseModel)
 
-
-class JobSpec(BaseModel):
+class ExtractionSpec(BaseModel):
     """A validated extraction job with everything resolved (strategy, candidates, deadline)."""
 
     job_id: str
@@ -72,46 +69,9 @@ class JobSpec(BaseModel):
         )
 
 
-def parse_job_args(model: type[M], task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> M:
-    """Validate a producer's arguments to ``task`` as ``model``; :class:`InvalidRequestError`
-    names each problem (positional arguments included)."""
-    if args:
-        raise InvalidRequestError(f"{task} takes keyword arguments only (send kwargs={{...}})", field="args")
-    try:
-        return model.model_validate(kwargs)
-    except ValidationError as e:
-        kind = task.removeprefix("quorum.").replace("extract", "extraction").replace("generate", "generation")
-        raise InvalidRequestError(f"invalid {kind} request: {describe_errors(e)}") from None
-
-
 def parse_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ExtractionRequest:
     """Validate the arguments of ``quorum.extract``."""
     return parse_job_args(ExtractionRequest, "quorum.extract", args, kwargs)
-
-
-class CandidateSource(Protocol):
-    """The request fields that name a job's candidates (extraction and generation alike)."""
-
-    candidates: list[Candidate] | None
-    variations: str | None
-    providers: list[str] | None
-    params: SamplingParams
-
-
-def chord_candidates(request: CandidateSource, settings: Settings, order: list[str]) -> list[Candidate]:
-    """Candidates from the request (explicit, a variation grid, or providers), else the config."""
-    if request.candidates:
-        return list(request.candidates)
-    if request.variations:
-        grid = settings.orchestration.variations.get(request.variations)
-        if grid is None:
-            known = ", ".join(sorted(settings.orchestration.variations)) or "none configured"
-            raise InvalidRequestError(
-                f"unknown variations {request.variations!r}; known: {known}", field="variations"
-            )
-        return list(grid)
-    names = request.providers or settings.orchestration.candidates or order
-    return [Candidate(provider=name, params=request.params) for name in names]
 
 
 def prepare_extract(
@@ -121,7 +81,7 @@ def prepare_extract(
     settings: Settings,
     fleet: FleetSetting,
     now: float | None = None,
-) -> JobSpec:
+) -> ExtractionSpec:
     """Resolve strategy, schema, candidates and deadline for one job."""
     now = time.time() if now is None else now
     strategy = request.strategy or fleet.strategy or settings.orchestration.strategy
@@ -130,8 +90,7 @@ def prepare_extract(
             f"unknown strategy {strategy!r}; valid: {', '.join(EXTRACT_STRATEGIES)}", field="strategy"
         )
     schema_name, schema = resolve_schema(request.schema_name, request.json_schema)
-    enabled = settings.enabled_providers()
-    order = [p for p in (fleet.order or enabled) if p in enabled] or enabled  # disabled: never called
+    order = provider_order(settings, fleet)
     if strategy == "failover":
         names = request.providers or order
         candidates = [Candidate(provider=n, params=request.params) for n in names]
@@ -148,7 +107,7 @@ def prepare_extract(
             f"min_responses={min_responses} exceeds the {len(candidates)} candidates",
             field="min_responses",
         )
-    return JobSpec(
+    return ExtractionSpec(
         job_id=job_id,
         text=request.text,
         schema_name=schema_name,
@@ -181,7 +140,7 @@ def single_answer(attempt: Attempt) -> dict[str, MergedField]:
 
 
 def build_result(
-    spec: JobSpec,
+    spec: ExtractionSpec,
     attempts: list[Attempt],
     fields: dict[str, MergedField],
     *,
@@ -206,7 +165,7 @@ def build_result(
     )
 
 
-def cached_result(hit: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+def cached_result(hit: dict[str, Any], spec: ExtractionSpec) -> dict[str, Any]:
     """A cached answer re-issued for this job: no calls, no cost, ``cached: true``."""
     result = ExtractionResult.model_validate(hit).model_copy(
         update={

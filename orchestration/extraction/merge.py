@@ -8,24 +8,15 @@ from collections.abc import Mapping, Sequence
 from orchestration.errors import InsufficientResponsesError
 from orchestration.extraction.best_match import best_match
 from orchestration.extraction.consensus import decided, merge, responses_from_attempts
-from orchestration.extraction.failover import summarize
-from orchestration.extraction.jobs import JobSpec
-from orchestration.models import Attempt, Candidate, MergedField
+from orchestration.extraction.jobs import ExtractionSpec
+from orchestration.models import Attempt, MergedField
+from orchestration.requests import attempt_summaries, chord_labels
 
 Accuracy = Mapping[tuple[str, str], float]
 
 
-def chord_labels(candidates: Sequence[Candidate]) -> list[str]:
-    """A unique label per candidate: ``openai``, ``openai[t=0.7]``, ``openai#2`` for repeats."""
-    plain = [c.label() for c in candidates]
-    return [
-        label if plain.count(label) == 1 else c.label(i)
-        for i, (c, label) in enumerate(zip(candidates, plain, strict=True))
-    ]
-
-
 def merge_answer(
-    spec: JobSpec, attempts: Sequence[Attempt], *, accuracy: Accuracy, priors: Mapping[str, float]
+    spec: ExtractionSpec, attempts: Sequence[Attempt], *, accuracy: Accuracy, priors: Mapping[str, float]
 ) -> tuple[dict[str, MergedField], str | None]:
     """The merged (consensus) or selected (best-match) fields and the winning label, if any."""
     ok = [a for a in attempts if a.ok]
@@ -34,7 +25,7 @@ def merge_answer(
         raise InsufficientResponsesError(
             f"job {spec.job_id}: {len(ok)} usable answers, {spec.min_responses} required ({lines})",
             job_id=spec.job_id,
-            attempts=summarize(list(attempts)),
+            attempts=attempt_summaries(list(attempts)),
             min_responses=spec.min_responses,
         )
     responses = responses_from_attempts(ok)
@@ -54,7 +45,7 @@ def merge_answer(
     return fields, None
 
 
-def early_pending(spec: JobSpec, attempts: Sequence[Attempt]) -> list[str]:
+def early_pending(spec: ExtractionSpec, attempts: Sequence[Attempt]) -> list[str]:
     """The providers still outstanding when an early answer is worth checking for (enough
     answers in, some still out), else none: a cheap test before reading any weights."""
     if spec.strategy != "consensus" or not spec.early_quorum:
@@ -68,7 +59,7 @@ def early_pending(spec: JobSpec, attempts: Sequence[Attempt]) -> list[str]:
 
 
 def early_answer_ready(
-    spec: JobSpec, attempts: Sequence[Attempt], *, accuracy: Accuracy, priors: Mapping[str, float]
+    spec: ExtractionSpec, attempts: Sequence[Attempt], *, accuracy: Accuracy, priors: Mapping[str, float]
 ) -> bool:
     """True when the consensus answers already in cannot be overturned by the outstanding ones."""
     pending = early_pending(spec, attempts)

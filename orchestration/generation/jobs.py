@@ -2,8 +2,9 @@
 a job makes (candidates, judges, the aggregator, the escalation) and the result it publishes.
 
 A :class:`GenerationSpec` is stored once per job in Redis and read by every hop of a generation
-job, like :class:`orchestration.extraction.jobs.JobSpec` is for extraction: it carries the absolute deadline,
-the resolved candidates and scorers, so no hop re-reads the config to decide what the job means.
+job, like :class:`orchestration.extraction.ExtractionSpec` is for extraction: it carries the
+absolute deadline, the resolved candidates and scorers, so no hop re-reads the config to decide
+what the job means.
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ from pydantic import BaseModel, Field
 from orchestration.attempts import Invoke
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError
-from orchestration.extraction.jobs import (  # same candidates/variations rules as extraction
-    chord_candidates,
-    parse_job_args,
-)
-from orchestration.extraction.merge import chord_labels
 from orchestration.generation.models import (
     CandidateSummary,
     GenerationRequest,
@@ -39,6 +35,7 @@ from orchestration.prompts import (
     generation_prompt,
     judge_prompt,
 )
+from orchestration.requests import chord_candidates, chord_labels, parse_job_args, provider_order
 from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting
 
@@ -137,9 +134,7 @@ def prepare_generate(
     """Resolve candidates, scorers, helper providers and deadline; bad input fails before any call."""
     now = time.time() if now is None else now
     scorers = {s.name: s.weight for s in resolve_scorers(request.scorers)}  # unknown → error now
-    enabled = settings.enabled_providers()
-    order = [p for p in (fleet.order or enabled) if p in enabled] or enabled  # disabled: never called
-    candidates = chord_candidates(request, settings, order)
+    candidates = chord_candidates(request, settings, provider_order(settings, fleet))
     if not candidates:
         raise InvalidRequestError("no providers: none enabled in the config", field="providers")
     for candidate in candidates:
@@ -341,7 +336,7 @@ def build_result(
     )
 
 
-def cached_generation(hit: dict[str, Any], spec: GenerationSpec) -> dict[str, Any]:
+def cached_result(hit: dict[str, Any], spec: GenerationSpec) -> dict[str, Any]:
     """A cached answer re-issued for this job: no calls, no cost, ``cached: true``."""
     result = GenerationResult.model_validate(hit).model_copy(
         update={

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestration.errors import InsufficientResponsesError, OrchestrationTimeoutError
-from orchestration.extraction.failover import summarize
 from orchestration.generation.jobs import (
     AGGREGATE_LABEL,
     GenerationSpec,
@@ -40,6 +39,7 @@ from orchestration.generation.selectors import (
     totals,
 )
 from orchestration.models import Attempt
+from orchestration.requests import attempt_summaries
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def require_answers(spec: GenerationSpec, progress: Progress, now: float) -> Non
     raise cls(
         f"job {spec.job_id}: {len(ok)} usable answers, {spec.min_responses} required ({lines})",
         job_id=spec.job_id,
-        attempts=summarize(list(progress.attempts)),
+        attempts=attempt_summaries(list(progress.attempts)),
         min_responses=spec.min_responses,
     )
 

@@ -13,7 +13,7 @@ from orchestration.errors import InsufficientResponsesError, InvalidRequestError
 from orchestration.generation.jobs import (
     GenerationSpec,
     Progress,
-    cached_generation,
+    cached_result,
     candidate_call,
     generation_invoke,
     parse_generation_request,
@@ -244,6 +244,6 @@ def test_cached_result_costs_nothing():
     s = spec()
     done = after_candidates(s, Progress(attempts=[ok("claude", GOOD), ok("openai", GOOD)]), NOW)
     assert isinstance(done, Done)
-    hit = cached_generation(done.result.model_dump(mode="json"), s.model_copy(update={"job_id": "job-2"}))
+    hit = cached_result(done.result.model_dump(mode="json"), s.model_copy(update={"job_id": "job-2"}))
     assert hit["cached"] and hit["job_id"] == "job-2" and hit["text"] == GOOD
     assert hit["calls"] == hit["cost_usd"] == 0 and hit["candidates"] == []
