@@ -23,11 +23,16 @@ from orchestration.breaker import machine
 from orchestration.breaker.machine import (
     PROBE,
     REFUSED,
+    Acquire,
     BreakerSnapshot,
     BreakerState,
     Core,
+    ForceOpen,
+    Operation,
     Outcome,
     Permit,
+    Record,
+    Reset,
     Step,
     Transition,
 )
@@ -73,7 +78,8 @@ def log_transition(transition: Transition, scope: str = "shared") -> None:
 
 
 class Breaker(ABC):
-    """The breaker API: permits, outcomes, snapshots; subclasses only supply the atomic step."""
+    """The breaker API: permits, outcomes, snapshots; subclasses only supply :meth:`step` (one
+    typed operation, run atomically) and :meth:`_snapshot`."""
 
     def __init__(self, config: BreakerConfig) -> None:
         self.config = config
@@ -81,17 +87,8 @@ class Breaker(ABC):
     # ------------------------------------------------------------------ to implement
 
     @abstractmethod
-    def _step(
-        self,
-        provider: str,
-        op: str,
-        now: float,
-        *,
-        lease_id: str | None = None,
-        outcome: Outcome | None = None,
-        cooldown_s: float | None = None,
-    ) -> Step:
-        """Run one atomic step of the state machine for ``provider``."""
+    def step(self, provider: str, op: Operation, now: float) -> Step:
+        """Run one operation of the state machine for ``provider`` as one atomic step."""
 
     @abstractmethod
     def _snapshot(self, provider: str, now: float) -> BreakerSnapshot:
@@ -106,7 +103,7 @@ class Breaker(ABC):
     def acquire(self, provider: str, now: float) -> Permit:
         """May this caller call ``provider`` now? A truthy permit says yes (maybe as the probe)."""
         lease_id, now = uuid.uuid4().hex, float(now)
-        step = self._step(provider, "acquire", now, lease_id=lease_id)
+        step = self.step(provider, Acquire(lease_id), now)
         self._report(provider, step, now)
         if step.note == "lease_expired":
             log.info("circuit breaker %s: probe lease expired; a new probe takes over", provider)
@@ -159,13 +156,13 @@ class Breaker(ABC):
 
     def reset(self, provider: str) -> Transition | None:
         """Force CLOSED and forget counters and backoff (``quorum reset PROVIDER``)."""
-        step = self._step(provider, "reset", 0.0)
+        step = self.step(provider, Reset(), 0.0)
         return self._report(provider, step, None)
 
     def force_open(self, provider: str, now: float, cooldown_s: float | None = None) -> Transition | None:
         """Open now for ``cooldown_s`` (default: the current backoff cool-down); for ops/tests."""
         now = float(now)
-        step = self._step(provider, "force_open", now, cooldown_s=cooldown_s)
+        step = self.step(provider, ForceOpen(cooldown_s), now)
         return self._report(provider, step, now)
 
     # ------------------------------------------------------------------ helpers
@@ -178,7 +175,7 @@ class Breaker(ABC):
             raise ValueError(f"permit for {permit.provider!r} used for {provider!r}")
         lease_id = permit.lease_id if permit is not None and permit.probe else None
         now = float(now)
-        step = self._step(provider, "record", now, lease_id=lease_id, outcome=outcome)
+        step = self.step(provider, Record(outcome, lease_id), now)
         return self._report(provider, step, now)
 
     def _report(self, provider: str, step: Step, now: float | None) -> Transition | None:
@@ -209,21 +206,10 @@ class LocalBreaker(Breaker):
         """Transitions of this breaker concern this process only."""
         return "per-process"
 
-    def _step(
-        self,
-        provider: str,
-        op: str,
-        now: float,
-        *,
-        lease_id: str | None = None,
-        outcome: Outcome | None = None,
-        cooldown_s: float | None = None,
-    ) -> Step:
+    def step(self, provider: str, op: Operation, now: float) -> Step:
         with self._lock:
             core = self._cores.setdefault(provider, Core())
-            return machine.apply(
-                core, self.config, op, now, lease_id=lease_id, outcome=outcome, cooldown_s=cooldown_s
-            )
+            return machine.apply(core, self.config, op, now)
 
     def _snapshot(self, provider: str, now: float) -> BreakerSnapshot:
         with self._lock:
@@ -265,19 +251,13 @@ class RedisBreaker(Breaker):
             float_arg(c.probe_lease_s),
         ]
 
-    def _step(
-        self,
-        provider: str,
-        op: str,
-        now: float,
-        *,
-        lease_id: str | None = None,
-        outcome: Outcome | None = None,
-        cooldown_s: float | None = None,
-    ) -> Step:
+    def step(self, provider: str, op: Operation, now: float) -> Step:
         keys = ProviderKeys.of(self.prefix, provider).breaker_keys
+        lease_id = op.lease_id if isinstance(op, Acquire | Record) else None
+        outcome = op.outcome if isinstance(op, Record) else None
+        cooldown_s = op.cooldown_s if isinstance(op, ForceOpen) else None
         args = [
-            op,
+            op.name,
             float_arg(now),
             *self._config_args,
             lease_id or "",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
 from orchestration.config import BreakerConfig
 from orchestration.errors import ERROR_TYPES, AuthError
@@ -53,6 +53,42 @@ ALLOWED, PROBE, REFUSED = "allowed", "probe", "refused"
 RECORDED, IGNORED, RELEASED, DONE = "recorded", "ignored", "released", "done"
 
 Source = Literal["redis", "local"]
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Ask to call the provider; ``lease_id`` names the probe lease if this caller gets it."""
+
+    lease_id: str
+    name: ClassVar[str] = "acquire"
+
+
+@dataclass(frozen=True)
+class Record:
+    """Record one call's outcome; ``lease_id`` is the probe's lease (None for other callers)."""
+
+    outcome: Outcome
+    lease_id: str | None = None
+    name: ClassVar[str] = "record"
+
+
+@dataclass(frozen=True)
+class ForceOpen:
+    """Open now for ``cooldown_s`` (None: the current backoff cool-down)."""
+
+    cooldown_s: float | None = None
+    name: ClassVar[str] = "force_open"
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Force CLOSED and forget counters and backoff."""
+
+    name: ClassVar[str] = "reset"
+
+
+#: One operation of the breaker, run as one atomic step (``name`` is the Lua script's op).
+Operation = Acquire | Record | ForceOpen | Reset
 
 
 def error_kind_of(error: str | BaseException) -> str:
@@ -292,30 +328,18 @@ def reset(core: Core) -> Step:
     return _step(core, DONE, from_state=changed, reason="reset")
 
 
-def apply(
-    core: Core,
-    config: BreakerConfig,
-    op: str,
-    now: float,
-    *,
-    lease_id: str | None = None,
-    outcome: Outcome | None = None,
-    cooldown_s: float | None = None,
-) -> Step:
-    """Dispatch one operation by name, exactly as the Lua script does."""
-    if op == "acquire":
-        if lease_id is None:
-            raise ValueError("acquire needs a lease id")
-        return acquire(core, config, now, lease_id)
-    if op == "record":
-        if outcome is None:
-            raise ValueError("record needs an outcome")
-        return record(core, config, now, outcome, lease_id)
-    if op == "force_open":
-        return force_open(core, config, now, cooldown_s)
-    if op == "reset":
-        return reset(core)
-    raise ValueError(f"unknown breaker operation {op!r}")
+def apply(core: Core, config: BreakerConfig, op: Operation, now: float) -> Step:
+    """Run one operation, exactly as the Lua script does."""
+    match op:
+        case Acquire(lease_id=lease_id):
+            return acquire(core, config, now, lease_id)
+        case Record(outcome=outcome, lease_id=lease_id):
+            return record(core, config, now, outcome, lease_id)
+        case ForceOpen(cooldown_s=cooldown_s):
+            return force_open(core, config, now, cooldown_s)
+        case Reset():
+            return reset(core)
+    raise TypeError(f"not a breaker operation: {op!r}")
 
 
 def snapshot(

@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from orchestration.breaker.breakers import Breaker, LocalBreaker, RedisBreaker
-from orchestration.breaker.machine import BreakerSnapshot, BreakerState, Outcome, Step
+from orchestration.breaker.machine import BreakerSnapshot, BreakerState, Operation, Step
 from orchestration.config import BreakerConfig
 
 log = logging.getLogger("quorum.breaker")
@@ -94,27 +94,14 @@ class ResilientBreaker(Breaker):
         self._where.scope = "per-process"
         return local()
 
-    def _step(
-        self,
-        provider: str,
-        op: str,
-        now: float,
-        *,
-        lease_id: str | None = None,
-        outcome: Outcome | None = None,
-        cooldown_s: float | None = None,
-    ) -> Step:
+    def step(self, provider: str, op: Operation, now: float) -> Step:
         def shared() -> Step:
-            step = self.shared._step(
-                provider, op, now, lease_id=lease_id, outcome=outcome, cooldown_s=cooldown_s
-            )
+            step = self.shared.step(provider, op, now)
             self._known[provider] = (step.state, step.cooldown_until, step.level)
             return step
 
         def local() -> Step:
-            return self.local._step(
-                provider, op, now, lease_id=lease_id, outcome=outcome, cooldown_s=cooldown_s
-            )
+            return self.local.step(provider, op, now)
 
         return self._route(shared, local)
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestration.breaker.breakers import LocalBreaker, RedisBreaker
-from orchestration.breaker.machine import Outcome
+from orchestration.breaker.machine import Acquire, ForceOpen, Operation, Outcome, Record, Reset
 from orchestration.config import BreakerConfig
 
 P = "gemini"
@@ -53,17 +53,18 @@ def test_lua_mirrors_the_reference_machine(request: pytest.FixtureRequest, backe
     for i, (op, dt, pick) in enumerate(ops):
         now += dt
         held = leases[-1 - pick] if pick < len(leases) else None  # usually the newest lease
+        step: Operation
         if op == "acquire":
             leases.append(f"lease-{i}")
-            name, kwargs = "acquire", {"lease_id": leases[-1]}
+            step = Acquire(leases[-1])
         elif op == "force_open":
-            name, kwargs = "force_open", {"cooldown_s": None if pick % 2 else 2.2}
+            step = ForceOpen(None if pick % 2 else 2.2)
         elif op == "reset":
-            name, kwargs = "reset", {}
+            step = Reset()
         else:
-            name, kwargs = "record", {"outcome": Outcome(op), "lease_id": held}
-        expected = local._step(P, name, now, **kwargs)
-        got = shared._step(P, name, now, **kwargs)
+            step = Record(Outcome(op), held)
+        expected = local.step(P, step, now)
+        got = shared.step(P, step, now)
         assert got == expected, f"step {i} ({op} at +{now - T0:.3f})"
         mirror = dataclasses.replace(local.state(P, now), source="redis")
         assert shared.state(P, now) == mirror, f"snapshot after step {i}"
