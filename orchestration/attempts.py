@@ -19,8 +19,10 @@ from typing import Any, Protocol
 
 from orchestration.config import Settings
 from orchestration.errors import (
+    ConfigError,
     OrchestrationTimeoutError,
     ProviderError,
+    ProviderTimeoutError,
     ProviderUnavailableError,
     QuorumError,
 )
@@ -64,10 +66,9 @@ class AttemptDeps:
 
 
 def billed_tokens(error: QuorumError) -> tuple[int, int]:
-    """The usage a failed call's server reported (``tokens_in``/``tokens_out`` in its details)."""
+    """The usage a failed call's server reported (its ``tokens_in``/``tokens_out``)."""
     out = []
-    for key in ("tokens_in", "tokens_out"):
-        value = error.details.get(key)
+    for value in (error.tokens_in, error.tokens_out):
         out.append(value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0)
     return out[0], out[1]
 
@@ -155,7 +156,7 @@ def run_attempt(
         kind = None
     else:
         assert error is not None
-        if timeout < cfg.timeout_s and type(error).__name__ == "ProviderTimeoutError":
+        if timeout < cfg.timeout_s and isinstance(error, ProviderTimeoutError):
             # The deadline, not the provider, cut this call short: don't hold it against it.
             error = OrchestrationTimeoutError(
                 f"{candidate.provider}: the job's deadline cut the call short after {timeout:.2f}s",
@@ -170,11 +171,11 @@ def run_attempt(
                 "tokens_out": tokens_out,
                 "cost_usd": usd(micro),
             }
-            if isinstance(error.details.get("model"), str) and error.details["model"]:
-                update["model"] = error.details["model"]
+            if isinstance(error.model, str) and error.model:
+                update["model"] = error.model
             attempt = attempt.model_copy(update=update)
         # A key missing on this worker is this worker's problem: don't open the fleet's breaker.
-        kind = "ConfigError" if error.details.get("reason") == "missing_key" else error.kind
+        kind = ConfigError.__name__ if error.reason == "missing_key" else error.kind
     for t in tickets:
         t.done(now, kind, attempt.tokens_in + attempt.tokens_out)
     try:

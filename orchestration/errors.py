@@ -3,16 +3,18 @@
 ``str(error)`` is the human message, wherever the error ends up: each error's ``args`` is just
 ``(message,)``, so Celery's JSON result backend (which stores ``exc.args`` and rebuilds
 ``cls(*args)``, as a stand-in class of the same name when Quorum is not installed) gives a
-producer without Quorum an exception whose ``str()`` is the message. The operator facts live in
-``details`` (JSON-safe) and as typed attributes (``provider``, ``status``, ``retry_after``,
-``field``, ``reason``, ``code``, ``attempts``); they travel by pickle (``__reduce__``), by
+producer without Quorum an exception whose ``str()`` is the message. The operator facts are
+typed attributes (``provider``, ``status``, ``retry_after``, ``field``, ``reason``, ``code``,
+``attempts``...), seen together as the JSON-safe ``details``; they travel by pickle
+(``__reduce__``), by
 :meth:`QuorumError.to_dict` / :func:`error_from_dict`, and for a failed job beside its result
 (``workers.job_errors``: the ``<job_id>:error`` result any Celery producer can read).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self
 
 #: Who an error is held against (docs/operations.md, "What counts against a provider"):
 #: ``provider`` — an outage (breaker and health errors); ``quality`` — the provider answered but
@@ -23,20 +25,112 @@ Blame = Literal["provider", "quality", "request", "none"]
 
 
 class QuorumError(Exception):
-    """Base of every error Quorum raises; carries a message and JSON-safe details."""
+    """Base of every error Quorum raises: a message plus typed, JSON-safe fields.
 
-    #: Whether the failover chain should move on to the next provider after this error.
-    retryable: ClassVar[bool] = False
+    Every field is optional; ``details`` is the JSON-safe view of those that are set (plus any
+    field this version does not know, kept as read so that nothing a newer worker wrote is lost).
+    """
+
     #: Whether the circuit breaker counts this error as a provider failure.
     counts_for_breaker: ClassVar[bool] = True
     #: Who the error is held against in health figures (see :data:`Blame`).
     blame: ClassVar[Blame] = "provider"
 
-    def __init__(self, message: str = "", details: dict[str, Any] | None = None, **fields: Any) -> None:
-        merged = {**(details or {}), **{k: v for k, v in fields.items() if v is not None}}
+    #: The provider the error is about (None for job-level errors).
+    provider: str | None
+    #: The HTTP status the provider answered, when it answered with one.
+    status: int | None
+    #: Seconds the provider asked us to wait (rate limits), when it said.
+    retry_after: float | None
+    #: The request field at fault (``InvalidRequestError``), e.g. ``providers``.
+    field: str | None
+    #: A short machine-readable reason (``missing_key``, a skip's cause...).
+    reason: str | None
+    #: The provider's own error code or type, when it gave one.
+    code: str | None
+    #: The provider's request id, for its support desk.
+    request_id: str | None
+    #: The environment variable a missing API key is read from (``reason == "missing_key"``).
+    key_env: str | None
+    #: The model that answered (a failed answer's usage is billed to it).
+    model: str | None
+    #: Tokens the server reported for a failed call (billed all the same).
+    tokens_in: int | None
+    tokens_out: int | None
+    #: The job a job-level error ends.
+    job_id: str | None
+    #: The answers a consensus/best-match job needed (``InsufficientResponsesError``).
+    min_responses: int | None
+    #: Per-attempt summaries of a failed job (provider, error, message, latency, cost).
+    attempts: list[dict[str, Any]]
+    #: The failed provider call's outcome (an ``Attempt`` as JSON), set by the task that ran it.
+    attempt: dict[str, Any] | None
+    #: The structured-output modes a server refused, in the order they were tried.
+    modes: list[str]
+    #: Fields this version does not know (from :func:`error_from_dict` or a newer worker).
+    extra: dict[str, Any]
+
+    def __init__(
+        self,
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        field: str | None = None,
+        reason: str | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        key_env: str | None = None,
+        model: str | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        job_id: str | None = None,
+        min_responses: int | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+        attempt: dict[str, Any] | None = None,
+        modes: list[str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)  # args == (message,): what Celery's JSON backend stores
         self.message = message
-        self.details = merged
+        given = {
+            "provider": provider,
+            "status": status,
+            "retry_after": retry_after,
+            "field": field,
+            "reason": reason,
+            "code": code,
+            "request_id": request_id,
+            "key_env": key_env,
+            "model": model,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "job_id": job_id,
+            "min_responses": min_responses,
+            "attempts": attempts,
+            "attempt": attempt,
+            "modes": modes,
+        }
+        merged = {**(details or {}), **{k: v for k, v in {**given, **extra}.items() if v is not None}}
+        self.provider = merged.pop("provider", None)
+        self.status = merged.pop("status", None)
+        self.retry_after = merged.pop("retry_after", None)
+        self.field = merged.pop("field", None)
+        self.reason = merged.pop("reason", None)
+        self.code = merged.pop("code", None)
+        self.request_id = merged.pop("request_id", None)
+        self.key_env = merged.pop("key_env", None)
+        self.model = merged.pop("model", None)
+        self.tokens_in = merged.pop("tokens_in", None)
+        self.tokens_out = merged.pop("tokens_out", None)
+        self.job_id = merged.pop("job_id", None)
+        self.min_responses = merged.pop("min_responses", None)
+        self.attempts = list(merged.pop("attempts", None) or [])
+        self.attempt = merged.pop("attempt", None)
+        self.modes = list(merged.pop("modes", None) or [])
+        self.extra = {k: v for k, v in merged.items() if v is not None}
 
     def __str__(self) -> str:
         return self.message
@@ -44,58 +138,44 @@ class QuorumError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.message, self.details)
 
-    def _detail(self, name: str) -> Any:
-        return self.details.get(name)
-
     @property
-    def provider(self) -> str | None:
-        """The provider the error is about (None for job-level errors)."""
-        return self._detail("provider")
-
-    @property
-    def status(self) -> int | None:
-        """The HTTP status the provider answered, when it answered with one."""
-        return self._detail("status")
-
-    @property
-    def retry_after(self) -> float | None:
-        """Seconds the provider asked us to wait (rate limits), when it said."""
-        return self._detail("retry_after")
-
-    @property
-    def field(self) -> str | None:
-        """The request field at fault (``InvalidRequestError``), e.g. ``providers``."""
-        return self._detail("field")
-
-    @property
-    def reason(self) -> str | None:
-        """A short machine-readable reason (``missing_key``, a skip's cause...)."""
-        return self._detail("reason")
-
-    @property
-    def code(self) -> str | None:
-        """The provider's own error code or type, when it gave one."""
-        return self._detail("code")
-
-    @property
-    def request_id(self) -> str | None:
-        """The provider's request id, for its support desk."""
-        return self._detail("request_id")
-
-    @property
-    def attempts(self) -> list[dict[str, Any]]:
-        """Per-attempt summaries of a failed job (provider, error, message, latency, cost)."""
-        value = self._detail("attempts")
-        return value if isinstance(value, list) else []
+    def details(self) -> dict[str, Any]:
+        """The fields that are set, JSON-safe (a fresh dict: set the typed attributes instead)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in _SCALAR_FIELDS}
+        out.update(attempts=self.attempts or None, modes=self.modes or None)
+        return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
 
     @property
     def kind(self) -> str:
         """Stable short name of the error class (used in health counters and results)."""
         return type(self).__name__
 
+    def with_details(self, **fields: Any) -> Self:
+        """A copy of this error (same class and message) with ``fields`` set as well."""
+        return type(self)(self.message, {**self.details, **fields})
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description for results, logs and Redis."""
         return {"type": self.kind, "message": self.message, **self.details}
+
+
+#: The typed fields that hold one JSON value each (lists are handled apart in ``details``).
+_SCALAR_FIELDS = (
+    "provider",
+    "status",
+    "retry_after",
+    "field",
+    "reason",
+    "code",
+    "request_id",
+    "key_env",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "job_id",
+    "min_responses",
+    "attempt",
+)
 
 
 # --------------------------------------------------------------------------- request & config
@@ -119,9 +199,7 @@ class ConfigError(QuorumError):
 
 
 class ProviderError(QuorumError):
-    """A provider call failed. ``provider``, ``status`` and ``retry_after`` are in details."""
-
-    retryable = True
+    """A provider call failed (``provider``, and ``status``/``retry_after`` when it answered)."""
 
 
 class RateLimitedError(ProviderError):
@@ -156,13 +234,8 @@ class BadRequestError(ProviderError):
 
 
 class UnsupportedModeError(BadRequestError):
-    """The server refused the structured-output mode (e.g. ``response_format``), not the job."""
-
-    @property
-    def modes(self) -> list[str]:
-        """The structured-output modes the server refused, in the order they were tried."""
-        value = self._detail("modes")
-        return value if isinstance(value, list) else []
+    """The server refused the structured-output mode (e.g. ``response_format``), not the job;
+    ``modes`` lists the modes it refused."""
 
 
 class InvalidOutputError(ProviderError):

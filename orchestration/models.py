@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestration.errors import ERROR_TYPES, QuorumError
+
 #: Longest input text accepted, in characters (documented in the README).
 MAX_TEXT_CHARS = 50_000
 #: Longest deadline a job may ask for, in seconds.
@@ -196,6 +198,11 @@ class Attempt(BaseModel):
     @property
     def error_type(self) -> str | None:
         return None if self.error is None else str(self.error.get("type"))
+
+    def failed_with(self, cls: type[QuorumError]) -> bool:
+        """True when this attempt's error is a ``cls`` (subclasses included; unknown kinds are not)."""
+        kind = ERROR_TYPES.get(self.error_type or "")
+        return kind is not None and issubclass(kind, cls)
 
 
 class MergedField(BaseModel):

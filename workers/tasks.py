@@ -148,7 +148,7 @@ def call(
     if mode == MODE_FAILOVER:
         if not attempt.ok:
             error = error_from_dict(attempt.error or {"type": "ProviderError"})
-            error.details["attempt"] = attempt.model_dump(mode="json")
+            error.attempt = attempt.model_dump(mode="json")
             raise error
         _finish(rt, job, [Attempt.model_validate(a) for a in attempts or []] + [attempt], self.request)
     elif job.strategy == "consensus" and job.early_quorum:
@@ -263,8 +263,8 @@ def failover_next(
 
 
 def _failed_attempt(job: ExtractionSpec, index: int, request: Any, exc: BaseException) -> Attempt:
-    if isinstance(exc, QuorumError) and isinstance(exc.details.get("attempt"), dict):
-        return Attempt.model_validate(exc.details["attempt"])
+    if isinstance(exc, QuorumError) and isinstance(exc.attempt, dict):
+        return Attempt.model_validate(exc.attempt)
     cand = job.candidates[index]  # e.g. WorkerLostError: the call never returned an outcome
     err = exc if isinstance(exc, QuorumError) else ProviderError(f"{type(exc).__name__}: {exc}")
     return Attempt(

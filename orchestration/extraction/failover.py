@@ -16,6 +16,7 @@ from orchestration.errors import (
     OrchestrationTimeoutError,
     ProviderUnavailableError,
     QuorumError,
+    RateLimitedError,
 )
 from orchestration.extraction.jobs import ExtractionSpec
 from orchestration.models import Attempt, Candidate
@@ -60,7 +61,7 @@ def _retry_after(spec: ExtractionSpec, attempts: list[Attempt], now: float) -> S
             tried[a.provider] = tried.get(a.provider, 0) + 1
     best: Send | None = None
     for a in attempts:
-        if a.error_type != "RateLimitedError" or tried.get(a.provider, 0) > 1:
+        if not a.failed_with(RateLimitedError) or tried.get(a.provider, 0) > 1:
             continue
         wait = float((a.error or {}).get("retry_after") or 0.0)
         if now + wait + RETRY_MARGIN_S >= spec.deadline:
@@ -79,7 +80,7 @@ def next_step(
     unavailable: Callable[[str], str | None],
 ) -> Send | Fail:
     """The next hop from candidate ``start`` on, skipping unavailable providers, or the end."""
-    if attempts and attempts[-1].error_type == InvalidRequestError.__name__:
+    if attempts and attempts[-1].failed_with(InvalidRequestError):
         last = attempts[-1].error or {}
         return Fail(InvalidRequestError(str(last.get("message", "invalid request"))))
     if spec.remaining(now) <= 0:

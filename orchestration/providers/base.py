@@ -63,7 +63,7 @@ def billed(tokens_in: Any, tokens_out: Any, model: Any) -> dict[str, Any]:
 def with_usage(error: QuorumError, result: ProviderResult) -> QuorumError:
     """``error`` with the usage of the call that produced ``result`` added to its details."""
     usage = billed(result.tokens_in, result.tokens_out, result.model)
-    return type(error)(error.message, {**error.details, **usage})
+    return error.with_details(**usage)
 
 
 class Provider(ABC):

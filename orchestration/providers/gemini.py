@@ -150,7 +150,7 @@ class GeminiProvider(Provider):
         if mapped.retry_after is None and status == 429:
             delay = retry_info_delay(e.details)
             if delay is not None:
-                mapped = type(mapped)(mapped.message, {**mapped.details, "retry_after": delay})
+                mapped = mapped.with_details(retry_after=delay)
         if status == 400 and _api_key_invalid(e.details):
             mapped = AuthError(mapped.message, mapped.details)
         return mapped

@@ -131,9 +131,8 @@ def test_missing_fields_read_as_none_and_none_is_dropped() -> None:
 def test_kind_and_flags() -> None:
     assert RateLimitedError("x").kind == "RateLimitedError"
     assert issubclass(OverloadedError, ServerError) and issubclass(ServerError, ProviderError)
-    assert ProviderError.retryable and not InvalidRequestError.retryable
     assert not BadRequestError.counts_for_breaker and AuthError.counts_for_breaker
-    assert not AllProvidersFailedError.retryable
+    assert not hasattr(QuorumError, "retryable")  # read nowhere: removed
 
 
 @pytest.mark.parametrize(
@@ -229,3 +228,21 @@ def test_a_failed_jobs_error_payload_round_trips_through_the_backend(backend) ->
     payload = backend.get_task_meta(error_id("j1"))["result"]  # what AsyncResult("j1:error").result reads
     assert payload == json.loads(json.dumps(e.to_dict()))
     _same(e, error_from_dict(payload))
+
+
+def test_fields_are_typed_attributes_and_details_is_their_json_view() -> None:
+    e = RateLimitedError("slow down", provider="openai", status=429, retry_after=1.5, tokens_in=3)
+    assert (e.provider, e.status, e.retry_after, e.tokens_in, e.tokens_out) == ("openai", 429, 1.5, 3, None)
+    assert e.details == {"provider": "openai", "status": 429, "retry_after": 1.5, "tokens_in": 3}
+    e.attempt = {"provider": "openai"}  # set by the task that ran the call
+    assert e.details["attempt"] == {"provider": "openai"}
+    copy = e.with_details(retry_after=2.0)
+    assert type(copy) is RateLimitedError and copy.retry_after == 2.0 and copy.attempt == e.attempt
+
+
+def test_unknown_fields_survive_a_round_trip() -> None:
+    """A field a newer worker wrote is kept (``extra``) rather than lost or fatal."""
+    back = error_from_dict({"type": "ServerError", "message": "m", "provider": "p", "shard": 7})
+    assert back.provider == "p" and back.extra == {"shard": 7}
+    assert error_from_dict(json.loads(json.dumps(back.to_dict()))).details == back.details
+    _same(back, pickle.loads(pickle.dumps(back)))
