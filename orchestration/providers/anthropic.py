@@ -9,23 +9,13 @@ sent: variations of a Claude candidate differ only in ``max_tokens``. The key tr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import anthropic
 
 from orchestration.errors import ProviderError
 from orchestration.providers.base import Completion, Provider, ProviderRequest, billed, iter_text_parts
-from orchestration.providers.http_errors import (
-    MALFORMED_EXCEPTIONS,
-    connection_error,
-    invalid_output,
-    malformed_error,
-    short,
-    status_error,
-    timeout_error,
-)
+from orchestration.providers.http_errors import ErrorTable, invalid_output, sdk_table, status_error
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +24,30 @@ DEFAULT_MAX_TOKENS = 1024
 TOOL_DESCRIPTION = "Record your answer as this tool's input, exactly matching its JSON schema."
 
 
+def status_error_of(provider: str, e: anthropic.APIStatusError) -> ProviderError:
+    """The mapped error of an HTTP error status (``overloaded_error`` bodies included)."""
+    error_type = e.type if isinstance(e.type, str) else None
+    text = e.api_message or (e.body if isinstance(e.body, str) else None)  # e.g. a proxy's HTML
+    return status_error(
+        provider, e.status_code, code=e.error_code or error_type, api_message=text,
+        headers=e.response.headers, overloaded=error_type == "overloaded_error",
+        request_id=e.request_id,
+    )  # fmt: skip
+
+
+ERROR_TABLE: ErrorTable = sdk_table(
+    status=(anthropic.APIStatusError, status_error_of),
+    timeout=anthropic.APITimeoutError,
+    connection=anthropic.APIConnectionError,
+    validation=anthropic.APIResponseValidationError,
+    base=anthropic.AnthropicError,
+)
+
+
 class AnthropicProvider(Provider):
     """Claude via ``messages.create``; the forced tool's ``input`` is the structured answer."""
+
+    error_table = ERROR_TABLE
 
     def __init__(self, name: str, model: str, *, api_key: str | None, base_url: str | None,
                  timeout_s: float) -> None:  # fmt: skip
@@ -106,29 +118,3 @@ class AnthropicProvider(Provider):
             stop_reason=message.stop_reason,
             **bill,
         )
-
-    @contextmanager
-    def _map_errors(self) -> Iterator[None]:
-        """Map every ``anthropic`` exception (and a non-JSON body) into :mod:`orchestration.errors`."""
-        try:
-            yield
-        except ProviderError:
-            raise
-        except anthropic.APIStatusError as e:
-            error_type = e.type if isinstance(e.type, str) else None
-            text = e.api_message or (e.body if isinstance(e.body, str) else None)  # e.g. a proxy's HTML
-            raise status_error(
-                self.name, e.status_code, code=e.error_code or error_type, api_message=text,
-                headers=e.response.headers, overloaded=error_type == "overloaded_error",
-                request_id=e.request_id,
-            ) from e  # fmt: skip
-        except anthropic.APITimeoutError as e:
-            raise timeout_error(self.name) from e
-        except anthropic.APIConnectionError as e:
-            raise connection_error(self.name, e.__cause__) from e
-        except anthropic.APIResponseValidationError as e:
-            raise invalid_output(self.name, f"response failed the SDK's validation: {short(e, 120)}") from e
-        except MALFORMED_EXCEPTIONS as e:
-            raise malformed_error(self.name, e) from e
-        except anthropic.AnthropicError as e:
-            raise ProviderError(f"{self.name}: {type(e).__name__}: {short(e)}", provider=self.name) from e

@@ -2,7 +2,7 @@
 
 A :class:`Provider` turns a :class:`ProviderRequest` into a :class:`Completion` through its
 official SDK (``_complete``); the shared :meth:`Provider.call` validates before any HTTP call,
-times the call, maps every SDK exception into :mod:`orchestration.errors` (``_map_errors``),
+times the call, maps every SDK exception into :mod:`orchestration.errors` (its ``error_table``),
 scrubs secrets from messages and parses structured output against the schema.
 
 Usage is counted whatever happens to the answer: an :class:`InvalidOutputError` raised after
@@ -17,9 +17,8 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from orchestration.errors import InvalidRequestError, ProviderError, QuorumError
 from orchestration.models import ProviderResult, SamplingParams, _check_text
@@ -29,6 +28,7 @@ from orchestration.prompts import (
     TOOL_NAME,
     extraction_prompt,
 )
+from orchestration.providers.http_errors import ErrorTable, mapped_errors
 from orchestration.schemas import check_json_schema, output_schema, parse_output
 
 
@@ -82,15 +82,14 @@ class Provider(ABC):
         self.timeout_s = timeout_s
         self._secrets = tuple(s for s in (api_key,) if s)
 
-    # -- the two things a vendor module provides -------------------------------------------
+    # -- what a vendor module provides -------------------------------------------
 
     @abstractmethod
     def _complete(self, request: ProviderRequest, timeout: float) -> Completion:
         """Send ``request`` through the SDK with ``timeout`` seconds; let SDK errors escape."""
 
-    @abstractmethod
-    def _map_errors(self) -> AbstractContextManager[None]:
-        """A context manager that re-raises every SDK exception as a :class:`ProviderError`."""
+    #: How this vendor's SDK exceptions map into :mod:`orchestration.errors`.
+    error_table: ClassVar[ErrorTable]
 
     # -- shared behaviour ------------------------------------------------------------------
 
@@ -112,7 +111,7 @@ class Provider(ABC):
             request = dataclasses.replace(request, params=capped)
         start = time.perf_counter()
         try:
-            with self._map_errors():
+            with mapped_errors(self.name, self.error_table):
                 done = self._complete(request, timeout)
         except ProviderError as e:
             raise self._scrubbed(e) from None

@@ -10,8 +10,6 @@ escape the SDK as raw ``httpx2``/``httpx`` exceptions.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pydantic
@@ -23,11 +21,12 @@ from orchestration.errors import AuthError, ProviderError
 from orchestration.providers.base import Completion, Provider, ProviderRequest, billed
 from orchestration.providers.http_errors import (
     MALFORMED_EXCEPTIONS,
+    ErrorTable,
     invalid_output,
     malformed_error,
-    short,
     status_error,
     transport_error,
+    validation_error,
 )
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
@@ -65,8 +64,39 @@ def _api_key_invalid(body: Any) -> bool:
     )
 
 
+def status_error_of(provider: str, e: genai_errors.APIError) -> ProviderError:
+    """The mapped error of an HTTP error status (RetryInfo and ``API_KEY_INVALID`` honoured)."""
+    response = getattr(e, "response", None)
+    headers = getattr(response, "headers", None)
+    status = int(e.code) if isinstance(e.code, int) else int(getattr(response, "status_code", 0) or 0)
+    mapped = status_error(
+        provider, status, code=e.status if isinstance(e.status, str) else None,
+        api_message=e.message if isinstance(e.message, str) else None, headers=headers,
+    )  # fmt: skip
+    if mapped.retry_after is None and status == 429:
+        delay = retry_info_delay(e.details)
+        if delay is not None:
+            mapped = mapped.with_details(retry_after=delay)
+    if status == 400 and _api_key_invalid(e.details):
+        mapped = AuthError(mapped.message, mapped.details)
+    return mapped
+
+
+#: ``google-genai`` raises its own classes for HTTP statuses and bodies; transport failures
+#: escape as raw ``httpx2``/``httpx`` exceptions (the last row).
+ERROR_TABLE: ErrorTable = (
+    (genai_errors.APIError, status_error_of),
+    (genai_errors.UnknownApiResponseError, malformed_error),
+    (MALFORMED_EXCEPTIONS, malformed_error),
+    (pydantic.ValidationError, validation_error),
+    (Exception, transport_error),
+)
+
+
 class GeminiProvider(Provider):
     """Gemini via ``models.generate_content``; ``response.text`` is the JSON answer."""
+
+    error_table = ERROR_TABLE
 
     def __init__(self, name: str, model: str, *, api_key: str | None, base_url: str | None,
                  timeout_s: float) -> None:  # fmt: skip
@@ -116,41 +146,3 @@ class GeminiProvider(Provider):
             )
         return Completion(content=text, tokens_in=bill["tokens_in"], tokens_out=bill["tokens_out"],
                           model=bill["model"])  # fmt: skip
-
-    @contextmanager
-    def _map_errors(self) -> Iterator[None]:
-        """Map every ``google-genai`` and transport exception into :mod:`orchestration.errors`."""
-        try:
-            yield
-        except ProviderError:
-            raise
-        except genai_errors.APIError as e:
-            raise self._status_error(e) from e
-        except genai_errors.UnknownApiResponseError as e:
-            raise malformed_error(self.name, e) from e
-        except MALFORMED_EXCEPTIONS as e:
-            raise malformed_error(self.name, e) from e
-        except pydantic.ValidationError as e:
-            raise invalid_output(self.name, f"response failed the SDK's validation: {short(e, 120)}") from e
-        except Exception as e:
-            mapped = transport_error(self.name, e)
-            if mapped is None:
-                raise
-            raise mapped from e
-
-    def _status_error(self, e: genai_errors.APIError) -> ProviderError:
-        """The mapped error of an HTTP error status (RetryInfo and ``API_KEY_INVALID`` honoured)."""
-        response = getattr(e, "response", None)
-        headers = getattr(response, "headers", None)
-        status = int(e.code) if isinstance(e.code, int) else int(getattr(response, "status_code", 0) or 0)
-        mapped = status_error(
-            self.name, status, code=e.status if isinstance(e.status, str) else None,
-            api_message=e.message if isinstance(e.message, str) else None, headers=headers,
-        )  # fmt: skip
-        if mapped.retry_after is None and status == 429:
-            delay = retry_info_delay(e.details)
-            if delay is not None:
-                mapped = mapped.with_details(retry_after=delay)
-        if status == 400 and _api_key_invalid(e.details):
-            mapped = AuthError(mapped.message, mapped.details)
-        return mapped

@@ -1,12 +1,15 @@
-"""Shared pieces of the vendor error mappings: HTTP status → error class, ``Retry-After``
-parsing and transport-exception classification, so the three adapters map alike."""
+"""The one SDK-error mapping of every vendor adapter: :func:`mapped_errors` re-raises what an SDK
+raised through the vendor's :data:`ErrorTable` (exception class → Quorum error), built from the
+shared pieces here (HTTP status → error class, ``Retry-After`` parsing, transport exceptions), so
+the three adapters map alike."""
 
 from __future__ import annotations
 
 import json
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -24,6 +27,14 @@ from orchestration.errors import (
     RateLimitedError,
     ServerError,
 )
+
+#: How one SDK exception becomes a Quorum error: ``(exception classes, mapper)``; the mapper gets
+#: the provider's name and the exception and returns the error to raise (None: not ours, re-raise).
+ErrorRow = tuple[
+    type[BaseException] | tuple[type[BaseException], ...], Callable[[str, Any], ProviderError | None]
+]
+#: A vendor's rows, most specific first: the first row whose classes match decides.
+ErrorTable = Sequence[ErrorRow]
 
 #: Longest API message kept in an error message (bodies can be long; keep logs readable).
 MAX_MESSAGE_CHARS = 300
@@ -140,3 +151,51 @@ def malformed_error(provider: str, exc: BaseException) -> InvalidOutputError:
 def invalid_output(provider: str, what: str, **fields: Any) -> InvalidOutputError:
     """The provider answered 200 but the answer is unusable (no tool call, refusal, empty)."""
     return InvalidOutputError(f"{provider}: {what}", provider=provider, **fields)
+
+
+def validation_error(provider: str, exc: BaseException) -> InvalidOutputError:
+    """The SDK could not validate the response it received."""
+    return invalid_output(provider, f"response failed the SDK's validation: {short(exc, 120)}")
+
+
+def unexpected_error(provider: str, exc: BaseException) -> ProviderError:
+    """Any other exception of the SDK's own hierarchy."""
+    return ProviderError(f"{provider}: {type(exc).__name__}: {short(exc)}", provider=provider)
+
+
+def sdk_table(
+    *,
+    status: tuple[type[BaseException], Callable[[str, Any], ProviderError]],
+    timeout: type[BaseException],
+    connection: type[BaseException],
+    validation: type[BaseException],
+    base: type[BaseException],
+) -> ErrorTable:
+    """The table of an SDK built like OpenAI's and Anthropic's (status, timeout, connection and
+    validation errors under one base class), in the order those classes must be tried."""
+    return (
+        status,
+        (timeout, lambda provider, _e: timeout_error(provider)),
+        (connection, lambda provider, e: connection_error(provider, e.__cause__)),
+        (validation, validation_error),
+        (MALFORMED_EXCEPTIONS, malformed_error),
+        (base, unexpected_error),
+    )
+
+
+@contextmanager
+def mapped_errors(provider: str, table: ErrorTable) -> Iterator[None]:
+    """Re-raise an exception of the block as the error its first matching row of ``table`` maps
+    it to (``raise ... from e``); Quorum's own errors and unmatched exceptions pass unchanged."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except Exception as e:
+        for classes, mapper in table:
+            if isinstance(e, classes):
+                mapped = mapper(provider, e)
+                if mapped is not None:
+                    raise mapped from e
+                break
+        raise

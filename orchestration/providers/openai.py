@@ -9,8 +9,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal
 
 import openai
@@ -19,10 +17,9 @@ from openai.types.chat import ChatCompletion
 from orchestration.errors import ProviderError, UnsupportedModeError
 from orchestration.providers.base import Completion, Provider, ProviderRequest, billed
 from orchestration.providers.http_errors import (
-    MALFORMED_EXCEPTIONS,
-    connection_error,
+    ErrorTable,
     invalid_output,
-    malformed_error,
+    sdk_table,
     short,
     status_error,
     timeout_error,
@@ -44,8 +41,30 @@ OpenAIKind = Literal["openai", "openai_compatible"]
 log = logging.getLogger("quorum.providers.openai")
 
 
+def status_error_of(provider: str, e: openai.APIStatusError) -> ProviderError:
+    """The mapped error of an HTTP error status (overloaded bodies included)."""
+    body = e.body if isinstance(e.body, dict) else {}
+    api_message = body.get("message") if body else (e.body if isinstance(e.body, str) else None)
+    return status_error(
+        provider, e.status_code, code=e.code or e.type, api_message=api_message,
+        headers=e.response.headers, overloaded=e.type in ("overloaded_error", "server_overloaded"),
+        request_id=e.request_id,
+    )  # fmt: skip
+
+
+ERROR_TABLE: ErrorTable = sdk_table(
+    status=(openai.APIStatusError, status_error_of),
+    timeout=openai.APITimeoutError,
+    connection=openai.APIConnectionError,
+    validation=openai.APIResponseValidationError,
+    base=openai.OpenAIError,
+)
+
+
 class OpenAIProvider(Provider):
     """Chat Completions; ``kind="openai_compatible"`` targets a local server by ``base_url``."""
+
+    error_table = ERROR_TABLE
 
     def __init__(self, name: str, model: str, *, api_key: str | None, base_url: str | None,
                  timeout_s: float, kind: OpenAIKind = "openai",
@@ -163,29 +182,3 @@ class OpenAIProvider(Provider):
             content = json_text(content)
         return Completion(content=content, tokens_in=bill["tokens_in"], tokens_out=bill["tokens_out"],
                           model=bill["model"])  # fmt: skip
-
-    @contextmanager
-    def _map_errors(self) -> Iterator[None]:
-        """Map every ``openai`` exception (and a non-JSON body) into :mod:`orchestration.errors`."""
-        try:
-            yield
-        except ProviderError:
-            raise
-        except openai.APIStatusError as e:
-            body = e.body if isinstance(e.body, dict) else {}
-            api_message = body.get("message") if body else (e.body if isinstance(e.body, str) else None)
-            raise status_error(
-                self.name, e.status_code, code=e.code or e.type, api_message=api_message,
-                headers=e.response.headers, overloaded=e.type in ("overloaded_error", "server_overloaded"),
-                request_id=e.request_id,
-            ) from e  # fmt: skip
-        except openai.APITimeoutError as e:
-            raise timeout_error(self.name) from e
-        except openai.APIConnectionError as e:
-            raise connection_error(self.name, e.__cause__) from e
-        except openai.APIResponseValidationError as e:
-            raise invalid_output(self.name, f"response failed the SDK's validation: {short(e, 120)}") from e
-        except MALFORMED_EXCEPTIONS as e:
-            raise malformed_error(self.name, e) from e
-        except openai.OpenAIError as e:
-            raise ProviderError(f"{self.name}: {type(e).__name__}: {short(e)}", provider=self.name) from e

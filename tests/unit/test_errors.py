@@ -206,18 +206,16 @@ def test_gemini_sdk_errors_map_without_headers() -> None:
     """RetryInfo stands in for a missing retry-after; a 400 API_KEY_INVALID is an AuthError."""
     from google.genai import errors as genai_errors
 
-    from orchestration.providers.gemini import GeminiProvider
+    from orchestration.providers.gemini import status_error_of
 
-    provider = GeminiProvider("gem", "m", api_key="k-1", base_url=None, timeout_s=1.0)
     retry = _google_error({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "4s"})
-    limited = provider._status_error(genai_errors.ClientError(429, retry, None))
+    limited = status_error_of("gem", genai_errors.ClientError(429, retry, None))
     assert type(limited) is RateLimitedError and limited.retry_after == 4.0 and limited.status == 429
     bad_key = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid.",
                          "details": [{"reason": "API_KEY_INVALID"}]}}  # fmt: skip
-    auth = provider._status_error(genai_errors.ClientError(400, bad_key, None))
+    auth = status_error_of("gem", genai_errors.ClientError(400, bad_key, None))
     assert type(auth) is AuthError and auth.status == 400 and auth.provider == "gem"
     assert str(auth) == "gem: HTTP 400 INVALID_ARGUMENT: API key not valid."
-    provider.close()
 
 
 def test_a_failed_jobs_error_payload_round_trips_through_the_backend(backend) -> None:
