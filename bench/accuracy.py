@@ -13,7 +13,7 @@ from bench.report import Section, cli
 from bench.stats import pct, table, verdict
 from orchestration.data import FIELDS, load_emails
 from orchestration.data import LabelledEmail as Email
-from orchestration.extraction.normalize import normalize_value
+from orchestration.extraction import normalize_value
 
 MODERATE = {"wrong": 0.08, "near_miss": 0.08, "drop": 0.05, "swap": 0.04}
 #: ×5 would put more than 100 % of answers in noise; ×3.6 leaves 10 % of fields right.

@@ -21,10 +21,9 @@ from bench.proc import tree_cpu
 from bench.report import Section, cli
 from bench.stats import fmt, median, p95, table, verdict
 from orchestration.data import load_emails
-from orchestration.extraction.jobs import parse_request, prepare_extract
-from orchestration.providers.base import Provider
-from orchestration.providers.registry import build_provider
-from orchestration.state.fleet import FleetSetting
+from orchestration.extraction import parse_request, prepare_extract
+from orchestration.providers import Provider, build_provider
+from orchestration.state import FleetSetting
 
 TARGET_MS = 5.0
 CONCURRENCY, IN_FLIGHT = 8, 8

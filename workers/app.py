@@ -16,7 +16,7 @@ from celery.worker import state as worker_state
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
-from orchestration.generation.scoring import SCORERS
+from orchestration.generation import SCORERS
 from workers import einfo_speedup, embedded
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication

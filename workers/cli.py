@@ -252,7 +252,7 @@ def reset(provider: Annotated[str, typer.Argument(help="Provider name.")]) -> No
 
     settings = _settings()
     settings.provider(provider)
-    from orchestration.breaker.breakers import RedisBreaker
+    from orchestration.breaker import RedisBreaker
 
     RedisBreaker(state_redis(settings), settings.key_prefix, settings.breaker).reset(provider)
     console.print(f"{provider}: breaker closed")
@@ -289,8 +289,8 @@ def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
     """Print the status report; return the exit code (0 healthy, 1 some unhealthy, 3 no Redis)."""
     import redis as redis_lib
 
-    from orchestration.state.report import as_json as report_json
-    from orchestration.state.report import fleet_status
+    from orchestration.status import as_json as report_json
+    from orchestration.status import fleet_status
     from workers.embedded import describe, state_redis, state_url
 
     now = time.time()
@@ -379,7 +379,7 @@ def schemas(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write one file per schema here.")] = None,
 ) -> None:
     """Print (or write) the JSON Schemas of the public job messages and results."""
-    from orchestration.generation.models import GenerationRequest, GenerationResult
+    from orchestration.generation import GenerationRequest, GenerationResult
     from orchestration.models import ExtractionRequest, ExtractionResult
 
     models = {
@@ -405,7 +405,7 @@ def set_strategy(
 ) -> None:
     """Switch the strategy (and provider order) fleet-wide; every worker uses it from its next job."""
     from orchestration.models import EXTRACT_STRATEGIES
-    from orchestration.state.fleet import FleetSetting, write_fleet
+    from orchestration.state import FleetSetting, write_fleet
     from workers.embedded import describe, state_redis, state_url
 
     settings = _settings()
@@ -452,7 +452,7 @@ def test_provider(
     from orchestration.data import load_emails
     from orchestration.models import SamplingParams
     from orchestration.pricing import cost_micro_usd, usd
-    from orchestration.providers.registry import build_provider
+    from orchestration.providers import build_provider
     from orchestration.schemas import EMAIL_ENTITIES
 
     settings = _settings()

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from orchestration.config import Settings
 from orchestration.data import FIELDS, load_emails
-from orchestration.extraction.normalize import normalize_value
+from orchestration.extraction import normalize_value
 from workers import embedded
 from workers.app import create_app
 from workers.client import submit

@@ -29,27 +29,25 @@ from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
 from orchestration.errors import QuorumError
-from orchestration.extraction.failover import skipped_attempt
-from orchestration.generation.jobs import (
-    GenerationSpec,
-    Progress,
-    ProviderCall,
-    cached_result,
-    candidate_call,
-    generation_invoke,
-    parse_generation_request,
-    prepare_generate,
-)
-from orchestration.generation.steps import (
+from orchestration.extraction import skipped_attempt
+from orchestration.generation import (
     Done,
     FollowUp,
+    GenerationSpec,
     JudgeRound,
     NextCandidate,
+    Progress,
+    ProviderCall,
     Step,
     after_call,
     after_candidate,
     after_candidates,
     after_round,
+    cached_result,
+    candidate_call,
+    generation_invoke,
+    parse_generation_request,
+    prepare_generate,
     require_answers,
 )
 from orchestration.models import Attempt

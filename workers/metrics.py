@@ -1,7 +1,7 @@
 """``quorum metrics``: one Prometheus exporter for the whole fleet, reading Redis on each scrape.
 
 A custom ``prometheus_client`` Collector reads the same records as ``quorum status --detailed``
-(through :func:`orchestration.state.report.fleet_status`, so the two always agree) plus the
+(through :func:`orchestration.status.fleet_status`, so the two always agree) plus the
 latency samples, rate-limit buckets and job outcome counters, at scrape time: no background
 polling, nothing cached between scrapes. When Redis cannot be read, ``quorum_up`` is 0.
 """
@@ -19,10 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from orchestration.config import Settings
-from orchestration.state.costs import jobs_by_class
-from orchestration.state.keys import ProviderKeys, provider_key
-from orchestration.state.report import FleetStatus, fleet_status
+from orchestration.state import ProviderKeys, jobs_by_class, provider_key
 from orchestration.state.scripts import text
+from orchestration.status import FleetStatus, fleet_status
 
 log = logging.getLogger("quorum.metrics")
 

@@ -16,18 +16,23 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
-from orchestration.breaker.resilient import ResilientBreaker, fast_fail_client
+from orchestration.breaker import ResilientBreaker, fast_fail_client
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError, QuorumError
 from orchestration.models import Attempt, Candidate
-from orchestration.providers.registry import ProviderRegistry
-from orchestration.state.budget import BudgetGate
-from orchestration.state.costs import job_micro_usd, record_cost, record_job
-from orchestration.state.fleet import FleetSetting, read_fleet
-from orchestration.state.health import record_call
-from orchestration.state.output_mode import RedisModeMemory
-from orchestration.state.quality import QualityGate
-from orchestration.state.ratelimit import RateLimitGate
+from orchestration.providers import ProviderRegistry
+from orchestration.state import (
+    BudgetGate,
+    FleetSetting,
+    QualityGate,
+    RateLimitGate,
+    RedisModeMemory,
+    job_micro_usd,
+    read_fleet,
+    record_call,
+    record_cost,
+    record_job,
+)
 from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
 from workers.job_errors import JOB_TASKS
 

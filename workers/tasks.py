@@ -16,23 +16,27 @@ from celery.utils.log import get_task_logger
 
 from orchestration.attempts import extraction
 from orchestration.errors import ProviderError, QuorumError, error_from_dict
-from orchestration.extraction.consensus import accuracy_updates, responses_from_attempts
-from orchestration.extraction.failover import Fail, Send, next_step, skipped_attempt
-from orchestration.extraction.jobs import (
+from orchestration.extraction import (
     ExtractionSpec,
+    Fail,
+    Send,
+    accuracy_updates,
     build_result,
     cached_result,
+    early_answer_ready,
+    early_pending,
+    merge_answer,
+    next_step,
     parse_request,
     prepare_extract,
+    responses_from_attempts,
     single_answer,
+    skipped_attempt,
 )
-from orchestration.extraction.merge import early_answer_ready, early_pending, merge_answer
 from orchestration.models import Attempt
-from orchestration.providers.registry import preload
+from orchestration.providers import preload
 from orchestration.requests import chord_labels
-from orchestration.state import cache
-from orchestration.state.accuracy import read_weights
-from orchestration.state.accuracy import record as record_accuracy
+from orchestration.state import cache, read_weights, record_accuracy
 from orchestration.state.job_records import add_answer, published_by
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt

@@ -47,13 +47,6 @@ CONFIDENCE_FLOOR = 0.05
 _EPS = 1e-9
 
 
-def laplace_accuracy(correct: int, total: int) -> float:
-    """Laplace-smoothed accuracy ``(correct + 1) / (total + 2)``: 0.5 with no history."""
-    total = max(total, 0)
-    correct = min(max(correct, 0), total)
-    return (correct + 1) / (total + 2)
-
-
 def responses_from_attempts(attempts: Iterable[Attempt]) -> list[Response]:
     """The successful attempts of a chord as consensus input (label falls back to provider)."""
     return [

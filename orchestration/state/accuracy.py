@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from orchestration.extraction.consensus import laplace_accuracy
 from orchestration.state.keys import ProviderKeys, provider_key
 
 if TYPE_CHECKING:
@@ -75,6 +74,13 @@ def read_counts(
     return _counts(pipe.execute(), providers, fields)
 
 
+def laplace_accuracy(correct: int, total: int) -> float:
+    """Laplace-smoothed accuracy ``(correct + 1) / (total + 2)``: 0.5 with no history."""
+    total = max(total, 0)
+    correct = min(max(correct, 0), total)
+    return (correct + 1) / (total + 2)
+
+
 def validity(successes: int, invalid: int) -> float:
     """Share of a provider's answers that were usable, smoothed: ``(ok + 1) / (ok + invalid + 1)``
     (1.0 with no history, 0.5 after one invalid answer), floored at ``MIN_VALIDITY``."""
@@ -108,7 +114,7 @@ def read_weights(
     return {(p, f): laplace_accuracy(c, t) * valid[p] for (p, f), (c, t) in counts.items()}
 
 
-def record(
+def record_accuracy(
     redis: Redis,
     prefix: str,
     updates: Iterable[tuple[str, str, bool]],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orchestration.emulator.testing import start_emulator
-from orchestration.providers.base import Provider
+from orchestration.providers import Provider
 
 from .support import CONFIGS, PROFILE, make_provider
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestration.config import ProviderConfig
-from orchestration.providers.base import Provider
-from orchestration.providers.registry import build_provider
+from orchestration.providers import Provider, build_provider
 
 #: A recognisable fake key: it must never show up in an error, its details or its repr.
 FAKE_KEY = "sk-test-SECRET-1234567890abcdef"

@@ -11,17 +11,15 @@ from typing import Any
 import fakeredis
 import pytest
 
-from orchestration.breaker.breakers import RedisBreaker
-from orchestration.breaker.machine import BreakerState
+from orchestration.breaker import BreakerState, RedisBreaker
 from orchestration.config import BreakerConfig, ProviderConfig
 from orchestration.emulator.wire.flavours import FLAVOURS
 from orchestration.errors import ServerError, UnsupportedModeError
 from orchestration.models import SamplingParams
+from orchestration.providers import LocalModeMemory, ModeMemory, build_provider
 from orchestration.providers.openai import OpenAIProvider
-from orchestration.providers.output_modes import LocalModeMemory, ModeMemory
-from orchestration.providers.registry import build_provider
 from orchestration.schemas import EMAIL_ENTITIES
-from orchestration.state.output_mode import RedisModeMemory, output_mode_key
+from orchestration.state import RedisModeMemory, output_mode_key
 
 from .test_providers import labelled_email
 

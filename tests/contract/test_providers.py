@@ -27,7 +27,7 @@ from orchestration.errors import (
     error_from_dict,
 )
 from orchestration.models import MAX_TEXT_CHARS, SamplingParams
-from orchestration.providers.base import Provider
+from orchestration.providers import Provider
 from orchestration.schemas import EMAIL_ENTITIES
 
 from .support import FAKE_KEY, make_provider

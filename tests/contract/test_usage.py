@@ -10,7 +10,7 @@ import pytest
 
 from orchestration.errors import InvalidOutputError
 from orchestration.models import SamplingParams
-from orchestration.providers.registry import build_provider
+from orchestration.providers import build_provider
 from orchestration.schemas import EMAIL_ENTITIES
 
 from .support import CONFIGS, FAKE_KEY, key_env, make_provider

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker import RedisBreaker
 from orchestration.data import load_emails
 from orchestration.errors import (
     AllProvidersFailedError,
@@ -18,7 +18,7 @@ from orchestration.errors import (
     QuorumError,
 )
 from orchestration.state.costs import totals
-from orchestration.state.report import fleet_status
+from orchestration.status import fleet_status
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from orchestration.data import load_emails
-from orchestration.state.health import record_call
+from orchestration.state import record_call
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker import RedisBreaker
 from orchestration.data import load_emails
 from orchestration.errors import InsufficientResponsesError
 from workers.job_errors import job_error

@@ -105,7 +105,7 @@ def test_bad_input_fails_fast_with_invalid_request(clean, emulator):
 
 
 def test_no_healthy_provider(clean, emulator):
-    from orchestration.breaker.breakers import RedisBreaker
+    from orchestration.breaker import RedisBreaker
 
     breaker = RedisBreaker(clean.redis, clean.settings.key_prefix, clean.settings.breaker)
     for name in ORDER:

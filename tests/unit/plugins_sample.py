@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from orchestration.generation.scoring import ScoringContext, scorer
+from orchestration.generation import ScoringContext, scorer
 
 
 @scorer

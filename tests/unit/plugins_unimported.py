@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestration.generation.scoring import ScoringContext, scorer
+from orchestration.generation import ScoringContext, scorer
 
 IMPORTED = True
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from orchestration.extraction.consensus import accuracy_updates, merge
-from orchestration.state.accuracy import accuracy_key, read_counts, read_weights, record
+from orchestration.extraction import accuracy_updates
+from orchestration.extraction.consensus import merge
+from orchestration.state import read_weights, record_accuracy
+from orchestration.state.accuracy import accuracy_key, read_counts
 
 P = "quorum:"
 
@@ -18,7 +20,7 @@ def r() -> fakeredis.FakeRedis:
 
 def test_key_layout_uses_a_per_provider_hash_tag(r: fakeredis.FakeRedis) -> None:
     assert accuracy_key(P, "openai") == "quorum:{openai}:accuracy"
-    record(r, P, [("openai", "name", True), ("openai", "name", False), ("openai", "date", False)])
+    record_accuracy(r, P, [("openai", "name", True), ("openai", "name", False), ("openai", "date", False)])
     assert r.hgetall("quorum:{openai}:accuracy") == {
         b"name:total": b"2",
         b"name:correct": b"1",
@@ -27,7 +29,7 @@ def test_key_layout_uses_a_per_provider_hash_tag(r: fakeredis.FakeRedis) -> None
 
 
 def test_weights_are_laplace_smoothed_with_a_prior_for_unknowns(r: fakeredis.FakeRedis) -> None:
-    record(r, P, [("openai", "name", True)] * 8 + [("openai", "name", False)] * 2)
+    record_accuracy(r, P, [("openai", "name", True)] * 8 + [("openai", "name", False)] * 2)
     w = read_weights(r, P, ["openai", "claude"], ["name", "date"])
     assert w == {
         ("openai", "name"): pytest.approx(9 / 12),
@@ -40,7 +42,7 @@ def test_weights_are_laplace_smoothed_with_a_prior_for_unknowns(r: fakeredis.Fak
 
 def test_works_with_decoded_responses() -> None:
     r = fakeredis.FakeRedis(decode_responses=True)
-    record(r, P, [("gemini", "org", True)])
+    record_accuracy(r, P, [("gemini", "org", True)])
     assert read_weights(r, P, ["gemini"], ["org"]) == {("gemini", "org"): pytest.approx(2 / 3)}
 
 
@@ -62,22 +64,22 @@ def test_read_and_record_are_one_round_trip_each(
         return pipe
 
     monkeypatch.setattr(fakeredis.FakeRedis, "pipeline", counting)
-    record(r, P, [("a", "x", True), ("b", "x", False), ("c", "y", True)])
+    record_accuracy(r, P, [("a", "x", True), ("b", "x", False), ("c", "y", True)])
     read_weights(r, P, ["a", "b", "c"], ["x", "y"])
     assert calls == [5, 6]  # 3 totals + 2 corrects; per provider one HMGET of accuracy, one of health
 
 
 def test_record_once_ignores_redelivery(r: fakeredis.FakeRedis) -> None:
     ups = [("openai", "name", True)]
-    assert record(r, P, ups, once="job-1")
-    assert not record(r, P, ups, once="job-1")
-    assert record(r, P, ups, once="job-2")
+    assert record_accuracy(r, P, ups, once="job-1")
+    assert not record_accuracy(r, P, ups, once="job-1")
+    assert record_accuracy(r, P, ups, once="job-2")
     assert read_counts(r, P, ["openai"], ["name"]) == {("openai", "name"): (2, 2)}
     assert 0 < r.ttl("quorum:accuracy:once:job-1") <= 7 * 86_400
 
 
 def test_nothing_to_record(r: fakeredis.FakeRedis) -> None:
-    assert not record(r, P, [])
+    assert not record_accuracy(r, P, [])
     assert read_weights(r, P, [], ["name"]) == {}
 
 
@@ -86,7 +88,7 @@ def test_redis_down_degrades_to_the_prior(caplog: pytest.LogCaptureFixture) -> N
     server.connected = False
     down = fakeredis.FakeRedis(server=server)
     assert read_weights(down, P, ["openai"], ["name"]) == {("openai", "name"): 0.5}
-    assert not record(down, P, [("openai", "name", True)])
+    assert not record_accuracy(down, P, [("openai", "name", True)])
     assert "accuracy" in caplog.text
 
 
@@ -100,7 +102,7 @@ def test_feedback_loop_with_consensus(r: fakeredis.FakeRedis) -> None:
         ("c", "gemini", {"name": FieldValue(value="Globex", confidence=0.9)}),
     ]
     for _ in range(5):
-        record(r, P, accuracy_updates(rs, merge(rs, ["name"])))
+        record_accuracy(r, P, accuracy_updates(rs, merge(rs, ["name"])))
     w = read_weights(r, P, ["openai", "claude", "gemini"], ["name"])
     assert w[("openai", "name")] == pytest.approx(6 / 7)
     assert w[("gemini", "name")] == pytest.approx(1 / 7)

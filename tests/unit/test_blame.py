@@ -8,8 +8,7 @@ import pytest
 import redis
 
 from orchestration.attempts import AttemptDeps, run_attempt
-from orchestration.breaker.breakers import RedisBreaker
-from orchestration.breaker.machine import BreakerState, Outcome, classify
+from orchestration.breaker import BreakerState, Outcome, RedisBreaker, classify
 from orchestration.config import BreakerConfig, Settings
 from orchestration.errors import (
     AuthError,
@@ -23,11 +22,10 @@ from orchestration.errors import (
     blame_of,
 )
 from orchestration.models import Attempt, Candidate
-from orchestration.state.accuracy import read_weights, validity
-from orchestration.state.costs import job_micro_usd, job_stats, record_job, totals
-from orchestration.state.health import read_health, record_call
-from orchestration.state.quality import QualityGate
-from orchestration.state.report import as_json, fleet_status
+from orchestration.state import QualityGate, job_micro_usd, read_health, read_weights, record_call, record_job
+from orchestration.state.accuracy import validity
+from orchestration.state.costs import job_stats, totals
+from orchestration.status import as_json, fleet_status
 from workers.runtime import HealthRecorder
 
 PX = "quorum:"

@@ -7,9 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestration.breaker.breakers import Breaker, LocalBreaker, RedisBreaker
-from orchestration.breaker.machine import BreakerState
-from orchestration.breaker.resilient import ResilientBreaker
+from orchestration.breaker import Breaker, BreakerState, LocalBreaker, RedisBreaker, ResilientBreaker
 from orchestration.config import BreakerConfig
 from orchestration.errors import AuthError, BadRequestError, ServerError
 

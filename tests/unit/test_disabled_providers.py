@@ -7,10 +7,10 @@ import pytest
 
 from orchestration.config import Settings, default_providers
 from orchestration.errors import InvalidRequestError
-from orchestration.extraction.jobs import parse_request, prepare_extract
-from orchestration.generation.jobs import parse_generation_request, prepare_generate
+from orchestration.extraction import parse_request, prepare_extract
+from orchestration.generation import parse_generation_request, prepare_generate
 from orchestration.models import Candidate
-from orchestration.state.fleet import FleetSetting
+from orchestration.state import FleetSetting
 
 SETTINGS = Settings(providers=default_providers())  # "local" ships disabled
 

@@ -6,11 +6,17 @@ import pytest
 
 from orchestration.config import Settings
 from orchestration.errors import InsufficientResponsesError, ServerError
-from orchestration.extraction.jobs import build_result, parse_request, prepare_extract, single_answer
-from orchestration.extraction.merge import early_answer_ready, merge_answer
+from orchestration.extraction import (
+    build_result,
+    early_answer_ready,
+    merge_answer,
+    parse_request,
+    prepare_extract,
+    single_answer,
+)
 from orchestration.models import Attempt, Candidate, FieldValue, ParseNotes, ProviderResult, SamplingParams
 from orchestration.requests import chord_labels
-from orchestration.state.fleet import FleetSetting
+from orchestration.state import FleetSetting
 
 FIELDS = ["person_in_charge", "startup_name", "partner_org", "details", "date"]
 

@@ -13,10 +13,9 @@ from orchestration.errors import (
     RateLimitedError,
     ServerError,
 )
-from orchestration.extraction.failover import Fail, Send, next_step
-from orchestration.extraction.jobs import parse_request, prepare_extract
+from orchestration.extraction import Fail, Send, next_step, parse_request, prepare_extract
 from orchestration.models import Attempt
-from orchestration.state.fleet import FleetSetting
+from orchestration.state import FleetSetting
 
 NOW = 1_000_000.0
 

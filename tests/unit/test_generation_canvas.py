@@ -7,10 +7,17 @@ from __future__ import annotations
 from celery import chord
 
 from orchestration.config import Settings, default_providers
-from orchestration.generation.jobs import Progress, parse_generation_request, prepare_generate
-from orchestration.generation.steps import FollowUp, JudgeRound, NextCandidate, after_candidates
+from orchestration.generation import (
+    FollowUp,
+    JudgeRound,
+    NextCandidate,
+    Progress,
+    after_candidates,
+    parse_generation_request,
+    prepare_generate,
+)
 from orchestration.models import Attempt, ProviderResult
-from orchestration.state.fleet import FleetSetting
+from orchestration.state import FleetSetting
 from workers.generation_tasks import step_canvas
 from workers.signing import valid
 

@@ -10,28 +10,26 @@ import pytest
 from orchestration.config import OrchestrationConfig, Settings, default_providers
 from orchestration.emulator.generation import REFUSAL, render
 from orchestration.errors import InsufficientResponsesError, InvalidRequestError, OrchestrationTimeoutError
-from orchestration.generation.jobs import (
+from orchestration.generation import (
+    Done,
+    FollowUp,
     GenerationSpec,
+    JudgeRound,
+    NextCandidate,
     Progress,
+    after_call,
+    after_candidate,
+    after_candidates,
+    after_round,
     cached_result,
     candidate_call,
     generation_invoke,
     parse_generation_request,
     prepare_generate,
 )
-from orchestration.generation.steps import (
-    Done,
-    FollowUp,
-    JudgeRound,
-    NextCandidate,
-    after_call,
-    after_candidate,
-    after_candidates,
-    after_round,
-)
 from orchestration.models import Attempt, Candidate, ProviderResult, SamplingParams
 from orchestration.prompts import AGGREGATE_SYSTEM, JUDGE_SYSTEM, parse_aggregate_prompt, parse_judge_prompt
-from orchestration.state.fleet import FleetSetting
+from orchestration.state import FleetSetting
 
 NOW = 1_000.0
 TASK = "Write a function that adds two integers"

@@ -9,8 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from orchestration.errors import InsufficientResponsesError, ProviderTimeoutError
-from orchestration.generation.models import GenerationRequest, GenerationResult, TournamentRound
-from orchestration.generation.scoring import ScoreCard
+from orchestration.generation import GenerationRequest, GenerationResult, ScoreCard, TournamentRound
 from orchestration.generation.selectors import (
     apply_judgements,
     calls_saved,

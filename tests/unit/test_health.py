@@ -7,19 +7,10 @@ import socket
 import pytest
 import redis
 
-from orchestration.breaker.machine import BreakerSnapshot, BreakerState
-from orchestration.breaker.resilient import fast_fail_client
+from orchestration.breaker import BreakerSnapshot, BreakerState, fast_fail_client
 from orchestration.errors import AuthError
-from orchestration.state.health import (
-    LATENCY_SAMPLES,
-    clear_health,
-    p95,
-    read_all,
-    read_health,
-    record_call,
-    record_failure,
-    record_success,
-)
+from orchestration.state import clear_health, read_health, record_call
+from orchestration.state.health import LATENCY_SAMPLES, p95, read_all, record_failure, record_success
 
 PX = "h:"
 T0 = 1_000_000.0

@@ -11,12 +11,10 @@ import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestration.breaker.breakers import RedisBreaker
+from orchestration.breaker import RedisBreaker
 from orchestration.config import Settings, default_providers, load_settings
-from orchestration.state import cache
-from orchestration.state.costs import record_cost, record_job
-from orchestration.state.health import record_call
-from orchestration.state.report import fleet_status
+from orchestration.state import cache, record_call, record_cost, record_job
+from orchestration.status import fleet_status
 from workers.metrics import registry_for
 
 

@@ -8,13 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestration.extraction.normalize import (
-    normalize_text,
-    normalize_value,
-    parse_date,
-    prepare,
-    same_value,
-)
+from orchestration.extraction import normalize_value
+from orchestration.extraction.normalize import normalize_text, parse_date, prepare, same_value
 
 
 @pytest.mark.parametrize(

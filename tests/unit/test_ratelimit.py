@@ -12,9 +12,9 @@ import redis
 from redis.crc import key_slot
 
 from orchestration.attempts import Ticket
-from orchestration.breaker.resilient import fast_fail_client
+from orchestration.breaker import fast_fail_client
 from orchestration.config import ProviderConfig, Settings
-from orchestration.state.ratelimit import RateLimitGate
+from orchestration.state import RateLimitGate
 
 PX = "r:"
 T0 = 1_000_000.0

@@ -8,16 +8,11 @@ import pytest
 
 from orchestration.config import ProviderConfig, Settings
 from orchestration.errors import AuthError, InvalidRequestError
+from orchestration.providers import ProviderRegistry, build_provider
 from orchestration.providers.anthropic import AnthropicProvider
 from orchestration.providers.gemini import GeminiProvider
 from orchestration.providers.openai import OpenAIProvider
-from orchestration.providers.registry import (
-    EMULATED_KEY,
-    LOCAL_KEY,
-    ProviderRegistry,
-    build_provider,
-    resolve_api_key,
-)
+from orchestration.providers.registry import EMULATED_KEY, LOCAL_KEY, resolve_api_key
 
 EMU = "http://127.0.0.1:9999"
 

@@ -8,11 +8,10 @@ import sys
 import pytest
 
 from orchestration.errors import InvalidRequestError
+from orchestration.generation import ScorerRegistry, ScoringContext
 from orchestration.generation.scoring import (
     DEFAULT_WEIGHTS,
     ResolvedScorer,
-    ScorerRegistry,
-    ScoringContext,
     completeness,
     consistency,
     format_sanity,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from orchestration.state.keys import ProviderKeys, provider_key
+from orchestration.state import ProviderKeys, provider_key
 
 
 def test_key_names() -> None:
