@@ -43,7 +43,7 @@ Accuracy = Mapping[tuple[str, str], float]
 
 DEFAULT_THRESHOLD = 0.85
 DEFAULT_ACCURACY = 0.5  # Laplace prior (0 + 1) / (0 + 2)
-CONFIDENCE_FLOOR = 0.05
+_CONFIDENCE_FLOOR = 0.05
 _EPS = 1e-9
 
 
@@ -83,7 +83,7 @@ class _Weigher:
 
 
 @dataclass(slots=True)
-class Vote:
+class _Vote:
     """One candidate's vote on one field, with its weight."""
 
     label: str
@@ -99,7 +99,7 @@ class Cluster:
     """Votes that agree on one value of one field (``key`` None is the null cluster)."""
 
     key: str | None
-    votes: list[Vote]
+    votes: list[_Vote]
     weight: float
     best_accuracy: float
     #: Sort key, best first: weight, votes, best historical accuracy (rounded, so float noise ties).
@@ -109,7 +109,7 @@ class Cluster:
         """Compute the rank once; the members never change after construction."""
         self.rank = (-round(self.weight, 9), -len(self.votes), -round(self.best_accuracy, 9))
 
-    def representative(self) -> Vote:
+    def representative(self) -> _Vote:
         """The highest-weight member (label breaks ties, so the choice is order independent)."""
         return min(self.votes, key=lambda v: (-round(v.weight, 12), v.label))
 
@@ -118,7 +118,7 @@ class Cluster:
         return [v.label for v in sorted(self.votes, key=lambda v: (-round(v.weight, 12), v.label))]
 
 
-def _votes(responses: Sequence[Response], field: str, weigher: _Weigher) -> list[Vote]:
+def _votes(responses: Sequence[Response], field: str, weigher: _Weigher) -> list[_Vote]:
     """Every response's vote on one field (responses without the field do not vote)."""
     out = []
     for label, provider, fields in responses:
@@ -128,18 +128,20 @@ def _votes(responses: Sequence[Response], field: str, weigher: _Weigher) -> list
         acc = weigher.acc(provider, field)
         conf = min(max(fv.confidence, weigher.confidence_floor), 1.0)
         prob = acc * conf
-        out.append(Vote(label, provider, prepare(field, fv.value), acc, prob, prob * weigher.prior(provider)))
+        out.append(
+            _Vote(label, provider, prepare(field, fv.value), acc, prob, prob * weigher.prior(provider))
+        )
     return out
 
 
-def _make(key: str | None, votes: list[Vote]) -> Cluster:
+def _make(key: str | None, votes: list[_Vote]) -> Cluster:
     """A cluster with its order-independent weight sum (fsum) and best voter accuracy."""
     return Cluster(key, votes, math.fsum(v.weight for v in votes), max(v.accuracy for v in votes))
 
 
-def cluster_votes(votes: Sequence[Vote], threshold: float) -> list[Cluster]:
+def _cluster_votes(votes: Sequence[_Vote], threshold: float) -> list[Cluster]:
     """Single-link clusters of one field's votes, best first (null is a separate cluster)."""
-    by_key: dict[str, list[Vote]] = {}
+    by_key: dict[str, list[_Vote]] = {}
     nulls = []
     for v in votes:
         if v.norm.key is None:
@@ -182,9 +184,11 @@ def _confidence(winner: Cluster, total_weight: float, n_votes: int) -> float:
     return min(max(share * (1.0 - miss), 0.0), 1.0)
 
 
-def merge_field(votes: Sequence[Vote], n_responses: int, threshold: float, min_agreement: int) -> MergedField:
+def _merge_field(
+    votes: Sequence[_Vote], n_responses: int, threshold: float, min_agreement: int
+) -> MergedField:
     """Merge one field's votes into a :class:`MergedField` (see the module rules)."""
-    clusters = cluster_votes(votes, threshold)
+    clusters = _cluster_votes(votes, threshold)
     if not clusters:
         return MergedField(abstained=True)
     best = clusters[0]
@@ -214,21 +218,21 @@ def merge(
     threshold: float = DEFAULT_THRESHOLD,
     min_agreement: int = 1,
     default_accuracy: float = DEFAULT_ACCURACY,
-    confidence_floor: float = CONFIDENCE_FLOOR,
+    confidence_floor: float = _CONFIDENCE_FLOOR,
 ) -> dict[str, MergedField]:
     """Weighted field-level consensus of the answering candidates, one MergedField per field."""
     weigher = _Weigher(accuracy or {}, priors or {}, default_accuracy, confidence_floor)
     return {
-        f: merge_field(_votes(responses, f, weigher), len(responses), threshold, min_agreement)
+        f: _merge_field(_votes(responses, f, weigher), len(responses), threshold, min_agreement)
         for f in fields
     }
 
 
 def _field_decided(
-    votes: Sequence[Vote], remaining: int, extra_weight: float, threshold: float, min_agreement: int
+    votes: Sequence[_Vote], remaining: int, extra_weight: float, threshold: float, min_agreement: int
 ) -> bool:
     """Whether no set of ``remaining`` further votes (total weight ≤ extra) can change the field."""
-    clusters = cluster_votes(votes, threshold)
+    clusters = _cluster_votes(votes, threshold)
     null_votes = sum(len(c.votes) for c in clusters if c.key is None)
     most_votes = max(len(votes) - null_votes, null_votes)
     if most_votes + remaining < min_agreement:
@@ -252,7 +256,7 @@ def decided(
     threshold: float = DEFAULT_THRESHOLD,
     min_agreement: int = 1,
     default_accuracy: float = DEFAULT_ACCURACY,
-    confidence_floor: float = CONFIDENCE_FLOOR,
+    confidence_floor: float = _CONFIDENCE_FLOOR,
 ) -> bool:
     """Early quorum: True when the outstanding candidates cannot change any field's winner.
 

@@ -23,7 +23,7 @@ from orchestration.models import Attempt, Candidate
 from orchestration.requests import attempt_summaries
 
 #: Never schedule a retry-after wait that would leave less than this before the deadline.
-RETRY_MARGIN_S = 0.5
+_RETRY_MARGIN_S = 0.5
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _retry_after(spec: ExtractionSpec, attempts: list[Attempt], now: float) -> S
         if not a.failed_with(RateLimitedError) or tried.get(a.provider, 0) > 1:
             continue
         wait = float((a.error or {}).get("retry_after") or 0.0)
-        if now + wait + RETRY_MARGIN_S >= spec.deadline:
+        if now + wait + _RETRY_MARGIN_S >= spec.deadline:
             continue
         index = next(i for i, c in enumerate(spec.candidates) if c.provider == a.provider)
         if best is None or wait < best.countdown:

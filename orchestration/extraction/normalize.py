@@ -23,7 +23,7 @@ from typing import Any
 from rapidfuzz.distance import JaroWinkler
 
 #: Normalised strings that mean "no value" (compared after normalisation).
-NULL_TOKENS = frozenset(
+_NULL_TOKENS = frozenset(
     {
         "null", "none", "nil", "n/a", "unknown", "not specified", "not mentioned",
         "not available", "not provided", "not stated", "-", "--", "—", "없음", "해당 없음",
@@ -78,7 +78,7 @@ class Norm:
     digits: tuple[str, ...] = ()
 
 
-def is_date_field(field: str) -> bool:
+def _is_date_field(field: str) -> bool:
     """Whether a field's name says it holds a date (``date``, ``due_date``, ``date_signed``)."""
     name = field.casefold()
     return name == "date" or name.endswith("_date") or name.startswith("date_")
@@ -189,7 +189,7 @@ def normalize_text(text: str) -> str:
 def _normalize_str(text: str, date_field: bool) -> tuple[str | None, str | None]:
     """(comparison key, ISO date or None) of one string; cached because values repeat."""
     s = normalize_text(text)
-    if not s or s in NULL_TOKENS:
+    if not s or s in _NULL_TOKENS:
         return None, None
     d = _parse_normalized(s, compact=date_field, dayfirst=None)
     if d is not None:
@@ -201,7 +201,7 @@ def _normalize_str(text: str, date_field: bool) -> tuple[str | None, str | None]
 def _canon(field: str, value: Any) -> Any:
     """JSON-ready canonical form of a non-string value (strings inside are normalised)."""
     if isinstance(value, str):
-        return _normalize_str(value, is_date_field(field))[0]
+        return _normalize_str(value, _is_date_field(field))[0]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if value is None or isinstance(value, bool | int | float):
@@ -218,7 +218,7 @@ def normalize_value(field: str, value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return _normalize_str(value, is_date_field(field))[0]
+        return _normalize_str(value, _is_date_field(field))[0]
     if isinstance(value, list | tuple | dict) and not value:
         return None
     canon = _canon(field, value)
@@ -230,7 +230,7 @@ def normalize_value(field: str, value: Any) -> str | None:
 def prepare(field: str, value: Any) -> Norm:
     """Key, fuzziness and report form of a value (dates are reported in ISO form)."""
     if isinstance(value, str):
-        key, iso = _normalize_str(value, is_date_field(field))
+        key, iso = _normalize_str(value, _is_date_field(field))
         if key is None:
             return Norm(None, False, None)
         if iso is not None:

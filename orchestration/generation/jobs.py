@@ -42,7 +42,7 @@ from orchestration.state.fleet import FleetSetting
 Role = Literal["candidate", "judge", "aggregate", "escalate"]
 #: Label of a hybrid-merge answer (``GenerationResult.chosen``) and prefix of an escalation's.
 AGGREGATE_LABEL = "aggregate"
-ESCALATE_PREFIX = "escalate:"
+_ESCALATE_PREFIX = "escalate:"
 
 
 class GenerationSpec(BaseModel):
@@ -235,7 +235,7 @@ def escalate_call(spec: GenerationSpec) -> ProviderCall:
     assert spec.escalate_to is not None
     return ProviderCall(
         role="escalate",
-        label=f"{ESCALATE_PREFIX}{spec.escalate_to}",
+        label=f"{_ESCALATE_PREFIX}{spec.escalate_to}",
         candidate=Candidate(provider=spec.escalate_to),
         system=spec.system_prompt(),
         prompt=spec.task(),
@@ -299,7 +299,7 @@ def summaries(
             provider=cand.provider, label=label, params=cand.params, skipped=True
         )
         out.append(_summary(attempt, cards.get(label)))
-    escalations = [a for a in progress.extra if a.label.startswith(ESCALATE_PREFIX)]
+    escalations = [a for a in progress.extra if a.label.startswith(_ESCALATE_PREFIX)]
     return out + [_summary(a, cards.get(a.label)) for a in escalations]
 
 

@@ -35,19 +35,19 @@ from orchestration.errors import InvalidRequestError
 
 #: Weights used when a job names no scorers (they sum to 1).
 DEFAULT_WEIGHTS: dict[str, float] = {"syntax": 0.35, "completeness": 0.35, "consistency": 0.2, "format": 0.1}
-SCORER_GROUP = "quorum.scorers"
-SYNTAX_GROUP = "quorum.syntax"
+_SCORER_GROUP = "quorum.scorers"
+_SYNTAX_GROUP = "quorum.syntax"
 #: Languages compared as prose (casefolded); every other language is code (case matters).
-PROSE_LANGUAGES = frozenset({"text", "plain", "plaintext", "prose", "markdown", "md"})
-LANGUAGE_ALIASES = {"py": "python", "python3": "python", "jsonc": "json"}
+_PROSE_LANGUAGES = frozenset({"text", "plain", "plaintext", "prose", "markdown", "md"})
+_LANGUAGE_ALIASES = {"py": "python", "python3": "python", "jsonc": "json"}
 #: rapidfuzz ratio (0..100) at which a requirement term matches a text token.
-FUZZY_CUTOFF = 85.0
+_FUZZY_CUTOFF = 85.0
 #: Length ratio to the median beyond which ``format`` starts to penalise (either direction).
-LENGTH_TOLERANCE = 3.0
+_LENGTH_TOLERANCE = 3.0
 #: Longer (normalised) answers are compared on this prefix: Indel cost grows with len(a) * len(b).
-SIMILARITY_MAX_CHARS = 10_000
+_SIMILARITY_MAX_CHARS = 10_000
 #: Refusals are looked for in the opening of the answer only (a story may quote "as an AI").
-REFUSAL_HEAD_CHARS = 300
+_REFUSAL_HEAD_CHARS = 300
 
 _STOP_WORDS = frozenset(
     """a about above after all also an and any are as at be been being both but by can could do
@@ -110,10 +110,10 @@ class ScoreCard:
 # --------------------------------------------------------------------------- text helpers
 
 
-def canonical_language(language: str | None) -> str | None:
+def _canonical_language(language: str | None) -> str | None:
     """Lower-cased language name with common aliases folded (``py`` → ``python``)."""
     lang = (language or "").strip().lower()
-    return LANGUAGE_ALIASES.get(lang, lang) or None
+    return _LANGUAGE_ALIASES.get(lang, lang) or None
 
 
 def strip_fence(text: str) -> str:
@@ -125,15 +125,15 @@ def strip_fence(text: str) -> str:
 def normalise(text: str, language: str | None = None) -> str:
     """Comparable form: fence stripped, whitespace collapsed, casefolded for prose (not code)."""
     body = " ".join(strip_fence(text).split())
-    lang = canonical_language(language)
-    return body.casefold() if lang is None or lang in PROSE_LANGUAGES else body
+    lang = _canonical_language(language)
+    return body.casefold() if lang is None or lang in _PROSE_LANGUAGES else body
 
 
 def similarity(a: str, b: str, memo: dict[tuple[str, str], float] | None = None) -> float:
     """Normalised Indel similarity in [0, 1] of two normalised texts (symmetric, memoised if asked)."""
     if a == b:
         return 1.0
-    a, b = a[:SIMILARITY_MAX_CHARS], b[:SIMILARITY_MAX_CHARS]
+    a, b = a[:_SIMILARITY_MAX_CHARS], b[:_SIMILARITY_MAX_CHARS]
     key = (a, b) if a <= b else (b, a)
     if memo is None:
         return float(Indel.normalized_similarity(*key))
@@ -147,7 +147,7 @@ def _clean(text: str) -> str:
     return unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
 
 
-def key_terms(text: str) -> list[str]:
+def _key_terms(text: str) -> list[str]:
     """Distinct casefolded words of ``text`` minus stop words and one-letter tokens, in order."""
     seen: dict[str, None] = {}
     for word in _WORD_RE.findall(_clean(text).casefold()):
@@ -156,7 +156,7 @@ def key_terms(text: str) -> list[str]:
     return list(seen)
 
 
-def text_tokens(text: str) -> set[str]:
+def _text_tokens(text: str) -> set[str]:
     """Casefolded tokens of ``text``, identifiers also split on ``_`` and camelCase."""
     out: set[str] = set()
     for word in _WORD_RE.findall(_clean(text)):
@@ -167,7 +167,7 @@ def text_tokens(text: str) -> set[str]:
 
 
 def _term_found(term: str, tokens: set[str], ordered: list[str]) -> bool:
-    """Exact, prefix (either way) or fuzzy (rapidfuzz ratio ≥ FUZZY_CUTOFF) match of one term."""
+    """Exact, prefix (either way) or fuzzy (rapidfuzz ratio ≥ _FUZZY_CUTOFF) match of one term."""
     if term in tokens:
         return True
     i = bisect.bisect_left(ordered, term)  # a token extends the term: sort → sorted, log → logs
@@ -177,7 +177,7 @@ def _term_found(term: str, tokens: set[str], ordered: list[str]) -> bool:
         return False
     if any(term[:n] in tokens for n in range(4, len(term))):  # the term extends a token
         return True
-    return process.extractOne(term, ordered, scorer=fuzz.ratio, score_cutoff=FUZZY_CUTOFF) is not None
+    return process.extractOne(term, ordered, scorer=fuzz.ratio, score_cutoff=_FUZZY_CUTOFF) is not None
 
 
 # --------------------------------------------------------------------------- syntax registry
@@ -189,7 +189,7 @@ _NO_SYNTAX: set[str] = set()  # languages without a checker (entry points alread
 
 def register_syntax_checker(language: str, checker: SyntaxChecker) -> None:
     """Plug in a syntax check ``(code) -> bool | float`` for ``language`` (replaces any other)."""
-    lang = canonical_language(language)
+    lang = _canonical_language(language)
     if not lang:
         raise ValueError("language is empty")
     _SYNTAX[lang] = checker
@@ -209,13 +209,13 @@ register_syntax_checker("python", partial(_parses, ast.parse))
 register_syntax_checker("json", partial(_parses, json.loads))
 
 
-def syntax_checker(language: str | None) -> SyntaxChecker | None:
+def _syntax_checker(language: str | None) -> SyntaxChecker | None:
     """The checker for ``language``: registered, else an entry point in ``quorum.syntax``, else None."""
-    lang = canonical_language(language)
-    if not lang or lang in PROSE_LANGUAGES:
+    lang = _canonical_language(language)
+    if not lang or lang in _PROSE_LANGUAGES:
         return None
     if lang not in _SYNTAX and lang not in _NO_SYNTAX:
-        for ep in entry_points(group=SYNTAX_GROUP).select(name=lang):
+        for ep in entry_points(group=_SYNTAX_GROUP).select(name=lang):
             _SYNTAX[lang] = ep.load()
             break
         else:
@@ -232,16 +232,16 @@ def syntax(text: str, ctx: ScoringContext) -> float:
     body = strip_fence(text)
     if not body.strip():
         return 0.0
-    checker = syntax_checker(ctx.language)
+    checker = _syntax_checker(ctx.language)
     return 1.0 if checker is None else float(checker(body))
 
 
 def completeness(text: str, ctx: ScoringContext) -> float:
     """Mean share of each requirement's key terms found in the text (1.0 without requirements)."""
-    terms_per_req = [t for t in (key_terms(r) for r in ctx.requirements) if t]
+    terms_per_req = [t for t in (_key_terms(r) for r in ctx.requirements) if t]
     if not terms_per_req:
         return 1.0
-    tokens = text_tokens(text)
+    tokens = _text_tokens(text)
     if not tokens:
         return 0.0
     ordered = sorted(tokens)
@@ -264,7 +264,7 @@ def consistency(text: str, ctx: ScoringContext) -> float:
 
 def is_refusal(text: str) -> bool:
     """Whether the answer opens like a refusal ("I'm sorry, but I can't…", "As an AI…")."""
-    head = _clean(text[:REFUSAL_HEAD_CHARS]).casefold()
+    head = _clean(text[:_REFUSAL_HEAD_CHARS]).casefold()
     return any(r.search(head) for r in _REFUSAL_RES)
 
 
@@ -276,7 +276,7 @@ def format_sanity(text: str, ctx: ScoringContext) -> float:
     if len(lengths) < 2:
         return 1.0
     ratio = len(text.strip()) / statistics.median(lengths)
-    return min(1.0, LENGTH_TOLERANCE / max(ratio, 1.0 / ratio))
+    return min(1.0, _LENGTH_TOLERANCE / max(ratio, 1.0 / ratio))
 
 
 BUILTIN_SCORERS: dict[str, Scorer] = dict(
@@ -321,7 +321,7 @@ class ScorerRegistry:
 
     def known(self) -> list[str]:
         """Every name a job may use (plug-ins in their ``module:function`` spelling)."""
-        entry = sorted(ep.name for ep in entry_points(group=SCORER_GROUP))
+        entry = sorted(ep.name for ep in entry_points(group=_SCORER_GROUP))
         return [*BUILTIN_SCORERS, *sorted(n for n in self.plugins if ":" in n), *entry]
 
     def resolve(self, name: str) -> Scorer:
@@ -332,7 +332,7 @@ class ScorerRegistry:
             shown = ", ".join(known[:40]) + (f" (+{len(known) - 40} more)" if len(known) > 40 else "")
             raise InvalidRequestError(
                 f"unknown scorer {name[:100]!r}; known scorers: {shown} (plug-ins are registered "
-                f"by the operator: entry points in {SCORER_GROUP!r} or [orchestration] scorer_modules)",
+                f"by the operator: entry points in {_SCORER_GROUP!r} or [orchestration] scorer_modules)",
                 field="scorers",
                 scorer=name[:100],
             )
@@ -341,7 +341,7 @@ class ScorerRegistry:
 
 def _from_entry_point(name: str) -> Scorer | None:
     """The scorer an installed distribution registers under ``name`` in ``quorum.scorers``."""
-    eps = entry_points(group=SCORER_GROUP).select(name=name)
+    eps = entry_points(group=_SCORER_GROUP).select(name=name)
     try:
         return next((ep.load() for ep in eps), None)
     except Exception as e:  # an installed but broken plug-in: say so rather than "unknown"

@@ -60,7 +60,7 @@ def billed(tokens_in: Any, tokens_out: Any, model: Any) -> dict[str, Any]:
     return {"tokens_in": int(tokens_in or 0), "tokens_out": int(tokens_out or 0), "model": str(model or "")}
 
 
-def with_usage(error: QuorumError, result: ProviderResult) -> QuorumError:
+def _with_usage(error: QuorumError, result: ProviderResult) -> QuorumError:
     """``error`` with the usage of the call that produced ``result`` added to its details."""
     usage = billed(result.tokens_in, result.tokens_out, result.model)
     return error.with_details(**usage)
@@ -144,14 +144,14 @@ class Provider(ABC):
         try:
             result.fields, result.notes = parse_output(content, schema, self.name)
         except QuorumError as e:
-            raise with_usage(e, result) from None
+            raise _with_usage(e, result) from None
         except Exception as e:  # validation itself broke on a well-formed answer: the job's schema
             refused = InvalidRequestError(
                 f"the job's json_schema cannot be applied to an answer ({type(e).__name__})",
                 field="json_schema",
                 provider=self.name,
             )
-            raise with_usage(refused, result) from None
+            raise _with_usage(refused, result) from None
         return result
 
     def generate(

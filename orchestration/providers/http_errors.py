@@ -40,9 +40,9 @@ ErrorTable = Sequence[ErrorRow]
 MAX_MESSAGE_CHARS = 300
 
 #: Transport-level timeouts of both HTTP stacks the SDKs may use (httpx2 today, httpx before).
-TIMEOUT_EXCEPTIONS: tuple[type[BaseException], ...] = (httpx2.TimeoutException, httpx.TimeoutException)
+_TIMEOUT_EXCEPTIONS: tuple[type[BaseException], ...] = (httpx2.TimeoutException, httpx.TimeoutException)
 #: Transport failures that are not timeouts: refused, reset, TLS, truncated responses.
-CONNECTION_EXCEPTIONS: tuple[type[BaseException], ...] = (
+_CONNECTION_EXCEPTIONS: tuple[type[BaseException], ...] = (
     httpx2.TransportError,
     httpx.TransportError,
     ssl.SSLError,
@@ -126,7 +126,7 @@ def timeout_error(provider: str) -> ProviderTimeoutError:
     return ProviderTimeoutError(f"{provider}: request timed out", provider=provider)
 
 
-def connection_error(provider: str, exc: BaseException | None) -> ProviderConnectionError:
+def _connection_error(provider: str, exc: BaseException | None) -> ProviderConnectionError:
     """The connection failed or was reset; names the underlying exception, never its URL."""
     what = type(exc).__name__ if exc is not None else "unknown"
     return ProviderConnectionError(f"{provider}: connection failed ({what})", provider=provider)
@@ -134,10 +134,10 @@ def connection_error(provider: str, exc: BaseException | None) -> ProviderConnec
 
 def transport_error(provider: str, exc: BaseException) -> ProviderError | None:
     """A timeout or connection error for a raw transport exception (None if it is neither)."""
-    if isinstance(exc, TIMEOUT_EXCEPTIONS):
+    if isinstance(exc, _TIMEOUT_EXCEPTIONS):
         return timeout_error(provider)
-    if isinstance(exc, CONNECTION_EXCEPTIONS):
-        return connection_error(provider, exc)
+    if isinstance(exc, _CONNECTION_EXCEPTIONS):
+        return _connection_error(provider, exc)
     return None
 
 
@@ -158,7 +158,7 @@ def validation_error(provider: str, exc: BaseException) -> InvalidOutputError:
     return invalid_output(provider, f"response failed the SDK's validation: {short(exc, 120)}")
 
 
-def unexpected_error(provider: str, exc: BaseException) -> ProviderError:
+def _unexpected_error(provider: str, exc: BaseException) -> ProviderError:
     """Any other exception of the SDK's own hierarchy."""
     return ProviderError(f"{provider}: {type(exc).__name__}: {short(exc)}", provider=provider)
 
@@ -176,10 +176,10 @@ def sdk_table(
     return (
         status,
         (timeout, lambda provider, _e: timeout_error(provider)),
-        (connection, lambda provider, e: connection_error(provider, e.__cause__)),
+        (connection, lambda provider, e: _connection_error(provider, e.__cause__)),
         (validation, validation_error),
         (MALFORMED_EXCEPTIONS, malformed_error),
-        (base, unexpected_error),
+        (base, _unexpected_error),
     )
 
 

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Lowest answer validity a provider's weight is scaled by (it never drops to nothing).
-MIN_VALIDITY = 0.05
+_MIN_VALIDITY = 0.05
 #: How long an idempotency marker of :func:`record` lives, in seconds.
-ONCE_TTL_S = 7 * 86_400
+_ONCE_TTL_S = 7 * 86_400
 
 
 def accuracy_key(prefix: str, provider: str) -> str:
@@ -83,9 +83,9 @@ def laplace_accuracy(correct: int, total: int) -> float:
 
 def validity(successes: int, invalid: int) -> float:
     """Share of a provider's answers that were usable, smoothed: ``(ok + 1) / (ok + invalid + 1)``
-    (1.0 with no history, 0.5 after one invalid answer), floored at ``MIN_VALIDITY``."""
+    (1.0 with no history, 0.5 after one invalid answer), floored at ``_MIN_VALIDITY``."""
     ok, bad = max(successes, 0), max(invalid, 0)
-    return max(MIN_VALIDITY, (ok + 1) / (ok + bad + 1))
+    return max(_MIN_VALIDITY, (ok + 1) / (ok + bad + 1))
 
 
 def read_weights(
@@ -120,7 +120,7 @@ def record_accuracy(
     updates: Iterable[tuple[str, str, bool]],
     *,
     once: str | None = None,
-    once_ttl_s: int = ONCE_TTL_S,
+    once_ttl_s: int = _ONCE_TTL_S,
 ) -> bool:
     """Add (provider, field, correct) grades with pipelined HINCRBY; False if nothing written.
 

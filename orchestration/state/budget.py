@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quorum.budget")
 
-MICRO = 1_000_000
+_MICRO = 1_000_000
 
 
 class BudgetStatus(NamedTuple):
@@ -34,14 +34,14 @@ class BudgetStatus(NamedTuple):
     exhausted: bool
 
 
-def budget_micro(budget_usd: float) -> int:
+def _budget_micro(budget_usd: float) -> int:
     """A USD budget in integer micro-USD (the ledger's unit)."""
-    return round(budget_usd * MICRO)
+    return round(budget_usd * _MICRO)
 
 
 def refusal_text(budget_usd: float, spent_micro: int) -> str:
     """The skip reason, e.g. ``daily budget $5.00 spent ($5.0123 today)``."""
-    return f"daily budget ${budget_usd:.2f} spent (${spent_micro / MICRO:.4f} today)"
+    return f"daily budget ${budget_usd:.2f} spent (${spent_micro / _MICRO:.4f} today)"
 
 
 class BudgetGate:
@@ -68,7 +68,7 @@ class BudgetGate:
         if budget is None:
             return None
         spent = spent_today(self.redis, self.prefix, provider, now)
-        return refusal_text(budget, spent) if spent >= budget_micro(budget) else None
+        return refusal_text(budget, spent) if spent >= _budget_micro(budget) else None
 
     def admit(self, provider: str, now: float) -> Ticket | str:
         """A no-op ticket while today's spend is under budget, else the reason (no-budget: no I/O)."""
@@ -100,6 +100,6 @@ def budget_status(redis: Redis, prefix: str, settings: Settings, now: float) -> 
     for name, raw in zip(names, pipe.execute(), strict=True):
         spent = int(text(raw) or 0)
         budget = settings.providers[name].daily_budget_usd
-        exhausted = budget is not None and spent >= budget_micro(budget)
-        out[name] = BudgetStatus(spent / MICRO, budget, exhausted)
+        exhausted = budget is not None and spent >= _budget_micro(budget)
+        out[name] = BudgetStatus(spent / _MICRO, budget, exhausted)
     return out

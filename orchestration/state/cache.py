@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from orchestration.config import Settings
 
 
-def normalise_input(text: str) -> str:
+def _normalise_input(text: str) -> str:
     """NFKC and collapsed whitespace: the same email re-sent with other spacing hits the cache."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
 
@@ -38,7 +38,7 @@ def cache_key(
 ) -> str:
     """The key of one answer: a SHA-256 over the canonical JSON of everything that shapes it."""
     material = json.dumps(
-        [kind, normalise_input(text), schema, strategy, candidates, sources],
+        [kind, _normalise_input(text), schema, strategy, candidates, sources],
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),

@@ -33,7 +33,3 @@ def write_fleet(redis: Any, prefix: str, setting: FleetSetting) -> None:
     """Store the fleet setting; every worker uses it from its next job."""
     redis.set(_key(prefix), json.dumps(setting.model_dump(), separators=(",", ":")))
 
-
-def clear_fleet(redis: Any, prefix: str) -> None:
-    """Forget the fleet setting: workers fall back to the config."""
-    redis.delete(_key(prefix))

@@ -2,7 +2,7 @@
 
 Per provider, a hash ``{prefix}{provider}:output_mode`` with ``mode``, ``server`` (a
 fingerprint of base URL and model: a record about another server is ignored) and ``at``. It
-expires after :data:`MODE_TTL_S`, so an upgraded server is probed again. While Redis is
+expires after :data:`_MODE_TTL_S`, so an upgraded server is probed again. While Redis is
 unreachable each process remembers on its own.
 """
 
@@ -22,7 +22,7 @@ from orchestration.state.scripts import text
 log = logging.getLogger("quorum.output_mode")
 
 #: How long a remembered mode holds before ``auto`` probes the server again (one day).
-MODE_TTL_S = 86_400
+_MODE_TTL_S = 86_400
 _MODES: frozenset[str] = frozenset(get_args(OutputMode))
 
 
@@ -57,7 +57,7 @@ class RedisModeMemory:
         try:
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping={"mode": mode, "server": server, "at": f"{time.time():.3f}"})
-                pipe.expire(key, MODE_TTL_S)
+                pipe.expire(key, _MODE_TTL_S)
                 pipe.execute()
         except REDIS_ERRORS:
             log.warning("%s: could not share output mode %s (Redis unreachable)", provider, mode)

@@ -33,7 +33,7 @@ log = logging.getLogger("quorum.quality")
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
-def window_counts(redis: Redis, prefix: str, provider: str, now: float, window_s: float) -> tuple[int, int]:
+def _window_counts(redis: Redis, prefix: str, provider: str, now: float, window_s: float) -> tuple[int, int]:
     """``(answers, invalid)`` of ``provider`` in the buckets covering the last ``window_s``."""
     buckets = max(1, math.ceil(window_s / QUALITY_BUCKET_S))
     pipe = redis.pipeline(transaction=False)
@@ -59,7 +59,7 @@ class QualityGate:
         if limit is None:
             return None
         try:
-            answers, invalid = window_counts(
+            answers, invalid = _window_counts(
                 self.redis, self.prefix, provider, now, self.config.quality_window_s
             )
         except REDIS_ERRORS as e:

@@ -33,17 +33,17 @@ log = logging.getLogger("quorum.ratelimit")
 #: Errors that mean "Redis is unreachable": the gates fail open on these (others propagate).
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
 #: The error kind of a call that was never sent (another gate refused): its request is given back.
-NOT_SENT = "ProviderUnavailableError"
+_NOT_SENT = "ProviderUnavailableError"
 
 
-class NoTicket:
+class _NoTicket:
     """The ticket of a gate with nothing to track: ``done`` does nothing."""
 
     def done(self, now: float, error_kind: str | None, tokens: int) -> None:
         """Nothing to report back."""
 
 
-NO_TICKET = NoTicket()
+NO_TICKET = _NoTicket()
 
 
 class OutageLog:
@@ -80,7 +80,7 @@ class _LimitTicket:
 
     def done(self, now: float, error_kind: str | None, tokens: int) -> None:
         """Debit ``tokens`` from the TPM bucket; best effort (a lost debit only loosens the limit)."""
-        give_back = 1 if self.took_request and error_kind == NOT_SENT else 0
+        give_back = 1 if self.took_request and error_kind == _NOT_SENT else 0
         try:
             self.gate.settle(self.provider, now, give_back=give_back, tokens=tokens)
         except REDIS_ERRORS as e:
