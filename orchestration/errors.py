@@ -70,67 +70,15 @@ class QuorumError(Exception):
     #: Fields this version does not know (from :func:`error_from_dict` or a newer worker).
     extra: dict[str, Any]
 
-    def __init__(
-        self,
-        message: str = "",
-        details: Mapping[str, Any] | None = None,
-        *,
-        provider: str | None = None,
-        status: int | None = None,
-        retry_after: float | None = None,
-        field: str | None = None,
-        reason: str | None = None,
-        code: str | None = None,
-        request_id: str | None = None,
-        key_env: str | None = None,
-        model: str | None = None,
-        tokens_in: int | None = None,
-        tokens_out: int | None = None,
-        job_id: str | None = None,
-        min_responses: int | None = None,
-        attempts: list[dict[str, Any]] | None = None,
-        attempt: dict[str, Any] | None = None,
-        modes: list[str] | None = None,
-        **extra: Any,
-    ) -> None:
+    def __init__(self, message: str = "", details: Mapping[str, Any] | None = None, **fields: Any) -> None:
         super().__init__(message)  # args == (message,): what Celery's JSON backend stores
         self.message = message
-        given = {
-            "provider": provider,
-            "status": status,
-            "retry_after": retry_after,
-            "field": field,
-            "reason": reason,
-            "code": code,
-            "request_id": request_id,
-            "key_env": key_env,
-            "model": model,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-            "job_id": job_id,
-            "min_responses": min_responses,
-            "attempts": attempts,
-            "attempt": attempt,
-            "modes": modes,
-        }
-        merged = {**(details or {}), **{k: v for k, v in {**given, **extra}.items() if v is not None}}
-        self.provider = merged.pop("provider", None)
-        self.status = merged.pop("status", None)
-        self.retry_after = merged.pop("retry_after", None)
-        self.field = merged.pop("field", None)
-        self.reason = merged.pop("reason", None)
-        self.code = merged.pop("code", None)
-        self.request_id = merged.pop("request_id", None)
-        self.key_env = merged.pop("key_env", None)
-        self.model = merged.pop("model", None)
-        self.tokens_in = merged.pop("tokens_in", None)
-        self.tokens_out = merged.pop("tokens_out", None)
-        self.job_id = merged.pop("job_id", None)
-        self.min_responses = merged.pop("min_responses", None)
-        self.attempts = list(merged.pop("attempts", None) or [])
-        self.attempt = merged.pop("attempt", None)
-        self.modes = list(merged.pop("modes", None) or [])
-        self.extra = {k: v for k, v in merged.items() if v is not None}
+        merged = {k: v for k, v in {**(details or {}), **fields}.items() if v is not None}
+        for name in _FIELDS:
+            setattr(self, name, merged.pop(name, None))
+        self.attempts = list(self.attempts or [])
+        self.modes = list(self.modes or [])
+        self.extra = merged
 
     def __str__(self) -> str:
         return self.message
@@ -141,9 +89,8 @@ class QuorumError(Exception):
     @property
     def details(self) -> dict[str, Any]:
         """The fields that are set, JSON-safe (a fresh dict: set the typed attributes instead)."""
-        out: dict[str, Any] = {name: getattr(self, name) for name in _SCALAR_FIELDS}
-        out.update(attempts=self.attempts or None, modes=self.modes or None)
-        return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
+        fields = ((name, getattr(self, name)) for name in _FIELDS)
+        return {**{k: v for k, v in fields if v is not None and v != []}, **self.extra}
 
     @property
     def kind(self) -> str:
@@ -159,22 +106,9 @@ class QuorumError(Exception):
         return {"type": self.kind, "message": self.message, **self.details}
 
 
-#: The typed fields that hold one JSON value each (lists are handled apart in ``details``).
-_SCALAR_FIELDS = (
-    "provider",
-    "status",
-    "retry_after",
-    "field",
-    "reason",
-    "code",
-    "request_id",
-    "key_env",
-    "model",
-    "tokens_in",
-    "tokens_out",
-    "job_id",
-    "min_responses",
-    "attempt",
+#: The typed fields, as declared on :class:`QuorumError` (its class-level flags and ``extra`` aside).
+_FIELDS = tuple(
+    name for name, kind in QuorumError.__annotations__.items() if "ClassVar" not in kind and name != "extra"
 )
 
 

@@ -17,6 +17,7 @@ from orchestration.state.fleet import FleetSetting
 __all__ = [
     "CandidateSource",
     "attempt_summaries",
+    "check_candidates",
     "chord_candidates",
     "chord_labels",
     "parse_job_args",
@@ -67,6 +68,14 @@ def chord_candidates(request: CandidateSource, settings: Settings, order: list[s
         return list(grid)
     names = request.providers or settings.orchestration.candidates or order
     return [Candidate(provider=name, params=request.params) for name in names]
+
+
+def check_candidates(candidates: Sequence[Candidate], settings: Settings) -> None:
+    """:class:`InvalidRequestError` unless there are candidates and each names a callable provider."""
+    if not candidates:
+        raise InvalidRequestError("no providers: none enabled in the config", field="providers")
+    for candidate in candidates:
+        settings.callable_provider(candidate.provider)  # unknown or disabled → InvalidRequestError
 
 
 def chord_labels(candidates: Sequence[Candidate]) -> list[str]:

@@ -23,7 +23,7 @@ from orchestration.models import (
     ExtractionResult,
     MergedField,
 )
-from orchestration.requests import chord_candidates, parse_job_args, provider_order
+from orchestration.requests import check_candidates, chord_candidates, parse_job_args, provider_order
 from orchestration.schemas import resolve_schema
 from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting
@@ -96,10 +96,7 @@ def prepare_extract(
         candidates = [Candidate(provider=n, params=request.params) for n in names]
     else:
         candidates = chord_candidates(request, settings, order)
-    if not candidates:
-        raise InvalidRequestError("no providers: none enabled in the config", field="providers")
-    for candidate in candidates:
-        settings.callable_provider(candidate.provider)  # unknown or disabled → InvalidRequestError
+    check_candidates(candidates, settings)
     orch = settings.orchestration
     min_responses = request.min_responses or min(orch.min_responses, len(candidates))
     if strategy != "failover" and min_responses > len(candidates):

@@ -35,7 +35,13 @@ from orchestration.prompts import (
     generation_prompt,
     judge_prompt,
 )
-from orchestration.requests import chord_candidates, chord_labels, parse_job_args, provider_order
+from orchestration.requests import (
+    check_candidates,
+    chord_candidates,
+    chord_labels,
+    parse_job_args,
+    provider_order,
+)
 from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting
 
@@ -135,10 +141,7 @@ def prepare_generate(
     now = time.time() if now is None else now
     scorers = {s.name: s.weight for s in resolve_scorers(request.scorers)}  # unknown → error now
     candidates = chord_candidates(request, settings, provider_order(settings, fleet))
-    if not candidates:
-        raise InvalidRequestError("no providers: none enabled in the config", field="providers")
-    for candidate in candidates:
-        settings.callable_provider(candidate.provider)  # unknown or disabled → InvalidRequestError
+    check_candidates(candidates, settings)
     first = candidates[0].provider
     orch = settings.orchestration
     # Early stop exists to send as few calls as possible: one good answer is enough by default.

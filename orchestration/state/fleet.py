@@ -32,4 +32,3 @@ def read_fleet(redis: Any, prefix: str) -> FleetSetting:
 def write_fleet(redis: Any, prefix: str, setting: FleetSetting) -> None:
     """Store the fleet setting; every worker uses it from its next job."""
     redis.set(_key(prefix), json.dumps(setting.model_dump(), separators=(",", ":")))
-
