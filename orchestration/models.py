@@ -4,16 +4,18 @@ merged results, health and cost. Every model round-trips through JSON (Celery's 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestration.errors import ERROR_TYPES, QuorumError
+from orchestration.errors import ERROR_TYPES, InvalidRequestError, QuorumError
 
 #: Longest input text accepted, in characters (documented in the README).
 MAX_TEXT_CHARS = 50_000
 #: Longest deadline a job may ask for, in seconds.
 MAX_DEADLINE_S = 600.0
+
+M = TypeVar("M", bound=BaseModel)
 
 ExtractStrategy = Literal["failover", "consensus", "best_match"]
 EXTRACT_STRATEGIES: tuple[str, ...] = ("failover", "consensus", "best_match")
@@ -26,6 +28,18 @@ def describe_errors(e: ValidationError) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
         parts.append(f"{key}: {err['msg']}")
     return "; ".join(parts)
+
+
+def parse_job_args(model: type[M], task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> M:
+    """Validate a producer's arguments to ``task`` as ``model``; :class:`InvalidRequestError`
+    names each problem (positional arguments included)."""
+    if args:
+        raise InvalidRequestError(f"{task} takes keyword arguments only (send kwargs={{...}})", field="args")
+    try:
+        return model.model_validate(kwargs)
+    except ValidationError as e:
+        kind = task.removeprefix("quorum.").replace("extract", "extraction").replace("generate", "generation")
+        raise InvalidRequestError(f"invalid {kind} request: {describe_errors(e)}") from None
 
 
 class _Strict(BaseModel):
@@ -198,6 +212,19 @@ class Attempt(BaseModel):
     @property
     def error_type(self) -> str | None:
         return None if self.error is None else str(self.error.get("type"))
+
+    def summary(self) -> dict[str, object]:
+        """The facts an operator needs about this attempt in a failed job's error: provider,
+        error class, latency, cost."""
+        return {
+            "provider": self.provider,
+            "label": self.label,
+            "error": self.error_type,
+            "message": (self.error or {}).get("message"),
+            "latency_ms": round(self.latency_ms, 2),
+            "cost_usd": self.cost_usd,
+            "skipped": self.skipped,
+        }
 
     def failed_with(self, cls: type[QuorumError]) -> bool:
         """True when this attempt's error is a ``cls`` (subclasses included; unknown kinds are not)."""

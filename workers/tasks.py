@@ -15,6 +15,7 @@ from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
 
 from orchestration.attempts import extraction
+from orchestration.candidates import chord_labels
 from orchestration.errors import ProviderError, QuorumError, error_from_dict
 from orchestration.extraction import (
     ExtractionSpec,
@@ -35,7 +36,6 @@ from orchestration.extraction import (
 )
 from orchestration.models import Attempt
 from orchestration.providers import preload
-from orchestration.requests import chord_labels
 from orchestration.state import cache, read_weights, record_accuracy
 from orchestration.state.job_records import add_answer, published_by
 from workers.app import app

@@ -20,7 +20,6 @@ from orchestration.errors import (
 )
 from orchestration.extraction.jobs import ExtractionSpec
 from orchestration.models import Attempt, Candidate
-from orchestration.requests import attempt_summaries
 
 #: Never schedule a retry-after wait that would leave less than this before the deadline.
 _RETRY_MARGIN_S = 0.5
@@ -108,5 +107,5 @@ def _job_error(
     cls: type[QuorumError], spec: ExtractionSpec, attempts: list[Attempt], what: str
 ) -> QuorumError:
     lines = ", ".join(f"{a.label or a.provider}: {a.error_type}" for a in attempts) or "none"
-    summary = attempt_summaries(attempts)
+    summary = [a.summary() for a in attempts]
     return cls(f"job {spec.job_id}: {what} ({lines})", job_id=spec.job_id, attempts=summary)

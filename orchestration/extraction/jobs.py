@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from orchestration.candidates import check_candidates, chord_candidates, provider_order
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError
 from orchestration.models import (
@@ -22,8 +23,8 @@ from orchestration.models import (
     ExtractionRequest,
     ExtractionResult,
     MergedField,
+    parse_job_args,
 )
-from orchestration.requests import check_candidates, chord_candidates, parse_job_args, provider_order
 from orchestration.schemas import resolve_schema
 from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from orchestration.candidates import chord_labels
 from orchestration.errors import InsufficientResponsesError
 from orchestration.extraction.best_match import best_match
 from orchestration.extraction.consensus import decided, merge, responses_from_attempts
 from orchestration.extraction.jobs import ExtractionSpec
 from orchestration.models import Attempt, MergedField
-from orchestration.requests import attempt_summaries, chord_labels
 
 Accuracy = Mapping[tuple[str, str], float]
 
@@ -25,7 +25,7 @@ def merge_answer(
         raise InsufficientResponsesError(
             f"job {spec.job_id}: {len(ok)} usable answers, {spec.min_responses} required ({lines})",
             job_id=spec.job_id,
-            attempts=attempt_summaries(list(attempts)),
+            attempts=[a.summary() for a in attempts],
             min_responses=spec.min_responses,
         )
     responses = responses_from_attempts(ok)

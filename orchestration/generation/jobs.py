@@ -16,6 +16,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from orchestration.attempts import Invoke
+from orchestration.candidates import (
+    check_candidates,
+    chord_candidates,
+    chord_labels,
+    provider_order,
+)
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError
 from orchestration.generation.models import (
@@ -26,7 +32,7 @@ from orchestration.generation.models import (
 )
 from orchestration.generation.scoring import ScoreCard, ScoringContext, resolve_scorers
 from orchestration.generation.selectors import DEFAULT_SIMILARITY
-from orchestration.models import Attempt, Candidate
+from orchestration.models import Attempt, Candidate, parse_job_args
 from orchestration.prompts import (
     AGGREGATE_SYSTEM,
     GENERATION_SYSTEM,
@@ -34,13 +40,6 @@ from orchestration.prompts import (
     aggregate_prompt,
     generation_prompt,
     judge_prompt,
-)
-from orchestration.requests import (
-    check_candidates,
-    chord_candidates,
-    chord_labels,
-    parse_job_args,
-    provider_order,
 )
 from orchestration.state import cache
 from orchestration.state.fleet import FleetSetting

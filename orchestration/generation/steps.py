@@ -39,7 +39,6 @@ from orchestration.generation.selectors import (
     totals,
 )
 from orchestration.models import Attempt
-from orchestration.requests import attempt_summaries
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ def require_answers(spec: GenerationSpec, progress: Progress, now: float) -> Non
     raise cls(
         f"job {spec.job_id}: {len(ok)} usable answers, {spec.min_responses} required ({lines})",
         job_id=spec.job_id,
-        attempts=attempt_summaries(list(progress.attempts)),
+        attempts=[a.summary() for a in progress.attempts],
         min_responses=spec.min_responses,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from orchestration.candidates import chord_labels
 from orchestration.config import Settings
 from orchestration.errors import InsufficientResponsesError, ServerError
 from orchestration.extraction import (
@@ -15,7 +16,6 @@ from orchestration.extraction import (
     single_answer,
 )
 from orchestration.models import Attempt, Candidate, FieldValue, ParseNotes, ProviderResult, SamplingParams
-from orchestration.requests import chord_labels
 from orchestration.state import FleetSetting
 
 FIELDS = ["person_in_charge", "startup_name", "partner_org", "details", "date"]

@@ -1,42 +1,17 @@
-"""What both job kinds (extraction and generation) share: a producer's keyword arguments
-validated, the job's candidates and their labels, and the per-attempt summary a failed job
-reports."""
+"""A job's candidates, resolved the same way for both job kinds (extraction and generation):
+from the request, a variation grid or the fleet's provider order; checked; labelled."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Protocol
 
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError
-from orchestration.models import Attempt, Candidate, SamplingParams, describe_errors
+from orchestration.models import Candidate, SamplingParams
 from orchestration.state.fleet import FleetSetting
 
-__all__ = [
-    "CandidateSource",
-    "attempt_summaries",
-    "check_candidates",
-    "chord_candidates",
-    "chord_labels",
-    "parse_job_args",
-    "provider_order",
-]
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def parse_job_args(model: type[_M], task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _M:
-    """Validate a producer's arguments to ``task`` as ``model``; :class:`InvalidRequestError`
-    names each problem (positional arguments included)."""
-    if args:
-        raise InvalidRequestError(f"{task} takes keyword arguments only (send kwargs={{...}})", field="args")
-    try:
-        return model.model_validate(kwargs)
-    except ValidationError as e:
-        kind = task.removeprefix("quorum.").replace("extract", "extraction").replace("generate", "generation")
-        raise InvalidRequestError(f"invalid {kind} request: {describe_errors(e)}") from None
+__all__ = ["CandidateSource", "check_candidates", "chord_candidates", "chord_labels", "provider_order"]
 
 
 class CandidateSource(Protocol):
@@ -84,20 +59,4 @@ def chord_labels(candidates: Sequence[Candidate]) -> list[str]:
     return [
         label if plain.count(label) == 1 else c.label(i)
         for i, (c, label) in enumerate(zip(candidates, plain, strict=True))
-    ]
-
-
-def attempt_summaries(attempts: Sequence[Attempt]) -> list[dict[str, object]]:
-    """The per-attempt facts an operator needs: provider, error class, latency, cost."""
-    return [
-        {
-            "provider": a.provider,
-            "label": a.label,
-            "error": a.error_type,
-            "message": (a.error or {}).get("message"),
-            "latency_ms": round(a.latency_ms, 2),
-            "cost_usd": a.cost_usd,
-            "skipped": a.skipped,
-        }
-        for a in attempts
     ]
