@@ -237,7 +237,7 @@ class RedisBreaker(Breaker):
         super().__init__(config)
         self.redis = redis
         self.prefix = prefix
-        self._script = redis.register_script(lua_source("breaker.lua", "orchestration.breaker"))
+        self._script = redis.register_script(lua_source("breaker.lua"))
         c = config
         self._config_args = [
             float_arg(c.window_s),

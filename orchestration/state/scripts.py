@@ -1,5 +1,5 @@
-"""Lua scripts shipped in ``orchestration/state/lua/*.lua`` (and ``orchestration/breaker/breaker.lua``),
-read via importlib.resources."""
+"""Lua scripts shipped in ``orchestration/state/lua/`` and ``orchestration/breaker/lua/``, read via
+importlib.resources."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from importlib.resources import files
 from redis import Redis
 from redis.commands.core import Script
 
+#: The packages whose ``lua/`` folder holds scripts (file names are unique across them).
+_HOMES = ("orchestration.state", "orchestration.breaker")
+
 
 @cache
-def lua_source(name: str, package: str = "orchestration.state") -> str:
-    """The text of ``lua/<name>`` in ``package`` (cached: the files never change at run time)."""
-    return files(package).joinpath("lua", name).read_text(encoding="utf-8")
+def lua_source(name: str) -> str:
+    """The text of ``lua/<name>`` (cached: the files never change at run time)."""
+    for home in _HOMES:
+        path = files(home).joinpath("lua", name)
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"no lua/{name} in {', '.join(_HOMES)}")
 
 
 _bound: weakref.WeakKeyDictionary[Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
