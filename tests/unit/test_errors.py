@@ -244,3 +244,22 @@ def test_unknown_fields_survive_a_round_trip() -> None:
     assert back.provider == "p" and back.extra == {"shard": 7}
     assert error_from_dict(json.loads(json.dumps(back.to_dict()))).details == back.details
     _same(back, pickle.loads(pickle.dumps(back)))
+
+
+def test_one_sdk_error_mapping_for_every_vendor() -> None:
+    """``mapped_errors`` raises the error of the first matching row ``from`` the SDK's; a row
+    that maps to None, an unmatched exception and Quorum's own errors pass unchanged."""
+    from orchestration.providers.http_errors import mapped_errors
+
+    table = (
+        (KeyError, lambda provider, e: RateLimitedError(f"{provider}: {e}", provider=provider)),
+        (LookupError, lambda provider, e: ServerError("never: KeyError matched first")),
+        (ValueError, lambda provider, e: None),
+    )
+    with pytest.raises(RateLimitedError) as info, mapped_errors("p", table):
+        raise KeyError("k")
+    assert isinstance(info.value.__cause__, KeyError) and info.value.provider == "p"
+    for raised in (ValueError("not ours"), TypeError("unmatched"), AuthError("already mapped")):
+        with pytest.raises(type(raised)) as passed, mapped_errors("p", table):
+            raise raised
+        assert passed.value is raised
