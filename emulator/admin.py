@@ -1,6 +1,6 @@
 """Test helper: run the emulator in a subprocess and drive it through its admin API.
 
-``with start_emulator(profile) as emu:`` starts ``python -m orchestration.emulator`` on a free
+``with start_emulator(profile) as emu:`` starts ``python -m emulator`` on a free
 loopback port, waits for its ``EMULATOR_URL=`` line, yields an :class:`EmulatorHandle` and
 always terminates the process on exit. The child also exits when its stdin closes, so it
 cannot outlive a parent that is killed.
@@ -24,8 +24,8 @@ from typing import IO, Any
 
 import httpx
 
+from emulator.server import URL_PREFIX
 from orchestration.config import ProviderConfig, ProviderKind
-from orchestration.emulator.server import URL_PREFIX
 
 _DEFAULT_MODELS: dict[str, str] = {
     "anthropic": "claude-emulated",
@@ -124,7 +124,7 @@ def start_emulator(
     JSON file), or None for the packaged default.
     """
     with tempfile.TemporaryDirectory(prefix="quorum-emu-") as tmp:
-        args = [sys.executable, "-m", "orchestration.emulator", "--port", str(port),
+        args = [sys.executable, "-m", "emulator", "--port", str(port),
                 "--log-level", log_level, "--exit-with-parent"]  # fmt: skip
         if isinstance(profile, dict):
             path = Path(tmp) / "profile.json"

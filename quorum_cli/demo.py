@@ -26,10 +26,10 @@ from rich.table import Table
 from orchestration.config import Settings
 from orchestration.data import FIELDS, load_emails
 from orchestration.strategies.normalize import normalize_value
-from workers import embedded
+from stack import embedded
+from stack.client import submit
+from stack.local import LocalStack
 from workers.app import create_app
-from workers.client import submit
-from workers.local import LocalStack
 
 #: Key prefix of the demo's state (inside its own server, too: belt and braces).
 DEMO_PREFIX = "quorum-demo:"

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from orchestration.errors import ConfigError, InvalidRequestError, QuorumError
-from workers.embedded import NoRedisError
+from stack.embedded import NoRedisError
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the job failed (or `status`: an enabled provider is unhealthy)
@@ -48,7 +48,7 @@ class InputError(Exception):
 
 def explain(error: BaseException) -> tuple[str, int]:
     """``(one or two lines naming the problem and the fix, exit code)`` for an exception."""
-    client = sys.modules.get("workers.client")  # imports the Celery app: only if a command did
+    client = sys.modules.get("stack.client")  # imports the Celery app: only if a command did
     if client is not None and isinstance(error, client.JobStillRunning):
         where = (
             "\n  the local workers stop with this command: start a fleet (`quorum worker`) to finish it"

@@ -1,6 +1,6 @@
 """The ``quorum`` command (Typer + Rich). Thin: it parses, calls the library and prints.
 
-Mistakes are answered in a line or two with a documented exit code (:mod:`workers.exits`).
+Mistakes are answered in a line or two with a documented exit code (:mod:`quorum_cli.exits`).
 Only the commands that run something (``demo``, ``worker``, ``redis``, ``extract``/``generate``
 with no fleet configured) start the embedded Valkey, and they say so.
 """
@@ -19,7 +19,7 @@ from rich.table import Table
 
 from orchestration.config import Settings, load_settings
 from orchestration.errors import InvalidRequestError, QuorumError
-from workers.exits import (
+from quorum_cli.exits import (
     EXIT_CODES,
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -68,7 +68,7 @@ def emulator(
     host: Annotated[str, typer.Option(help="Interface to bind; keep it on loopback.")] = "127.0.0.1",
 ) -> None:
     """Serve the OpenAI, Anthropic and Gemini APIs with emulated providers."""
-    from orchestration.emulator.server import serve
+    from emulator.server import serve
 
     serve(host, port, profile)
 
@@ -76,7 +76,7 @@ def emulator(
 @cli.command()
 def redis(stop: Annotated[bool, typer.Option("--stop", help="Stop the embedded server.")] = False) -> None:
     """Start (or stop) the embedded Valkey server and print its URL."""
-    from workers import embedded
+    from stack import embedded
 
     if stop:
         console.print("stopped" if embedded.stop() else "not running")
@@ -104,8 +104,8 @@ def _run_job(
     task: str, kwargs: dict[str, Any], *, timeout: float, workers: int, as_json: bool, no_cache: bool
 ) -> None:
     """Send one job, wait with a spinner (on a terminal, without --json) and print the answer."""
-    from workers.client import run_local_job
-    from workers.jobio import print_result, spinner
+    from quorum_cli.jobio import print_result, spinner
+    from stack.client import run_local_job
 
     kwargs = {k: v for k, v in kwargs.items() if v not in (None, [])} | {"use_cache": not no_cache}
     waiting = spinner(console, not as_json and console.is_terminal and out.is_terminal)
@@ -148,7 +148,7 @@ def extract(
     encoding: Encoding = "utf-8",
 ) -> None:
     """Enqueue an extraction job, wait for it and print the result."""
-    from workers.jobio import parse_candidate, read_schema, read_text
+    from quorum_cli.jobio import parse_candidate, read_schema, read_text
 
     kwargs: dict[str, Any] = {
         "text": read_text(file, encoding),
@@ -184,7 +184,7 @@ def generate(
     encoding: Encoding = "utf-8",
 ) -> None:
     """Enqueue a generation job (free text or code), wait for it and print the chosen answer."""
-    from workers.jobio import parse_candidate, read_text
+    from quorum_cli.jobio import parse_candidate, read_text
 
     kwargs: dict[str, Any] = {
         "prompt": read_text(file, encoding),
@@ -208,10 +208,10 @@ def result(
     """Look a job up by its id: its answer, its error, or that it is still running (exit 4)."""
     from celery.exceptions import TimeoutError as CeleryTimeoutError
 
+    from quorum_cli.jobio import print_result
+    from stack.client import check_reachable
+    from stack.embedded import describe, state_url
     from workers.app import create_app
-    from workers.client import check_reachable
-    from workers.embedded import describe, state_url
-    from workers.jobio import print_result
 
     settings = _settings()
     url = state_url(settings)
@@ -248,7 +248,7 @@ def result(
 @cli.command()
 def reset(provider: Annotated[str, typer.Argument(help="Provider name.")]) -> None:
     """Close a provider's circuit breaker by hand."""
-    from workers.embedded import state_redis
+    from stack.embedded import state_redis
 
     settings = _settings()
     settings.provider(provider)
@@ -291,7 +291,7 @@ def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
 
     from orchestration.state.report import as_json as report_json
     from orchestration.state.report import fleet_status
-    from workers.embedded import describe, state_redis, state_url
+    from stack.embedded import describe, state_redis, state_url
 
     now = time.time()
     where = describe(state_url(settings))
@@ -363,7 +363,7 @@ def demo(
 
     It runs in its own namespace (its own embedded Valkey and key prefix): your state is untouched.
     """
-    from workers.demo import run_demo
+    from quorum_cli.demo import run_demo
 
     failed = run_demo(
         _settings(),
@@ -406,7 +406,7 @@ def set_strategy(
     """Switch the strategy (and provider order) fleet-wide; every worker uses it from its next job."""
     from orchestration.models import EXTRACT_STRATEGIES
     from orchestration.state.fleet import FleetSetting, write_fleet
-    from workers.embedded import describe, state_redis, state_url
+    from stack.embedded import describe, state_redis, state_url
 
     settings = _settings()
     if name not in EXTRACT_STRATEGIES:
@@ -505,7 +505,7 @@ def worker(
     """Run a worker (the documented `celery -A workers.app worker`), on the embedded Valkey if none is set."""
     import os
 
-    from workers import embedded
+    from stack import embedded
 
     settings = _settings()
     env = dict(os.environ)
@@ -530,8 +530,8 @@ def metrics(
     latency, tokens, cost, budgets, rate limits, cache, jobs by outcome)."""
     from prometheus_client import start_http_server
 
-    from workers.client import check_reachable
-    from workers.embedded import describe, state_redis, state_url
+    from stack.client import check_reachable
+    from stack.embedded import describe, state_redis, state_url
     from workers.metrics import registry_for
 
     settings = _settings()

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from orchestration.config import Settings
-from workers import embedded
+from stack import embedded
 from workers.signing import embedded_secret, embedded_secret_path
 
 
@@ -29,8 +29,8 @@ def has_api_keys(settings: Settings, env: dict[str, str] | os._Environ[str] = os
 
 
 def start_emulator(profile: Path | None, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``python -m orchestration.emulator`` on a free loopback port; return it and its URL."""
-    cmd = [sys.executable, "-m", "orchestration.emulator", "--port", "0"]
+    """Start ``python -m emulator`` on a free loopback port; return it and its URL."""
+    cmd = [sys.executable, "-m", "emulator", "--port", "0"]
     if profile:
         cmd += ["--profile", str(profile)]
     log.parent.mkdir(parents=True, exist_ok=True)

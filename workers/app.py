@@ -17,7 +17,8 @@ from celery.worker import state as worker_state
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
 from orchestration.scoring import SCORERS
-from workers import einfo_speedup, embedded
+from stack import embedded
+from workers import einfo_speedup
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
 #: guard) before giving up: a Redis restart or failover shorter than this loses no job. A task

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestration.emulator.testing import start_emulator
+from emulator.admin import start_emulator
 from orchestration.providers.base import Provider
 
 from .support import CONFIGS, PROFILE, make_provider

@@ -11,8 +11,8 @@ from typing import Any
 import fakeredis
 import pytest
 
+from emulator.wire.flavours import FLAVOURS
 from orchestration.config import BreakerConfig, ProviderConfig
-from orchestration.emulator.wire.flavours import FLAVOURS
 from orchestration.errors import ServerError, UnsupportedModeError
 from orchestration.models import SamplingParams
 from orchestration.providers.openai import OpenAIProvider

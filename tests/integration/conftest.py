@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
+from emulator.admin import EmulatorHandle, start_emulator
 from tests.integration.fleet import Fleet
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ import redis
 from celery import Celery
 
 from orchestration.config import Settings, load_settings
+from stack.local import stop_process
 from workers.app import create_app
-from workers.local import stop_process
 
 #: The test fleet's secret (workers sign and check internal messages with it; producers need none).
 FLEET_SECRET = "test-fleet-secret-0123456789abcdef"

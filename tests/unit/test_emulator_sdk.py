@@ -19,9 +19,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
-from orchestration.emulator.wire import WireError
-from orchestration.emulator.wire.gemini import GeminiWire
+from emulator.admin import EmulatorHandle, start_emulator
+from emulator.wire import WireError
+from emulator.wire.gemini import GeminiWire
 from orchestration.prompts import (
     EXTRACTION_SYSTEM,
     GENERATION_SYSTEM,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from emulator.wire import WireError
+from emulator.wire.flavours import Refused, read_structure
 from orchestration.config import ProviderConfig
-from orchestration.emulator.wire import WireError
-from orchestration.emulator.wire.flavours import Refused, read_structure
 from orchestration.errors import ConfigError, UnsupportedModeError, error_from_dict
 from orchestration.providers.output_modes import (
     AUTO_ORDER,
