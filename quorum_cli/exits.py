@@ -13,11 +13,11 @@ from typing import Any
 import redis as redis_lib
 import typer
 from kombu.exceptions import OperationalError
-from rich.console import Console
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from orchestration.errors import ConfigError, InvalidRequestError, QuorumError
+from quorum_cli.output import console
 from stack.embedded import NoRedisError
 
 EXIT_OK = 0
@@ -38,8 +38,6 @@ EXIT_CODES = {
     EXIT_INTERNAL: "unexpected error (a bug): rerun with `--debug` and report it",
     EXIT_INTERRUPTED: "interrupted (^C)",
 }
-
-console = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the pipe
 
 
 class InputError(Exception):

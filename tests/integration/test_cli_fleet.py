@@ -24,7 +24,7 @@ EMAIL = load_emails()[1]
 
 def quorum(fleet, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "quorum_cli.main", *args],
+        [sys.executable, "-m", "quorum_cli", *args],
         input=stdin,
         env=fleet.env,
         cwd=fleet.workdir,
@@ -82,7 +82,7 @@ def test_metrics_scraped_over_http_agree_with_status_json(clean, emulator):
 
     port = free_port()
     exporter = subprocess.Popen(
-        [sys.executable, "-m", "quorum_cli.main", "metrics", "--port", str(port)],
+        [sys.executable, "-m", "quorum_cli", "metrics", "--port", str(port)],
         env=clean.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

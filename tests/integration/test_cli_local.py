@@ -25,7 +25,7 @@ def quorum(
     env["QUORUM_HOME"] = str(home)  # embedded Valkey data and logs under a fresh home
     env.update(extra_env)
     return subprocess.run(
-        [sys.executable, "-m", "quorum_cli.main", *args],
+        [sys.executable, "-m", "quorum_cli", *args],
         input=stdin,
         env=env,
         cwd=home,
