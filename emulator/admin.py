@@ -1,30 +1,13 @@
-"""Test helper: run the emulator in a subprocess and drive it through its admin API.
-
-``with start_emulator(profile) as emu:`` starts ``python -m emulator`` on a free
-loopback port, waits for its ``EMULATOR_URL=`` line, yields an :class:`EmulatorHandle` and
-always terminates the process on exit. The child also exits when its stdin closes, so it
-cannot outlive a parent that is killed.
-"""
+"""A client of a running emulator's admin API: its URL, the SDK base URLs, stats, faults, down
+switches. :func:`stack.local.start_emulator` starts one and yields this handle."""
 
 from __future__ import annotations
 
-import collections
-import json
-import os
-import queue
 import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
-from emulator.server import URL_PREFIX
 from orchestration.config import ProviderConfig, ProviderKind
 
 _DEFAULT_MODELS: dict[str, str] = {
@@ -86,83 +69,3 @@ class EmulatorHandle:
     def close(self) -> None:
         """Close the admin HTTP client."""
         self._http.close()
-
-
-def _pump(stream: IO[bytes], lines: queue.Queue[str | None], tail: collections.deque[str]) -> None:
-    """Forward the child's output lines (keeps a tail for error messages; never blocks it)."""
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        tail.append(line)
-        lines.put(line)
-    lines.put(None)  # EOF
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-    for stream in (process.stdin, process.stdout):
-        if stream is not None:
-            stream.close()
-
-
-@contextmanager
-def start_emulator(
-    profile: Path | dict[str, Any] | None = None,
-    *,
-    port: int = 0,
-    timeout: float = 20.0,
-    log_level: str = "warning",
-) -> Iterator[EmulatorHandle]:
-    """Run the emulator in a subprocess for the duration of the ``with`` block.
-
-    ``profile`` is a profile file, a dict in the profile-file shape (written to a temporary
-    JSON file), or None for the packaged default.
-    """
-    with tempfile.TemporaryDirectory(prefix="quorum-emu-") as tmp:
-        args = [sys.executable, "-m", "emulator", "--port", str(port),
-                "--log-level", log_level, "--exit-with-parent"]  # fmt: skip
-        if isinstance(profile, dict):
-            path = Path(tmp) / "profile.json"
-            path.write_text(json.dumps(profile, default=str), encoding="utf-8")
-            args += ["--profile", str(path)]
-        elif profile is not None:
-            args += ["--profile", str(profile)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-        )
-        handle: EmulatorHandle | None = None
-        try:
-            lines: queue.Queue[str | None] = queue.Queue()
-            tail: collections.deque[str] = collections.deque(maxlen=40)
-            assert process.stdout is not None
-            threading.Thread(target=_pump, args=(process.stdout, lines, tail), daemon=True).start()
-            url = _wait_for_url(lines, timeout)
-            if url is None:
-                raise RuntimeError("the emulator did not start:\n" + "\n".join(tail))
-            handle = EmulatorHandle(url, process)
-            yield handle
-        finally:
-            if handle is not None:
-                handle.close()
-            _stop(process)
-
-
-def _wait_for_url(lines: queue.Queue[str | None], timeout: float) -> str | None:
-    """The URL from the first ``EMULATOR_URL=`` line, or None on EOF or timeout."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            return None
-        if line is None:
-            return None
-        if line.startswith(URL_PREFIX):
-            return line[len(URL_PREFIX) :].strip()
-    return None

