@@ -3,7 +3,8 @@
 ``with Bench(workers=2, pool="threads", concurrency=32, profile={...}) as b:`` starts, with the
 shared launcher (:mod:`stack.local`), a private Valkey, the emulator with ``profile`` and
 ``workers`` processes of the documented command ``celery -A workers.app worker``, each in its
-own process group, and always stops them again. ``b.send(...)`` sends a job by name; ``b.timed(...)`` sends one and waits for it.
+own process group, and always stops them again. ``b.send(...)`` sends a job by name;
+``b.timed(...)`` sends one and waits for it.
 """
 
 from __future__ import annotations
