@@ -12,9 +12,11 @@ from quorum_cli.exits import EXIT_USAGE
 from quorum_cli.output import console
 
 commands = typer.Typer()
+#: Where ``quorum --help`` lists these commands.
+PANEL = "Benchmarks"
 
 
-@commands.command(rich_help_panel='Benchmarks')
+@commands.command(rich_help_panel=PANEL)
 def bench(
     full: Annotated[bool, typer.Option("--full", help="Larger runs (default: small, quick ones).")] = False,
     only: Annotated[

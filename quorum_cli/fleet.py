@@ -16,9 +16,11 @@ from quorum_cli.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_US
 from quorum_cli.output import console, out, print_json
 
 commands = typer.Typer()
+#: Where ``quorum --help`` lists these commands.
+PANEL = "Fleet"
 
 
-@commands.command(rich_help_panel='Fleet')
+@commands.command(rich_help_panel=PANEL)
 def status(
     detailed: Annotated[bool, typer.Option("--detailed", help="Add calls, tokens, cost, cache.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -30,7 +32,6 @@ def status(
     is unreachable or none is configured or running.
     """
     raise typer.Exit(render_status(load_settings(), detailed=detailed, as_json=as_json))
-
 
 
 def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
@@ -103,7 +104,6 @@ def render_status(settings: Settings, *, detailed: bool, as_json: bool) -> int:
     return code
 
 
-
 def _ago(ts: float | None, now: float) -> str:
     if ts is None:
         return "never"
@@ -117,8 +117,7 @@ def _ago(ts: float | None, now: float) -> str:
     )
 
 
-
-@commands.command("set-strategy", rich_help_panel='Fleet')
+@commands.command("set-strategy", rich_help_panel=PANEL)
 def set_strategy(
     name: Annotated[str, typer.Argument(help="failover, consensus or best_match.")],
     order: Annotated[str | None, typer.Option(help="Provider order, comma-separated: a,b,c.")] = None,
@@ -157,8 +156,7 @@ def set_strategy(
     )
 
 
-
-@commands.command(rich_help_panel='Fleet')
+@commands.command(rich_help_panel=PANEL)
 def reset(provider: Annotated[str, typer.Argument(help="Provider name.")]) -> None:
     """Close a provider's circuit breaker by hand."""
     from stack.embedded import state_redis
@@ -171,8 +169,7 @@ def reset(provider: Annotated[str, typer.Argument(help="Provider name.")]) -> No
     console.print(f"{provider}: breaker closed")
 
 
-
-@commands.command("test", rich_help_panel='Fleet')
+@commands.command("test", rich_help_panel=PANEL)
 def test_provider(
     provider: Annotated[str, typer.Argument(help="Provider name from the config.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
@@ -233,8 +230,7 @@ def test_provider(
     )
 
 
-
-@commands.command(rich_help_panel='Fleet')
+@commands.command(rich_help_panel=PANEL)
 def metrics(
     address: Annotated[str, typer.Option(help="Interface to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of /metrics (Prometheus text format).")] = 9464,
@@ -263,9 +259,8 @@ def metrics(
     thread.join()
 
 
-
 # -- quorum acl: Redis ACL rules of the fleet's roles (rules and rationale in workers/acl.py) --
-@commands.command(rich_help_panel='Fleet')
+@commands.command(rich_help_panel=PANEL)
 def acl(
     role: Annotated[str, typer.Option(help="producer, worker, ops or all.")] = "all",
     fmt: Annotated[str, typer.Option("--format", help="setuser (pipe to redis-cli) or aclfile.")] = "setuser",

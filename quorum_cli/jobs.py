@@ -15,6 +15,8 @@ from quorum_cli.exits import EXIT_JOB_FAILED, EXIT_STILL_RUNNING, EXIT_USAGE
 from quorum_cli.output import console, out, print_json
 
 commands = typer.Typer()
+#: Where ``quorum --help`` lists these commands.
+PANEL = "Jobs"
 
 
 Timeout = Annotated[float, typer.Option(help="Seconds to wait; the job goes on after (quorum result).")]
@@ -29,7 +31,6 @@ Candidates = Annotated[
     typer.Option("--candidate", help="PROVIDER[:temperature=T,top_p=P,max_tokens=N] (repeat)."),
 ]
 Variations = Annotated[str | None, typer.Option(help="A variation grid from the config.")]
-
 
 
 def _run_job(
@@ -64,8 +65,7 @@ def _run_job(
         print_result(out, result)
 
 
-
-@commands.command(rich_help_panel='Jobs')
+@commands.command(rich_help_panel=PANEL)
 def extract(
     file: Annotated[str, typer.Argument(help="Email file, or - for standard input.")] = "-",
     strategy: Annotated[str | None, typer.Option(help="failover, consensus or best_match.")] = None,
@@ -95,8 +95,7 @@ def extract(
     _run_job("quorum.extract", kwargs, timeout=timeout, workers=workers, as_json=as_json, no_cache=no_cache)
 
 
-
-@commands.command(rich_help_panel='Jobs')
+@commands.command(rich_help_panel=PANEL)
 def generate(
     file: Annotated[str, typer.Argument(help="Prompt file, or - for standard input.")] = "-",
     selector: Annotated[
@@ -133,8 +132,7 @@ def generate(
     _run_job("quorum.generate", kwargs, timeout=timeout, workers=workers, as_json=as_json, no_cache=no_cache)
 
 
-
-@commands.command(rich_help_panel='Jobs')
+@commands.command(rich_help_panel=PANEL)
 def result(
     job_id: Annotated[str, typer.Argument(help="The job id extract/generate printed.")],
     as_json: Json = False,
@@ -180,8 +178,7 @@ def result(
         print_result(out, answer)
 
 
-
-@commands.command(rich_help_panel='Jobs')
+@commands.command(rich_help_panel=PANEL)
 def schemas(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write one file per schema here.")] = None,
 ) -> None:

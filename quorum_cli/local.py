@@ -14,12 +14,14 @@ from quorum_cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from quorum_cli.output import console, out
 
 commands = typer.Typer()
+#: Where ``quorum --help`` lists these commands.
+PANEL = "This machine"
 
 #: The emulator's port everywhere (this command, .env.example, quorum.example.toml, README).
 EMULATOR_PORT = 8765
 
 
-@commands.command(rich_help_panel='This machine')
+@commands.command(rich_help_panel=PANEL)
 def demo(
     emails: Annotated[int, typer.Option(help="Labelled emails per strategy.")] = 12,
 ) -> None:
@@ -39,8 +41,7 @@ def demo(
     raise typer.Exit(EXIT_JOB_FAILED if failed else EXIT_OK)
 
 
-
-@commands.command(rich_help_panel='This machine')
+@commands.command(rich_help_panel=PANEL)
 def worker(
     concurrency: Annotated[int | None, typer.Option("-c", help="Threads (default from config).")] = None,
 ) -> None:
@@ -63,8 +64,7 @@ def worker(
     os.execvpe(cmd[0], cmd, env)
 
 
-
-@commands.command(rich_help_panel='This machine')
+@commands.command(rich_help_panel=PANEL)
 def redis(stop: Annotated[bool, typer.Option("--stop", help="Stop the embedded server.")] = False) -> None:
     """Start (or stop) the embedded Valkey server and print its URL."""
     from stack import embedded
@@ -77,8 +77,7 @@ def redis(stop: Annotated[bool, typer.Option("--stop", help="Stop the embedded s
     out.print(url)
 
 
-
-@commands.command(rich_help_panel='This machine')
+@commands.command(rich_help_panel=PANEL)
 def emulator(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = EMULATOR_PORT,
     profile: Annotated[Path | None, typer.Option(help="Profile TOML (latency, faults, noise).")] = None,

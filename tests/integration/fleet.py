@@ -10,6 +10,11 @@ from pathlib import Path
 
 from stack.local import LocalFleet
 
+#: Child processes import this checkout's packages whatever their working directory (an editable
+#: install may point at another checkout, or predate a package).
+CHECKOUT = Path(__file__).resolve().parents[2]
+PYTHONPATH = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH")) if p)
+
 #: The test fleet's secret (workers sign and check internal messages with it; producers need none).
 FLEET_SECRET = "test-fleet-secret-0123456789abcdef"
 
@@ -98,6 +103,7 @@ class Fleet(LocalFleet):
             "QUORUM_REDIS_URL": redis_url,
             "QUORUM_EMULATOR_URL": emulator_url,
             "QUORUM_FLEET_SECRET": FLEET_SECRET,
+            "PYTHONPATH": PYTHONPATH,
             **(extra_env or {}),
         }
         super().__init__(env, workdir)
