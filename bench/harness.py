@@ -23,7 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import redis
 from celery.result import AsyncResult
 
 from emulator.admin import EmulatorHandle
@@ -153,7 +152,7 @@ class Bench:
         self.fleet = LocalFleet(env, self.workdir)
         self._stack.callback(self.fleet.close)
         self.env, self.settings, self.app = self.fleet.env, self.fleet.settings, self.fleet.app
-        self.redis: redis.Redis = self.fleet.redis  # type: ignore[assignment]
+        self.redis = self.fleet.redis
         self.procs = self.fleet.procs
         self.start_workers(self.n_workers, self.pool, self.concurrency)
 

@@ -3,8 +3,9 @@
 The demo and the CLI (:class:`LocalStack`), the integration tests (``tests/integration/fleet.py``)
 and the benchmarks (``bench/harness.py``) all start their processes here: one process-group
 killer (:func:`stop_group`), one emulator launcher (:func:`start_emulator`), one settings loader
-(:func:`settings_for`, which never swaps ``os.environ``), one worker launcher (:class:`LocalFleet`).
-Every child runs in a session of its own, so stopping it stops its pool's children too.
+(``load_settings(env=...)``, which never swaps ``os.environ``), one worker launcher
+(:class:`LocalFleet`). Every child runs in a session of its own, so stopping it stops its pool's
+children too.
 """
 
 from __future__ import annotations
@@ -37,11 +38,6 @@ from emulator.server import URL_PREFIX
 from orchestration.config import Settings, load_settings
 from stack import embedded
 from workers.signing import embedded_secret, embedded_secret_path
-
-
-def settings_for(env: Mapping[str, str]) -> Settings:
-    """The settings a process started with ``env`` sees (its ``QUORUM_*`` variables and config)."""
-    return load_settings(env=env)
 
 
 def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
@@ -223,12 +219,13 @@ class LocalFleet:
     def __init__(self, env: Mapping[str, str], logdir: Path) -> None:
         self.env = dict(env)
         self.logdir = logdir
-        self.settings = settings_for(self.env)
+        self.settings = load_settings(env=self.env)  # what the workers started with env see
         from workers.app import create_app  # Celery: only for a fleet, not for an emulator alone
 
         self.app = create_app(self.settings)
-        url = self.settings.redis_url or self.settings.result_backend or self.settings.broker_url
-        self.redis = redis.Redis.from_url(url) if url else None
+        if not self.settings.redis_url:
+            raise ValueError("a local fleet needs QUORUM_REDIS_URL in its environment")
+        self.redis = redis.Redis.from_url(self.settings.redis_url)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start_workers(
@@ -301,7 +298,6 @@ class LocalFleet:
 
     def reset_state(self) -> None:
         """Forget Quorum's shared state (breakers, health, costs, accuracy counts...)."""
-        assert self.redis is not None
         keys = list(self.redis.scan_iter(match=f"{self.settings.key_prefix}*", count=1000))
         if keys:
             self.redis.delete(*keys)
@@ -310,8 +306,7 @@ class LocalFleet:
         """Stop every worker and close the producer and the Redis client."""
         self.stop_workers()
         self.app.close()
-        if self.redis is not None:
-            self.redis.close()
+        self.redis.close()
 
 
 # -- the CLI's and the demo's stack ----------------------------------------------------------
