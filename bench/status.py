@@ -92,7 +92,7 @@ def run(full: bool) -> Section:
         read = _times(lambda: fleet_status(client, settings, time.time(), detailed=True), n_read)
         env = {**os.environ, "QUORUM_REDIS_URL": url, "QUORUM_CONFIG": ""}
         env.pop("QUORUM_CONFIG")
-        cmd = [sys.executable, "-m", "workers.cli", "status", "--detailed", "--json"]
+        cmd = [sys.executable, "-m", "quorum_cli", "status", "--detailed", "--json"]
         command = _times(lambda: subprocess.run(cmd, env=env, capture_output=True, check=False), n_cmd)
         bare = _times(lambda: subprocess.run([sys.executable, "-c", "pass"], check=False), n_cmd)
     rows = [

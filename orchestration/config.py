@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,10 +26,12 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
 from orchestration.errors import ConfigError
 from orchestration.models import EXTRACT_STRATEGIES, Candidate, describe_errors
@@ -265,8 +269,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        if environ is not None:  # load_settings(env=...): that environment, not this process's
+            env_settings = _MappingEnvSource(settings_cls, environ)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = config_path()
+        path = config_path(os.environ if environ is None else environ)
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
@@ -306,9 +313,25 @@ class Settings(BaseSettings):
         return config
 
 
-def config_path() -> Path | None:
+#: The environment :func:`load_settings` reads instead of ``os.environ`` (None: ``os.environ``).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("quorum_settings_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The ``QUORUM_*`` variables of a given environment (pydantic-settings reads ``os.environ``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = self._environ
+        return parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def config_path(environ: Mapping[str, str] = os.environ) -> Path | None:
     """``$QUORUM_CONFIG`` if set (it must exist), else ``./quorum.toml`` if present."""
-    explicit = os.environ.get("QUORUM_CONFIG")
+    explicit = environ.get("QUORUM_CONFIG")
     if explicit:
         path = Path(explicit)
         if not path.is_file():
@@ -318,11 +341,18 @@ def config_path() -> Path | None:
     return local if local.is_file() else None
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Load settings, turning validation errors into a :class:`ConfigError` naming each key."""
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Load settings, turning validation errors into a :class:`ConfigError` naming each key.
+
+    ``env``: read the ``QUORUM_*`` variables (and ``QUORUM_CONFIG``) from it instead of this
+    process's environment: the settings a process started with ``env`` will see.
+    """
+    token = _ENVIRON.set(env)
     try:
         return Settings(**overrides)
     except ValidationError as e:
         raise ConfigError(f"invalid configuration: {describe_errors(e)}") from None
     except ValueError as e:  # TOML syntax errors
         raise ConfigError(f"invalid configuration: {e}") from None
+    finally:
+        _ENVIRON.reset(token)

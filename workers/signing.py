@@ -26,7 +26,7 @@ from celery.canvas import Signature
 
 from orchestration.config import Settings
 from orchestration.errors import ConfigError
-from workers import embedded
+from stack import embedded
 
 log = logging.getLogger("quorum.signing")
 

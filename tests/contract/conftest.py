@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from orchestration.emulator.testing import start_emulator
 from orchestration.providers import Provider
+from stack.local import start_emulator
 
 from .support import CONFIGS, PROFILE, make_provider
 

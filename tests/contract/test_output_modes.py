@@ -11,9 +11,9 @@ from typing import Any
 import fakeredis
 import pytest
 
+from emulator.wire.flavours import FLAVOURS
 from orchestration.breaker import BreakerState, RedisBreaker
 from orchestration.config import BreakerConfig, ProviderConfig
-from orchestration.emulator.wire.flavours import FLAVOURS
 from orchestration.errors import ServerError, UnsupportedModeError
 from orchestration.models import SamplingParams
 from orchestration.providers import LocalModeMemory, ModeMemory, build_provider

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
+from emulator.admin import EmulatorHandle
+from stack.local import start_emulator
 from tests.integration.fleet import Fleet
 
 pytestmark = pytest.mark.integration

@@ -1,23 +1,19 @@
 """A real fleet for integration tests: worker processes (``celery -A workers.app worker``)
-against a real Valkey and the emulator, plus a producer app that sends jobs by name."""
+against a real Valkey and the emulator, plus a producer app that sends jobs by name; started by
+the shared launcher (:class:`stack.local.LocalFleet`) with the test configuration below."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import redis
-from celery import Celery
+from stack.local import LocalFleet
 
-from orchestration.config import Settings, load_settings
-from workers.app import create_app
-from workers.local import stop_process
+#: Child processes import this checkout's packages whatever their working directory (an editable
+#: install may point at another checkout, or predate a package).
+CHECKOUT = Path(__file__).resolve().parents[2]
+PYTHONPATH = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH")) if p)
 
 #: The test fleet's secret (workers sign and check internal messages with it; producers need none).
 FLEET_SECRET = "test-fleet-secret-0123456789abcdef"
@@ -77,54 +73,45 @@ probe_lease_s = 10
 """
 
 
-def settings_from(env: dict[str, str]) -> Settings:
-    """The settings a worker started with ``env`` sees (QUORUM_* variables and config file)."""
-    old = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("QUORUM_")})
-    try:
-        return load_settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+class Fleet(LocalFleet):
+    """Worker processes plus a producer, sharing one Redis and one emulator, with the test config."""
 
-
-@dataclass
-class Fleet:
-    """Worker processes plus a producer, sharing one Redis and one emulator."""
-
-    redis_url: str
-    emulator_url: str
-    workdir: Path
-    concurrency: int = 16
-    #: None: the shipped default (crash recovery never depends on it).
-    visibility_timeout_s: int | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.config_path = self.workdir / "quorum.toml"
+    def __init__(
+        self,
+        redis_url: str,
+        emulator_url: str,
+        workdir: Path,
+        concurrency: int = 16,
+        visibility_timeout_s: int | None = None,  # None: the shipped default (recovery never needs it)
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.redis_url, self.emulator_url, self.workdir = redis_url, emulator_url, workdir
+        self.concurrency = concurrency
+        self.config_path = workdir / "quorum.toml"
         self.config_path.write_text(
             TEST_CONFIG.format(
                 visibility=""
-                if self.visibility_timeout_s is None
-                else f"visibility_timeout_s = {self.visibility_timeout_s}\n",
-                concurrency=self.concurrency,
+                if visibility_timeout_s is None
+                else f"visibility_timeout_s = {visibility_timeout_s}\n",
+                concurrency=concurrency,
             )
         )
-        self.env = {
+        env = {
             **os.environ,
             **FAKE_KEYS,
             "QUORUM_CONFIG": str(self.config_path),
-            "QUORUM_REDIS_URL": self.redis_url,
-            "QUORUM_EMULATOR_URL": self.emulator_url,
+            "QUORUM_REDIS_URL": redis_url,
+            "QUORUM_EMULATOR_URL": emulator_url,
             "QUORUM_FLEET_SECRET": FLEET_SECRET,
-            **self.extra_env,
+            "PYTHONPATH": PYTHONPATH,
+            **(extra_env or {}),
         }
-        self.settings = settings_from(self.env)
-        self.app: Celery = create_app(self.settings)
-        self.redis = redis.Redis.from_url(self.redis_url)
+        super().__init__(env, workdir)
 
-    # -- workers ---------------------------------------------------------------------------
+    @property
+    def workers(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The running workers by name."""
+        return self.procs
 
     def start_worker(
         self,
@@ -136,48 +123,9 @@ class Fleet:
         env: dict[str, str] | None = None,
     ) -> None:
         """Start ``celery -A workers.app worker`` as a real OS process and wait until it answers."""
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", pool,
-            "-c", str(concurrency or self.concurrency), "-n", f"{name}@%h", "-l", "INFO",
-            "--without-gossip", "--without-mingle", "-Q", queues,
-        ]  # fmt: skip
-        proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        self.workers[name] = proc
-        deadline = time.monotonic() + 60  # a loaded CI machine imports Celery slowly
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker {name} exited:\n{self.log(name)}")
-            replies = self.app.control.ping(timeout=0.5)
-            if any(name in next(iter(r)) for r in replies):
-                return
-        raise RuntimeError(f"worker {name} did not answer ping:\n{self.log(name)}")
-
-    def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Kill a worker process (SIGKILL by default: no chance to clean up)."""
-        proc = self.workers.pop(name)
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
-
-    def log(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-6000:] if path.exists() else ""
+        concurrency = concurrency or self.concurrency
+        self.start_workers([name], pool=pool, concurrency=concurrency, queues=queues, env=env)
 
     def stop(self) -> None:
         """Stop every worker (SIGTERM, then SIGKILL) and close the producer."""
-        for name in list(self.workers):
-            stop_process(self.workers.pop(name))
-        self.app.close()
-
-    # -- jobs ------------------------------------------------------------------------------
-
-    def send(self, task: str = "quorum.extract", **kwargs: Any) -> Any:
-        """Send a job by name, as a producer that does not import Quorum would."""
-        return self.app.send_task(task, kwargs=kwargs)
-
-    def reset_state(self) -> None:
-        """Forget Quorum's shared state (breakers, health, costs...) between tests."""
-        keys = list(self.redis.scan_iter(match=f"{self.settings.key_prefix}*", count=1000))
-        if keys:
-            self.redis.delete(*keys)
+        self.close()

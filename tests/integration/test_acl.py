@@ -16,10 +16,10 @@ from celery import Celery
 from click.testing import Result
 from typer.testing import CliRunner
 
-from orchestration.emulator.testing import EmulatorHandle
+from emulator.admin import EmulatorHandle
+from quorum_cli.main import cli
 from tests.integration.fleet import Fleet
 from workers.acl import ROLES, AclNames, password_rule, role_rules
-from workers.cli import cli
 
 EMAIL = "Hi team, Dana Reyes from Lumen Labs here. Our pilot with Northwind starts 2026-03-02."
 PASSWORD = "s3cret-for-tests"

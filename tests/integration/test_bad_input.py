@@ -24,8 +24,8 @@ from celery import Celery
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from emulator.admin import EmulatorHandle
 from orchestration.data import load_emails
-from orchestration.emulator.testing import EmulatorHandle
 from orchestration.errors import InvalidRequestError
 from orchestration.models import MAX_TEXT_CHARS, ExtractionRequest
 from orchestration.schemas import MAX_FIELDS, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestration.data import load_emails
 from orchestration.errors import AllProvidersFailedError
-from workers.local import stop_process
+from stack.local import stop_group
 
 pytestmark = pytest.mark.integration
 EMAIL = load_emails()[1]
@@ -24,7 +24,7 @@ EMAIL = load_emails()[1]
 
 def quorum(fleet, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "quorum_cli", *args],
         input=stdin,
         env=fleet.env,
         cwd=fleet.workdir,
@@ -82,7 +82,7 @@ def test_metrics_scraped_over_http_agree_with_status_json(clean, emulator):
 
     port = free_port()
     exporter = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "metrics", "--port", str(port)],
+        [sys.executable, "-m", "quorum_cli", "metrics", "--port", str(port)],
         env=clean.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -97,7 +97,7 @@ def test_metrics_scraped_over_http_agree_with_status_json(clean, emulator):
                 time.sleep(0.2)
         status = quorum(clean, "status", "--detailed", "--json")
     finally:
-        stop_process(exporter)
+        stop_group(exporter)
     data = json.loads(status.stdout)
     got = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -14,6 +14,7 @@ import redis
 
 from orchestration.data import load_emails
 from orchestration.state import record_call
+from tests.integration.fleet import PYTHONPATH
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +24,10 @@ def quorum(
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_") and not k.endswith("_API_KEY")}
     env["QUORUM_HOME"] = str(home)  # embedded Valkey data and logs under a fresh home
+    env["PYTHONPATH"] = PYTHONPATH  # this checkout's code, run from the user's folder
     env.update(extra_env)
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "quorum_cli", *args],
         input=stdin,
         env=env,
         cwd=home,

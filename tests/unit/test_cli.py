@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from orchestration.breaker import RedisBreaker
 from orchestration.config import load_settings
 from orchestration.state import read_fleet, record_call
-from workers.cli import cli
+from quorum_cli.main import cli
 
 runner = CliRunner()
 

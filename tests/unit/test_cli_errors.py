@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.progress import Progress
 from typer.testing import CliRunner
 
-from workers.cli import cli
-from workers.client import JobStillRunning
-from workers.embedded import describe
-from workers.exits import EXIT_CODES, explain
-from workers.jobio import parse_candidate, spinner
+from quorum_cli.exits import EXIT_CODES, explain
+from quorum_cli.jobio import parse_candidate, spinner
+from quorum_cli.main import cli
+from stack.client import JobStillRunning
+from stack.embedded import describe
 
 runner = CliRunner()
 DOWN = "redis://127.0.0.1:1/0"

@@ -91,6 +91,24 @@ def test_environment_overrides_file(clean_env: pytest.MonkeyPatch, tmp_path: Pat
     assert s.providers["alpha"].priority == 5
 
 
+def test_settings_of_another_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """load_settings(env=...) reads that environment (and its QUORUM_CONFIG), this one untouched."""
+    path = tmp_path / "other.toml"
+    path.write_text(TOML)
+    clean_env.setenv("QUORUM_KEY_PREFIX", "mine:")
+    before = dict(os.environ)
+    env = {
+        "QUORUM_CONFIG": str(path),
+        "QUORUM_REDIS_URL": "redis://other:6379/2",
+        "QUORUM_PROVIDERS__ALPHA__MODEL": "gpt-other",
+    }
+    s = load_settings(env=env)
+    assert (s.redis_url, s.key_prefix) == ("redis://other:6379/2", "qtest:")
+    assert s.providers["alpha"].model == "gpt-other"
+    assert dict(os.environ) == before
+    assert load_settings().key_prefix == "mine:"  # and the next plain load reads os.environ again
+
+
 def test_defaults_without_a_file(clean_env: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert s.enabled_providers() == ["claude", "openai", "gemini"]

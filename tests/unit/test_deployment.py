@@ -236,7 +236,7 @@ def test_redis_users_come_from_quorum_acl_before_redis_starts() -> None:
 def test_the_acl_step_writes_every_user_with_hashed_passwords() -> None:
     from typer.testing import CliRunner
 
-    from workers.cli import cli
+    from quorum_cli.main import cli
 
     words = shlex.split(normalise(service("redis-acl")["command"])[2])
     env = {k: f"pw-{k}" for k in ACL_PASSWORDS}
@@ -281,7 +281,7 @@ def test_emulator_is_opt_in_and_runs_the_cli() -> None:
     emulator = service("emulator")
     assert emulator["profiles"] == ["emulator"]
     assert normalise(emulator["command"]) == ["quorum", "emulator", "--host", "0.0.0.0", "--port", "8765"]
-    from workers.cli import emulator as emulator_command
+    from quorum_cli.local import emulator as emulator_command
 
     assert {"host", "port"} <= set(inspect.signature(emulator_command).parameters)
     assert all("profiles" not in svc for name, svc in compose()["services"].items() if name != "emulator")
@@ -306,10 +306,10 @@ def test_docs_show_the_procfile_commands() -> None:
 
 
 def test_one_emulator_port_everywhere() -> None:
-    from workers.cli import EMULATOR_PORT
+    from quorum_cli.local import EMULATOR_PORT
 
     assert (
-        inspect.signature(importlib.import_module("workers.cli").emulator).parameters["port"].default
+        inspect.signature(importlib.import_module("quorum_cli.local").emulator).parameters["port"].default
         == EMULATOR_PORT
     )
     for doc in (".env.example", "quorum.example.toml", "README.md", "docker-compose.yml"):

@@ -12,16 +12,16 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from orchestration.emulator import answers, generation, heuristics
-from orchestration.emulator.dataset import Known, build, load_dataset
-from orchestration.emulator.faults import pick_fault, sample_latency
-from orchestration.emulator.profile import ProviderProfile, load_profile, merge
-from orchestration.emulator.state import EmulatorState
+from emulator import answers, generation, heuristics
+from emulator.dataset import Known, build, load_dataset
+from emulator.faults import pick_fault, sample_latency
+from emulator.profile import ProviderProfile, load_profile, merge
+from emulator.prompts import email_from_prompt
+from emulator.state import EmulatorState
 from orchestration.prompts import (
     AGGREGATE_SYSTEM,
     JUDGE_SYSTEM,
     aggregate_prompt,
-    email_from_prompt,
     extraction_prompt,
     generation_prompt,
     judge_prompt,

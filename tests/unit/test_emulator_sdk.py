@@ -19,9 +19,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from orchestration.emulator.testing import EmulatorHandle, start_emulator
-from orchestration.emulator.wire import WireError
-from orchestration.emulator.wire.gemini import GeminiWire
+from emulator.admin import EmulatorHandle
+from emulator.wire import WireError
+from emulator.wire.gemini import GeminiWire
 from orchestration.prompts import (
     EXTRACTION_SYSTEM,
     GENERATION_SYSTEM,
@@ -32,6 +32,7 @@ from orchestration.prompts import (
     judge_prompt,
 )
 from orchestration.schemas import EMAIL_ENTITIES, output_schema, parse_output
+from stack.local import start_emulator
 
 KEY = "test-key"
 SCHEMA = output_schema(EMAIL_ENTITIES)

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from emulator.generation import REFUSAL, render
+from emulator.prompts import parse_aggregate_prompt, parse_judge_prompt
 from orchestration.config import OrchestrationConfig, Settings, default_providers
-from orchestration.emulator.generation import REFUSAL, render
 from orchestration.errors import InsufficientResponsesError, InvalidRequestError, OrchestrationTimeoutError
 from orchestration.generation import (
     Done,
@@ -28,7 +29,7 @@ from orchestration.generation import (
     prepare_generate,
 )
 from orchestration.models import Attempt, Candidate, ProviderResult, SamplingParams
-from orchestration.prompts import AGGREGATE_SYSTEM, JUDGE_SYSTEM, parse_aggregate_prompt, parse_judge_prompt
+from orchestration.prompts import AGGREGATE_SYSTEM, JUDGE_SYSTEM
 from orchestration.state import FleetSetting
 
 NOW = 1_000.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from emulator.wire import WireError
+from emulator.wire.flavours import Refused, read_structure
 from orchestration.breaker import Outcome, classify
 from orchestration.config import ProviderConfig
-from orchestration.emulator.wire import WireError
-from orchestration.emulator.wire.flavours import Refused, read_structure
 from orchestration.errors import ConfigError, UnsupportedModeError, error_from_dict
 from orchestration.providers import LocalModeMemory
 from orchestration.providers.output_modes import (

@@ -23,20 +23,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from emulator import answers, generation
+from emulator.dataset import Dataset, load_dataset
+from emulator.faults import ERROR_LATENCY_SHARE, STATUS_FAULTS, pick_fault, sample_latency
+from emulator.profile import EmulatorProfile, ProviderProfile, load_profile
+from emulator.prompts import email_from_prompt
+from emulator.state import EmulatorState, ProviderState
+from emulator.wire import Call, Reply, Wire, WireError, estimate_tokens
+from emulator.wire.anthropic import AnthropicWire
+from emulator.wire.flavours import Refused
+from emulator.wire.gemini import GeminiWire
+from emulator.wire.openai import OpenAIWire
 from orchestration.config import default_providers
-from orchestration.emulator import answers, generation
-from orchestration.emulator.dataset import Dataset, load_dataset
-from orchestration.emulator.faults import ERROR_LATENCY_SHARE, STATUS_FAULTS, pick_fault, sample_latency
-from orchestration.emulator.profile import EmulatorProfile, ProviderProfile, load_profile
-from orchestration.emulator.state import EmulatorState, ProviderState
-from orchestration.emulator.wire import Call, Reply, Wire, WireError, estimate_tokens
-from orchestration.emulator.wire.anthropic import AnthropicWire
-from orchestration.emulator.wire.flavours import Refused
-from orchestration.emulator.wire.gemini import GeminiWire
-from orchestration.emulator.wire.openai import OpenAIWire
-from orchestration.prompts import email_from_prompt
 
-log = logging.getLogger("orchestration.emulator")
+log = logging.getLogger("emulator")
 
 _RAW_SEND = "emulator.raw_send"
 GEMINI_VERSIONS = frozenset({"v1", "v1beta"})

@@ -13,14 +13,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestration.emulator.profile import ProviderProfile
-from orchestration.prompts import (
-    AGGREGATE_SYSTEM,
-    JUDGE_SYSTEM,
-    parse_aggregate_prompt,
-    parse_generation_prompt,
-    parse_judge_prompt,
-)
+from emulator.profile import ProviderProfile
+from emulator.prompts import parse_aggregate_prompt, parse_generation_prompt, parse_judge_prompt
+from orchestration.prompts import AGGREGATE_SYSTEM, JUDGE_SYSTEM
 
 REFUSAL = "I'm sorry, but I can't help with that."
 _REFUSAL_MARKERS = ("i'm sorry, but i can't", "i cannot help with", "i can't help with")

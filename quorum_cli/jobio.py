@@ -15,8 +15,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from orchestration.models import Candidate, SamplingParams
-from workers.client import Waiting
-from workers.exits import InputError
+from quorum_cli.exits import InputError
+from stack.client import Waiting
 
 #: ``--candidate`` keys and the sampling parameter each sets.
 PARAM_KEYS = {"temperature": "temperature", "t": "temperature", "top_p": "top_p", "p": "top_p",

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestration.emulator.profile import EmulatorProfile, ProviderProfile, merge
+from emulator.profile import EmulatorProfile, ProviderProfile, merge
 
 
 @dataclass

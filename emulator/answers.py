@@ -15,9 +15,9 @@ import string
 from datetime import date, timedelta
 from typing import Any
 
-from orchestration.emulator.dataset import Dataset, Known
-from orchestration.emulator.heuristics import guess
-from orchestration.emulator.profile import NoiseRates, ProviderProfile
+from emulator.dataset import Dataset, Known
+from emulator.heuristics import guess
+from emulator.profile import NoiseRates, ProviderProfile
 
 ENTITY_FIELDS = frozenset({"person_in_charge", "startup_name", "partner_org"})
 _SWAP = {"startup_name": "partner_org", "partner_org": "startup_name"}

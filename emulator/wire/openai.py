@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from orchestration.emulator.wire import (
+from emulator.wire import (
     Call,
     ErrorReply,
     Reply,
@@ -19,7 +19,7 @@ from orchestration.emulator.wire import (
     retry_after_header,
     text_of,
 )
-from orchestration.emulator.wire.flavours import read_structure
+from emulator.wire.flavours import read_structure
 from orchestration.providers.output_modes import schema_from_system
 
 # kind -> (status, error.type, error.code, message)

@@ -125,13 +125,6 @@ def stop(folder: Path | None = None) -> bool:
     return True
 
 
-def spawn_detached(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a helper process (worker, emulator) in its own session, logging to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def state_url(settings: Settings) -> str:
     """The shared state's URL: the configured Redis, else the running embedded one (never started
     here: a read-only command must not report on a fresh, empty server)."""

@@ -13,12 +13,12 @@ from typing import Any
 import redis as redis_lib
 import typer
 from kombu.exceptions import OperationalError
-from rich.console import Console
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from orchestration.errors import ConfigError, InvalidRequestError, QuorumError
-from workers.embedded import NoRedisError
+from quorum_cli.output import console
+from stack.embedded import NoRedisError
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the job failed (or `status`: an enabled provider is unhealthy)
@@ -39,8 +39,6 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "interrupted (^C)",
 }
 
-console = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the pipe
-
 
 class InputError(Exception):
     """A command's own input is unusable (unreadable file, bad JSON...): exit 2, the message says why."""
@@ -48,7 +46,7 @@ class InputError(Exception):
 
 def explain(error: BaseException) -> tuple[str, int]:
     """``(one or two lines naming the problem and the fix, exit code)`` for an exception."""
-    client = sys.modules.get("workers.client")  # imports the Celery app: only if a command did
+    client = sys.modules.get("stack.client")  # imports the Celery app: only if a command did
     if client is not None and isinstance(error, client.JobStillRunning):
         where = (
             "\n  the local workers stop with this command: start a fleet (`quorum worker`) to finish it"

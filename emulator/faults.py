@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from orchestration.emulator.profile import ProviderProfile
+from emulator.profile import ProviderProfile
 
 #: Faults answered with an HTTP error status (the rest change or withhold the answer).
 STATUS_FAULTS = frozenset({"rate_limit", "server", "unavailable", "overloaded", "bad_request", "auth"})

@@ -12,7 +12,7 @@ __all__ = ["serve"]
 
 
 def serve(host: str = "127.0.0.1", port: int = 0, profile: Path | None = None) -> None:
-    """Serve the emulator (blocking); see :func:`orchestration.emulator.server.serve`."""
-    from orchestration.emulator.server import serve as _serve
+    """Serve the emulator (blocking); see :func:`emulator.server.serve`."""
+    from emulator.server import serve as _serve
 
     _serve(host, port, profile)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestration.emulator.wire.flavours import Flavour
+from emulator.wire.flavours import Flavour
 
 FaultKind = Literal[
     "rate_limit", "server", "unavailable", "overloaded", "hang", "reset",
@@ -137,8 +137,8 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def packaged_profile(name: str) -> Path:
-    """Path of a profile shipped in ``orchestration/emulator/profiles`` (``default``, ``chaos``)."""
-    return Path(str(resources.files("orchestration.emulator") / "profiles" / f"{name}.toml"))
+    """Path of a profile shipped in ``emulator/profiles`` (``default``, ``chaos``)."""
+    return Path(str(resources.files("emulator") / "profiles" / f"{name}.toml"))
 
 
 def load_profile(source: Path | str | dict[str, Any] | None = None) -> EmulatorProfile:

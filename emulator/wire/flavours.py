@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orchestration.emulator.wire import ErrorReply, WireError, new_id
+from emulator.wire import ErrorReply, WireError, new_id
 
 Flavour = Literal["openai", "llama_cpp_python", "llama_cpp", "vllm", "ollama"]
 FLAVOURS: tuple[str, ...] = Flavour.__args__  # type: ignore[attr-defined]

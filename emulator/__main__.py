@@ -1,4 +1,4 @@
-"""``python -m orchestration.emulator [--host H] [--port P] [--profile FILE]``."""
+"""``python -m emulator [--host H] [--port P] [--profile FILE]``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from orchestration.emulator.server import serve
+from emulator.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m orchestration.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
     parser.add_argument("--profile", type=Path, default=None,

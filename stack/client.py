@@ -15,7 +15,8 @@ from celery.utils import uuid
 
 from orchestration.config import Settings
 from orchestration.errors import QuorumError
-from workers import embedded, tracing
+from stack import embedded
+from workers import tracing
 from workers.app import create_app
 from workers.canvas import redacted_kwargs
 from workers.job_errors import job_error
@@ -81,7 +82,7 @@ def run_local_job(
 
     With no Redis configured, the embedded server is started (and said so) and stopped again.
     """
-    from workers.local import LocalStack
+    from stack.local import LocalStack
 
     if settings.redis_url:
         url, started = settings.redis_url, False
@@ -93,8 +94,7 @@ def run_local_job(
     try:
         if app.control.ping(timeout=0.5):  # a fleet is already serving this Redis
             return wait(submit(app, task, kwargs), timeout, waiting)  # type: ignore[no-any-return]
-        with LocalStack(settings.model_copy(update={"redis_url": url}), workers=workers, say=say) as stack:
-            stack.wait_for_workers(app)
+        with LocalStack(settings.model_copy(update={"redis_url": url}), workers=workers, say=say):
             return wait(submit(app, task, kwargs), timeout, waiting, local_stack=True)  # type: ignore[no-any-return]
     finally:
         app.close()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import uvicorn
 
-from orchestration.emulator.app import create_app
-from orchestration.emulator.profile import load_profile
+from emulator.app import create_app
+from emulator.profile import load_profile
 
 URL_PREFIX = "EMULATOR_URL="
 

@@ -26,10 +26,9 @@ from rich.table import Table
 from orchestration.config import Settings
 from orchestration.data import FIELDS, load_emails
 from orchestration.extraction import normalize_value
-from workers import embedded
-from workers.app import create_app
-from workers.client import submit
-from workers.local import LocalStack
+from stack import embedded
+from stack.client import submit
+from stack.local import LocalStack
 
 #: Key prefix of the demo's state (inside its own server, too: belt and braces).
 DEMO_PREFIX = "quorum-demo:"
@@ -95,8 +94,7 @@ def run_demo(
         settings, workers=2, say=console.print, env=env, redis_dir=embedded.data_dir("demo")
     ) as stack:
         settings = settings.model_copy(update={"redis_url": stack.redis_url})
-        app = create_app(settings)
-        stack.wait_for_workers(app)
+        app = stack.fleet.app
         total = len(failover_sample) + len(sample) * (len(strategies) - 1)
         with Progress(console=console) as progress:
             bar = progress.add_task("jobs", total=total)
@@ -133,7 +131,6 @@ def run_demo(
         if stack.emulator_url:
             console.print("[dim]Providers were emulated: accuracy measures the merge, not real models.")
         status(settings)
-        app.close()
     return sum(f.failed for f in figures.values())
 
 

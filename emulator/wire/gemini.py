@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from orchestration.emulator.wire import (
+from emulator.wire import (
     Call,
     ErrorReply,
     Reply,
