@@ -241,9 +241,11 @@ class LocalFleet:
     ) -> None:
         """Start one worker per name and wait until each answers a ping (and runs ``pool``)."""
         self.logdir.mkdir(parents=True, exist_ok=True)
+        started_at: dict[str, int] = {}  # where this start's lines begin in each (appended) log
         for name in names:
             cmd = worker_command(name, pool=pool, concurrency=concurrency, queues=queues, log_level=log_level)
             with open(self.logdir / f"{name}.log", "ab") as log:
+                started_at[name] = log.tell()
                 self.procs[name] = subprocess.Popen(
                     cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -268,7 +270,11 @@ class LocalFleet:
         if pool:
             banner = {"threads": "thread"}.get(pool, pool)  # ".> concurrency: N (thread)"
             for name in names:
-                if f"({banner})" not in self.log(name, 20_000):
+                path = self.logdir / f"{name}.log"
+                with open(path, "rb") as log:  # the banner heads this start's lines, however many follow
+                    log.seek(started_at[name])
+                    head = log.read(20_000).decode(errors="replace")
+                if f"({banner})" not in head:
                     raise RuntimeError(f"worker {name} did not start the {pool} pool:\n{self.log(name)}")
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
