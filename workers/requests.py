@@ -11,6 +11,7 @@ recompute those representations from the arguments, whatever the producer sent.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 from celery import Task
@@ -26,7 +27,33 @@ from workers.signing import MAC_FIELD, valid, worker_key
 log = logging.getLogger("quorum.signing")
 
 
-class ReprOnlyRequest(Request):
+#: Every live request of a Quorum task (see ``unsettled_tags``).
+_requests: weakref.WeakSet[Request] = weakref.WeakSet()
+
+
+class SettledRequest(Request):
+    """A request that says whether its task ran and its message is not settled yet."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _requests.add(self)
+
+
+def unsettled_tags() -> set[str]:
+    """Delivery tags of tasks that started and whose message is not acked or rejected yet.
+
+    Celery forgets a finished task (``task_ready``) before it acks the message: a channel closing
+    in between (a reconnect) must not hand back a task that already ran. Raises ``RuntimeError``
+    when a request was created while copied (ask again).
+    """
+    return {
+        r.message.delivery_tag
+        for r in list(_requests)
+        if r.time_start is not None and not r.acknowledged and r.message is not None
+    }
+
+
+class ReprOnlyRequest(SettledRequest):
     """Remote inspection sees ``argsrepr``/``kwargsrepr``, never the arguments."""
 
     def info(self, safe: bool = False) -> dict[str, Any]:
