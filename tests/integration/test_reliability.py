@@ -721,13 +721,6 @@ def test_a_worker_killed_between_claiming_a_chord_body_and_sending_it_loses_no_j
 # --------------------------------------------------------------------------- 2. Redis restart
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect (issue 12, open): a receive script that runs just as Redis stops records the "
-    "message as un-acked for a live worker whose reply was lost; nobody hands it back before the "
-    "visibility timeout. Fails about one run in two; the fix is a worker reconciling what Redis says "
-    "it holds with what it runs.",
-)
 @pytest.mark.timeout(90)
 def test_redis_restart_workers_reconnect_and_no_job_outlives_its_deadline(fresh: Stack) -> None:
     fleet, emulator, own = fresh.fleet, fresh.emulator, fresh.redis
