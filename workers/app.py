@@ -127,7 +127,7 @@ def running_delivery_tags() -> set[str] | None:
 
     After a lost broker connection Celery keeps its running tasks and forgets the rest (held for
     a countdown, or dropped when storing a result failed): the transport hands those back. A task
-    that ran and whose ack is still to come counts as running (Celery already forgot it).
+    that ran and whose ack has not gone through yet counts as running (Celery forgot it already).
     """
     try:
         requests = (*worker_state.active_requests, *worker_state.reserved_requests)

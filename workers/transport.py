@@ -20,6 +20,7 @@ producer or any other app in the same process keeps stock kombu. Three changes:
 
 from __future__ import annotations
 
+import logging
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -33,6 +34,8 @@ from kombu.utils.json import dumps, loads
 from orchestration.errors import ConfigError
 from workers import liveness
 from workers.liveness import LIVENESS_KEY, OWNER_KEY
+
+logger = logging.getLogger(__name__)
 
 #: KEYS: the queue's lists in priority order, then the un-acked index, the un-acked hash, the
 #: holders and the liveness set. ARGV: the holder. Pops the first message found and records it
@@ -322,6 +325,9 @@ class Channel(kombu_redis.Channel):
             lv.orphan(busy, float(self.visibility_timeout))  # first: never unknown to the reconcile
             for tag in busy:  # kombu hands back the rest
                 delivered.pop(tag, None)
+            handed = [t for t in delivered if t not in self._qos._dirty]
+            if handed:  # kombu's own line says how many; which ones, for tracing a redelivery
+                logger.info("channel closing: handing back %s (no task runs or awaits its ack)", handed)
         super().close()
         if self._liveness is not None:
             self._liveness.detach(self)

@@ -766,10 +766,16 @@ def test_redis_restart_workers_reconnect_and_no_job_outlives_its_deadline(fresh:
               for member in found.split(",")]  # fmt: skip
     swept = [m for m in lapsed if m.split("@", 1)[0] in fleet.workers]
     assert not swept, f"live workers swept as dead after the restart: {swept}"
-    # Known limit (README, "Guarantees"): a task received right around the reconnect can be
-    # delivered twice on a live worker (seen about once in four runs); the publication guard answers
-    # its job once and the ledger counts the attempt once (both asserted under SIGKILL above).
-    twice = {t: n for t, n in _deliveries(fleet).items() if n > 1 and any(_of_job(t, j.id) for j in before)}
+    # Known limit (README, "Guarantees"): a task received right around the reconnect can still be
+    # delivered twice (rarely since a finished task awaiting its ack counts as running at a close);
+    # the publication guard answers its job once and the ledger counts the attempt once (both
+    # asserted under SIGKILL above). Reported with how often its message was pushed onto the queue
+    # (2: handed back by a restore; 1: the same message taken twice).
+    twice = {
+        t: (n, sum(k for tag, k in trace.pushes.items() if trace.task_of.get(tag) == t))
+        for t, n in _deliveries(fleet).items()
+        if n > 1 and any(_of_job(t, j.id) for j in before)
+    }
     tally_before, tally_after = _tally(first), _tally(second)
     assert tally_before["pending"] == 0, f"jobs never ended: {tally_before}"
     assert not _untyped(first)
@@ -787,7 +793,8 @@ def test_redis_restart_workers_reconnect_and_no_job_outlives_its_deadline(fresh:
         f"{own.port} from its AOF; all {len(names)} workers answered ping {reconnected:.1f} s later; "
         f"jobs in flight {dict(tally_before)} by deadline+{margin} s; {len(after)} sent after recovery "
         f"all ok; breakers "
-        f"degraded and resynchronised on {sorted(degraded)}; delivered twice: {twice or 'none'}"
+        f"degraded and resynchronised on {sorted(degraded)}; delivered twice (deliveries, pushes): "
+        f"{twice or 'none'}"
     )
 
 

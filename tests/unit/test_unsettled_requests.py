@@ -1,21 +1,24 @@
 """workers.requests / workers.app: a task that ran counts as running until its message is acked.
 
-Celery forgets a finished task (``task_ready``) before it acks the message; a channel closing in
-that gap (a reconnect) used to hand the message back, and the same worker ran the task again.
+Celery forgets a finished task (``task_ready``) before it acks the message, and with the event loop
+the ack only runs later in the consumer's thread; a channel closing in that gap (a reconnect) used
+to hand the message back, and the task ran again.
 Real Celery requests on a real (in-memory) kombu channel.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from time import monotonic
 
 from celery.worker import state as worker_state
 from kombu import Connection, Message
 
 import workers.tasks  # noqa: F401  (registers quorum.call)
 from workers.app import app, running_delivery_tags
-from workers.requests import ReprOnlyRequest, unsettled_tags
+from workers.requests import UNSETTLED_MAX_S, ReprOnlyRequest, unsettled_tags
 
 
 def _request(on_ack) -> tuple[ReprOnlyRequest, str]:
@@ -30,21 +33,25 @@ def _request(on_ack) -> tuple[ReprOnlyRequest, str]:
     return request, tag
 
 
-def test_a_finished_task_counts_as_running_until_its_ack_is_through() -> None:
-    at_ack: list[set[str] | None] = []
-
-    def ack(logger, errors) -> None:
-        at_ack.append(running_delivery_tags())
-        request.message.ack()
-
-    request, tag = _request(ack)
-    assert tag not in unsettled_tags(), "received, not started: Celery's reserved set tells"
+def test_a_finished_task_counts_as_running_until_its_deferred_ack_has_run() -> None:
+    deferred: list = []  # Celery's call_soon_ack with the event loop: the ack runs later, elsewhere
+    request, tag = _request(lambda logger, errors: deferred.append(request.message.ack_log_error))
     worker_state.task_reserved(request)
-    request.on_accepted(pid=None, time_accepted=0.0)
+    request.on_accepted(pid=None, time_accepted=monotonic())
     assert tag in running_delivery_tags()
-    request.on_success((False, None, 0.0))  # task_ready (Celery forgets it), then the ack
-    assert at_ack and tag in at_ack[0], "forgotten before its ack: a close would hand it back"
+    request.on_success((False, None, 0.0))  # task_ready (Celery forgets it), then the ack, deferred
+    assert request.acknowledged and deferred
+    assert tag in running_delivery_tags(), "forgotten before its ack ran: a close would hand it back"
+    deferred.pop()(logging.getLogger(__name__), ())
     assert tag not in running_delivery_tags() and tag not in unsettled_tags()
+
+
+def test_an_ack_that_never_comes_is_forgotten_in_time() -> None:
+    request, tag = _request(lambda logger, errors: None)  # the ack is lost with its event loop
+    request.on_accepted(pid=None, time_accepted=monotonic())
+    request.on_success((False, None, 0.0))
+    assert tag in unsettled_tags()
+    assert tag not in unsettled_tags(now=monotonic() + UNSETTLED_MAX_S + 1)  # then handed back
 
 
 def test_a_request_dropped_before_it_started_is_not_running() -> None:
