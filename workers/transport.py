@@ -11,8 +11,9 @@ producer or any other app in the same process keeps stock kombu. Three changes:
   it and records it as un-acked *with its holder*. A channel consuming several queues keeps
   kombu's ``BRPOP`` (``BLMOVE`` watches one list) and records the holder with the un-acked entry.
 - **Crash recovery by liveness** (``workers.liveness``): live workers hand back the messages of a
-  worker whose liveness record lapsed, within seconds; the visibility timeout is a fallback only
-  and never hands back a message whose holder is alive, however long its task runs.
+  worker whose liveness record lapsed, within seconds, and each hands back what Redis says it
+  holds but it never got (a receive whose reply was lost); the visibility timeout is a fallback
+  only and never hands back a message whose holder is alive, however long its task runs.
 - **Closing on a broker gone**: a connection error while draining the pending wait does not
   abort ``close()`` (kombu 5.7 then left the channel half open and the worker exited on the
   second close instead of reconnecting when Redis restarted).
