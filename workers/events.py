@@ -1,16 +1,15 @@
 """Task events sent in batches: one Redis ``PUBLISH`` for the events of several tasks.
 
-A worker sends three task events per task (received, started, succeeded/failed) for Flower, each
-its own ``PUBLISH``: the largest single Redis cost of a job. Celery buffers task events and
-flushes them on the next tick of its event loop, but only when the worker has one (prefork); a
-threads worker publishes every event on its own. :class:`BufferTaskEvents`, a consumer bootstep
-(``app.steps["consumer"]``) that starts after Celery's ``Events`` step, turns the same buffering
-on for the worker's dispatcher and flushes from a thread, ``FLUSH_AFTER_S`` after the first
-buffered event (or at once when Celery's ``buffer_limit`` fills): events reach Flower as
-``task.multi`` messages (one list of events, which Celery's event receiver unpacks), at most a
-few tens of milliseconds later than before. Worker events (heartbeats) are not buffered; the
-buffer is flushed when the consumer stops or restarts (a SIGKILLed worker loses at most its
-last ``FLUSH_AFTER_S`` of task events, as a prefork worker does).
+A worker sends three task events per task (received, started, succeeded/failed) for Flower. Celery
+buffers them and publishes the buffer on the next tick of the worker's event loop, which under
+load is one or two events per ``PUBLISH``: the largest single Redis cost of a job in the profile
+(``bench/profile.py``). :class:`BufferTaskEvents`, a consumer bootstep (``app.steps["consumer"]``)
+that starts after Celery's ``Events`` step, keeps Celery's buffer but publishes it from a thread
+``FLUSH_AFTER_S`` after the first buffered event (or at once when Celery's ``buffer_limit``
+fills), so the events of several tasks share one ``task.multi`` message (a list, which Celery's
+event receiver and so Flower unpack), at most a few tens of milliseconds later than before.
+Worker events (heartbeats) are not buffered; the buffer is published when the consumer stops or
+restarts (a SIGKILLed worker loses at most its last ``FLUSH_AFTER_S`` of task events).
 """
 
 from __future__ import annotations
@@ -74,12 +73,14 @@ class BufferTaskEvents(bootsteps.StartStopStep):
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.flusher: _Flusher | None = None
+        self._celerys: tuple[Any, Any] = (frozenset(), None)
 
     def start(self, c: Any) -> None:
         dispatcher = c.event_dispatcher
-        if dispatcher is None or not dispatcher.enabled or c.hub is not None:
-            return  # no events, or Celery's event loop buffers them already
+        if dispatcher is None or not dispatcher.enabled:
+            return
         self.flusher = _Flusher(dispatcher)
+        self._celerys = (dispatcher.buffer_group, dispatcher.on_send_buffered)
         dispatcher.buffer_group = frozenset({GROUP})
         dispatcher.on_send_buffered = self.flusher.poke
         self.flusher.start()
@@ -87,8 +88,7 @@ class BufferTaskEvents(bootsteps.StartStopStep):
     def stop(self, c: Any) -> None:
         flusher, self.flusher = self.flusher, None
         if flusher is not None:
-            flusher.dispatcher.buffer_group = frozenset()
-            flusher.dispatcher.on_send_buffered = None
+            flusher.dispatcher.buffer_group, flusher.dispatcher.on_send_buffered = self._celerys
             flusher.stop()
 
     def shutdown(self, c: Any) -> None:

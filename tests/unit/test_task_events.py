@@ -58,10 +58,14 @@ def test_task_events_of_several_tasks_go_out_as_one_message() -> None:
     assert not dispatcher.buffer_group  # the dispatcher is Celery's again
 
 
-def test_a_worker_with_an_event_loop_keeps_celerys_own_buffering() -> None:
+def test_celerys_own_buffering_is_given_back_when_the_consumer_stops() -> None:
     app, conn, _ = _fleet()
-    dispatcher = app.events.Dispatcher(conn, hostname="w1", enabled=True)
+    flush_on_tick = object()
+    dispatcher = app.events.Dispatcher(conn, hostname="w1", enabled=True, buffer_group=["task"],
+                                       on_send_buffered=flush_on_tick)  # fmt: skip
     consumer = SimpleNamespace(event_dispatcher=dispatcher, hub=object())
     step = BufferTaskEvents(consumer)
     step.start(consumer)
-    assert step.flusher is None and not dispatcher.buffer_group
+    assert step.flusher is not None and dispatcher.on_send_buffered == step.flusher.poke
+    step.stop(consumer)
+    assert dispatcher.on_send_buffered is flush_on_tick and list(dispatcher.buffer_group) == ["task"]
