@@ -63,11 +63,9 @@ def call_sig(app: Celery, key: bytes, job_id: str, index: int, label: str, **sta
         {"job_id": job_id, "index": index, **state},
         task_id=task_id,
         argsrepr=f"({job_id!r}, {label!r}, {mode})",
-        # A failover hop publishes the job's answer itself or hands its error to its errback; a
-        # chord header's outcome reaches the body through the chord's list (the Redis backend's
-        # on_chord_part_return is given the return value): storing it under the call's own id
-        # as well would cost two more Redis round trips nobody reads.
-        ignore_result=True,
+        # A failover hop publishes the job's answer itself or hands its error to its errback:
+        # storing its outcome as well would cost two more Redis round trips nobody reads.
+        ignore_result=mode == MODE_FAILOVER,
     )
 
 
