@@ -86,8 +86,14 @@ def test_an_attempt_takes_two_scripts_the_acquire_and_one_for_its_records(valkey
     breaker = ResilientBreaker(valkey_redis, PX, STRICT)
     answer = ProviderResult(provider="openai", model="gpt", fields={}, tokens_in=100, tokens_out=10)
     ok = lambda provider, timeout: answer  # noqa: E731
-    run_attempt(Candidate(provider="openai"), ok, label="openai", task_id="t0", deadline=NOW + 30,
-                deps=_deps(valkey_redis, breaker))  # fmt: skip (loads the scripts)
+    run_attempt(
+        Candidate(provider="openai"),
+        ok,
+        label="openai",
+        task_id="t0",
+        deadline=NOW + 30,
+        deps=_deps(valkey_redis, breaker),
+    )  # fmt: skip (loads the scripts)
     before = _evals(valkey_redis)
     attempt = run_attempt(Candidate(provider="openai"), ok, label="openai", task_id="t1", deadline=NOW + 30,
                           deps=_deps(valkey_redis, breaker))  # fmt: skip
