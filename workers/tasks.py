@@ -35,6 +35,7 @@ from orchestration.strategies.extraction import chord_labels, early_answer_ready
 from orchestration.strategies.failover import Fail, Send, next_step, skipped_attempt
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
+from workers.events import BufferTaskEvents
 from workers.publication import (
     enter,
     entry_job_id,
@@ -50,6 +51,7 @@ from workers.signing import RequireFleetSecret, worker_key
 log: logging.Logger = get_task_logger("quorum.tasks")
 
 app.steps["worker"].add(RequireFleetSecret)
+app.steps["consumer"].add(BufferTaskEvents)
 
 
 @worker_init.connect

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -28,6 +28,7 @@ from redis.retry import Retry
 from orchestration.config import BreakerConfig
 from orchestration.state.breaker import Breaker, LocalBreaker, RedisBreaker
 from orchestration.state.machine import BreakerSnapshot, BreakerState, Outcome, Step
+from orchestration.state.scripts import ScriptCall
 
 log = logging.getLogger("quorum.breaker")
 
@@ -115,6 +116,21 @@ class ResilientBreaker(Breaker):
             return self.local._step(
                 provider, op, now, lease_id=lease_id, outcome=outcome, cooldown_s=cooldown_s
             )
+
+        return self._route(shared, local)
+
+    def _step_also(
+        self, provider: str, op: str, now: float, *, lease_id: str | None, outcome: Outcome,
+        also: Sequence[ScriptCall],
+    ) -> tuple[Step, list[Any] | None]:  # fmt: skip
+        def shared() -> tuple[Step, list[Any] | None]:
+            step, replies = self.shared._step_also(provider, op, now, lease_id=lease_id, outcome=outcome,
+                                                   also=also)  # fmt: skip
+            self._known[provider] = (step.state, step.cooldown_until, step.level)
+            return step, replies
+
+        def local() -> tuple[Step, list[Any] | None]:
+            return self.local._step(provider, op, now, lease_id=lease_id, outcome=outcome), None
 
         return self._route(shared, local)
 
