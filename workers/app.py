@@ -24,6 +24,7 @@ from orchestration.errors import ConfigError
 from orchestration.generation import SCORERS
 from stack import embedded
 from workers import einfo_speedup
+from workers.requests import unsettled_tags
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
 #: guard) before giving up: a Redis restart or failover shorter than this loses no job. A task
@@ -151,13 +152,15 @@ def running_delivery_tags() -> set[str] | None:
     """Delivery tags of the task messages this worker still works on (None: ask again later).
 
     After a lost broker connection Celery keeps its running tasks and forgets the rest (held for
-    a countdown, or dropped when storing a result failed): the transport hands those back.
+    a countdown, or dropped when storing a result failed): the transport hands those back. A task
+    that ran and whose ack has not gone through yet counts as running (Celery forgot it already).
     """
     try:
         requests = (*worker_state.active_requests, *worker_state.reserved_requests)
+        finishing = unsettled_tags()
     except RuntimeError:  # changed size while copied: another thread started or ended a task
         return None
-    return {r.message.delivery_tag for r in requests if r.message is not None}
+    return {r.message.delivery_tag for r in requests if r.message is not None} | finishing
 
 
 @celeryd_init.connect

@@ -1,5 +1,5 @@
 """Quorum's result backend: Celery's Redis backend, with a chord body that survives the death of
-the worker that was sending it.
+the worker that was sending it, and a result stored in one round trip.
 
 Celery's ``on_chord_part_return`` lets the header task that completes a chord claim the right to
 send its body (a claim key with an expiry of ``2 × result_chord_join_timeout``, 6 s by default,
@@ -11,14 +11,41 @@ task (same id, same header index) runs again it takes the claim over and sends t
 The body may then be sent twice (its first sender was only frozen, or died after sending it but
 before releasing the claim): a body answers behind the job's publication guard, so the job is
 answered once. Selected by ``workers.app`` as ``workers.backend:ResultBackend+redis://…``.
+
+Celery stores a result in two round trips: it reads the task's key first and leaves a stored
+SUCCESS alone (a redelivered task must not overwrite it), then writes and publishes. Here the
+same rule runs as one script (:data:`STORE_LUA`), which also closes the gap between the read and
+the write.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from celery import states
+from celery.backends.base import BackendStoreError
 from celery.backends.redis import RedisBackend
+from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
+
+#: Store a task's result unless a SUCCESS is stored already (Celery's rule), and publish it to
+#: the result consumers, in one step. KEYS: the task's key. ARGV: the encoded meta (JSON: the
+#: only result serializer), its expiry in seconds (0: none). Replies 1 stored, 0 left alone.
+STORE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+end
+local expires = tonumber(ARGV[2])
+if expires > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', expires)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
 #: Celery 5.7's ``CHORD_PART_RETURN_LUA`` (celery/backends/redis.py), one step changed: the
 #: claim. The member that wins it is also recorded in the chord's ``.d`` set (as ``claim:`` +
@@ -87,3 +114,23 @@ class ResultBackend(RedisBackend):
     @cached_property
     def _chord_part_return_script(self) -> Any:
         return self.client.register_script(CHORD_PART_RETURN_LUA)
+
+    @cached_property
+    def _store_script(self) -> Any:
+        return self.client.register_script(STORE_LUA)
+
+    def _store_result(
+        self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        """Celery's ``_store_result`` (a stored SUCCESS is never overwritten), in one round trip."""
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
+        expires = self.failure_expires if state == states.FAILURE else None
+        if expires is None:
+            expires = self.expires
+        key = self.get_key_for_task(task_id)
+        self.ensure(lambda: self._store_script(keys=[key], args=[value, int(expires or 0)]), ())
+        return result

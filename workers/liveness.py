@@ -12,18 +12,24 @@ process gone) sweeps its previous incarnation's messages at once.
 
 Redis restarts: a sweeper declares others dead only once its own refreshes have run without a gap
 for a whole window, so after a restart (or a start) every live worker has re-registered first.
+And each refresh reconciles: a message Redis records as held by this process that the process
+does not hold (a receive whose reply was lost as Redis stopped, or a hand-back at a channel close
+that failed with Redis gone) is handed back once seen so on two refreshes in a row with every
+receive that was in flight at the first one finished since (a reply still on its way is never
+taken for a lost one).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -46,7 +52,8 @@ ACK_RETRY_S = 15.0
 
 #: KEYS: liveness, owners. ARGV: me, window, sweep (1: may judge others), then holders known dead
 #: (this node's previous incarnations). Refreshes ``me``; hands the messages of every dead holder
-#: (stale record, no record, or named) to ``me``. Replies ``{claimed tags, dead holders}``.
+#: (stale record, no record, or named) to ``me``. Replies ``{claimed tags, dead holders, tags
+#: held by me}`` (the last for the reconcile: what Redis says this process holds).
 HEARTBEAT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -60,23 +67,26 @@ if sweep then
     any = true
   end
 end
-if not any then return {{}, {}} end
 for _, c in ipairs(names) do redis.call('ZREM', KEYS[1], c) end
-local claimed, live = {}, {}
+local claimed, mine, live = {}, {}, {}
 local flat = redis.call('HGETALL', KEYS[2])
 for i = 1, #flat, 2 do
   local tag, owner = flat[i], flat[i + 1]
-  local gone = dead[owner]
-  if not gone and sweep and owner ~= ARGV[1] then
-    if live[owner] == nil then live[owner] = redis.call('ZSCORE', KEYS[1], owner) ~= false end
-    gone = not live[owner]
-  end
-  if gone then
-    redis.call('HSET', KEYS[2], tag, ARGV[1])
-    claimed[#claimed + 1] = tag
+  if owner == ARGV[1] then
+    mine[#mine + 1] = tag
+  elseif any then
+    local gone = dead[owner]
+    if not gone and sweep then
+      if live[owner] == nil then live[owner] = redis.call('ZSCORE', KEYS[1], owner) ~= false end
+      gone = not live[owner]
+    end
+    if gone then
+      redis.call('HSET', KEYS[2], tag, ARGV[1])
+      claimed[#claimed + 1] = tag
+    end
   end
 end
-return {claimed, names}
+return {claimed, names, mine}
 """
 
 #: KEYS: unacked index, unacked, owners. ARGV: tag, me. kombu's ack, unless another holder has
@@ -170,6 +180,12 @@ class Liveness:
         self._orphans: dict[str, list[Any]] = {}
         #: The delivery tags this process is still working on (the Celery layer's view), or None.
         self.running: Callable[[], set[str] | None] | None = None
+        #: Receives under way (ids): from taking a message until it is in a channel's delivered set.
+        self._receiving: set[int] = set()
+        self._receipts = itertools.count()
+        #: Held by this process in Redis, unknown to it at the last refresh: tag -> the receives
+        #: in flight then (any of them may still deliver it).
+        self._unknown: dict[str, frozenset[int]] = {}
         self._steady_since: float | None = None
         self._last_ok: float | None = None
         self._stop = threading.Event()
@@ -206,6 +222,17 @@ class Liveness:
         for tag in tags:
             self._orphans.setdefault(tag, [due, None])
 
+    @contextlib.contextmanager
+    def receiving(self) -> Iterator[None]:
+        """Around one receive, from taking a message until it is delivered to the channel: the
+        reconcile never hands back a message whose reply may still be on its way."""
+        receipt = next(self._receipts)
+        self._receiving.add(receipt)
+        try:
+            yield
+        finally:
+            self._receiving.discard(receipt)
+
     def _run(self) -> None:
         while not self._stop.wait(self._next_wait()):
             try:
@@ -236,7 +263,7 @@ class Liveness:
         started = monotonic()
         sweep = self._steady_since is not None and started - self._steady_since >= self.window
         try:
-            claimed, gone = self._heartbeat(
+            claimed, gone, mine = self._heartbeat(
                 keys=[LIVENESS_KEY, OWNER_KEY],
                 args=[self.me.member, self.window, 1 if sweep else 0, *dead],
                 client=self._beat,
@@ -245,6 +272,7 @@ class Liveness:
             if self._last_ok is not None:
                 logger.warning("liveness: refresh failed (%s); sweeping waits a window after it recovers", e)
             self._last_ok = self._steady_since = None
+            self._unknown = {}
             return
         if self._last_ok is None or started - self._last_ok > self.window / 2:
             self._steady_since = started  # a gap: others may not have re-registered yet
@@ -256,10 +284,45 @@ class Liveness:
                 len(claimed),
             )
         self._claimed.update(t.decode() for t in claimed)
+        self._reconcile({t.decode() for t in mine})
         if self._orphans:
             self._settle_orphans(started)
         if self._claimed:
             self._restore_claimed()
+
+    def _reconcile(self, mine: set[str]) -> None:
+        """Hand back what Redis says this process holds and it does not: unknown on two refreshes
+        in a row, with every receive in flight at the first one finished since."""
+        in_flight = frozenset(self._receiving)  # after Redis answered: a receive it records is here
+        known = self._known()  # ... or, finished, delivered (so known) by now
+        if known is None:
+            return  # Celery's view changed while read: judge on the next refresh
+        unknown = mine - known
+        due = {t for t in unknown if t in self._unknown and not self._unknown[t] & in_flight}
+        self._unknown = {t: self._unknown.get(t, in_flight) for t in unknown - due}
+        if due:
+            logger.warning(
+                "liveness: handing back %d message(s) Redis records as held here that this worker "
+                "never got (a reply lost as Redis went away): %s",
+                len(due),
+                sorted(due),
+            )
+            self._claimed |= due
+
+    def _known(self) -> set[str] | None:
+        """Delivery tags this process holds: in an open channel, running, orphaned or claimed."""
+        running = self.running() if self.running is not None else set()
+        if running is None:
+            return None
+        known = set(running) | set(self._orphans) | set(self._claimed)
+        try:
+            for channel in list(self.channels):
+                qos = channel._qos
+                if qos is not None:
+                    known.update(list(qos._delivered))
+        except RuntimeError:  # changed size while copied (another thread acked)
+            return None
+        return known
 
     def _settle_orphans(self, now: float) -> None:
         """Hand back the lost channels' messages whose tasks will not ack them: not running for

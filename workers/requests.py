@@ -11,6 +11,7 @@ recompute those representations from the arguments, whatever the producer sent.
 from __future__ import annotations
 
 import logging
+from time import monotonic
 from typing import Any
 
 from celery import Task
@@ -26,7 +27,50 @@ from workers.signing import MAC_FIELD, valid, worker_key
 log = logging.getLogger("quorum.signing")
 
 
-class ReprOnlyRequest(Request):
+#: How long a task's message counts as unsettled after its task started or asked for its ack (s);
+#: past that, its worker's liveness thread treats it as any message held without a task.
+UNSETTLED_MAX_S = 60.0
+
+#: Messages of Quorum tasks that started and are not acked or rejected yet: tag -> (message, since).
+_unsettled: dict[str, tuple[Any, float]] = {}
+
+
+class SettledRequest(Request):
+    """A request whose message counts as unsettled from its task's start until it is acked.
+
+    Celery forgets a finished task (``task_ready``) before it acks it, and with the event loop
+    the ack itself only runs later in the consumer's thread (``call_soon_ack``): a channel closed
+    on a reconnect in between used to hand back a task that had already run.
+    """
+
+    def on_accepted(self, pid: Any, time_accepted: float) -> None:
+        self._unsettled()
+        super().on_accepted(pid, time_accepted)
+
+    def acknowledge(self) -> None:
+        self._unsettled()  # its ack may wait for the event loop: from now, not from its start
+        super().acknowledge()
+
+    def reject(self, requeue: bool = False) -> None:
+        self._unsettled()
+        super().reject(requeue=requeue)
+
+    def _unsettled(self) -> None:
+        if self.message is not None:
+            _unsettled[self.message.delivery_tag] = (self.message, monotonic())
+
+
+def unsettled_tags(now: float | None = None) -> set[str]:
+    """Delivery tags of tasks that started and whose message is not acked or rejected yet
+    (for at most ``UNSETTLED_MAX_S``); forgets the settled ones."""
+    now = monotonic() if now is None else now
+    for tag, (message, since) in list(_unsettled.items()):
+        if message.acknowledged or now - since > UNSETTLED_MAX_S:
+            _unsettled.pop(tag, None)
+    return set(_unsettled)
+
+
+class ReprOnlyRequest(SettledRequest):
     """Remote inspection sees ``argsrepr``/``kwargsrepr``, never the arguments."""
 
     def info(self, safe: bool = False) -> dict[str, Any]:

@@ -27,12 +27,13 @@ from orchestration.state import (
     QualityGate,
     RateLimitGate,
     RedisModeMemory,
+    call_record,
+    cost_call,
     job_micro_usd,
     read_fleet,
-    record_call,
-    record_cost,
     record_job,
 )
+from orchestration.state.scripts import ScriptCall, run_batch
 from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
 from workers.job_errors import JOB_TASKS
 
@@ -52,56 +53,54 @@ def state_client(url: str) -> redis_lib.Redis:
 
 @dataclass
 class _BreakerTicket:
-    breaker: ResilientBreaker
-    provider: str
+    """The breaker's permit for one call; its outcome waits for the call's other records."""
+
+    post: PostCall
     permit: Any
 
     def done(self, now: float, error_kind: str | None, tokens: int) -> None:
-        if error_kind is None:
-            self.breaker.record_success(self.provider, now, self.permit)
-        else:
-            self.breaker.record_failure(self.provider, now, error_kind, self.permit)
+        self.post.outcome = (self.permit, error_kind)
 
 
 @dataclass
 class BreakerGate:
     """The circuit breaker as a gate: open → skipped without an HTTP call."""
 
-    breaker: ResilientBreaker
+    post: PostCall
 
     def admit(self, provider: str, now: float) -> Ticket | str:
-        permit = self.breaker.acquire(provider, now)
+        permit = self.post.breaker.acquire(provider, now)
         if not permit.allowed:
             return permit.reason or "circuit breaker open"
-        return _BreakerTicket(self.breaker, provider, permit)
+        return _BreakerTicket(self.post, permit)
 
 
 @dataclass
 class HealthRecorder:
     """Writes each finished call into the provider's health figures and the cost ledger
-    (every call the server reported usage for, answer usable or not)."""
+    (every call the server reported usage for, answer usable or not), in one round trip."""
 
     redis: redis_lib.Redis
     prefix: str
 
-    def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
-        if attempt.skipped:
-            return
+    def calls(self, attempt: Attempt, now: float, micro_usd: int) -> list[ScriptCall]:
+        """The Lua runs that record ``attempt`` (ledger, then health; all of its provider's slot)."""
+        out = []
         if attempt.task_id and (attempt.ok or attempt.tokens_in or attempt.tokens_out):
-            record_cost(
-                self.redis,
-                self.prefix,
-                attempt_id=attempt.task_id,
-                provider=attempt.provider,
-                model=attempt.model,
-                tokens_in=attempt.tokens_in,
-                tokens_out=attempt.tokens_out,
-                micro_usd=micro_usd,
-                now=now,
+            out.append(
+                cost_call(
+                    self.prefix,
+                    attempt_id=attempt.task_id,
+                    provider=attempt.provider,
+                    model=attempt.model,
+                    tokens_in=attempt.tokens_in,
+                    tokens_out=attempt.tokens_out,
+                    micro_usd=micro_usd,
+                    now=now,
+                )
             )
         error = attempt.error or {}
-        record_call(
-            self.redis,
+        health = call_record(
             self.prefix,
             attempt.provider,
             ok=attempt.ok,
@@ -110,6 +109,48 @@ class HealthRecorder:
             message=error.get("message"),
             now=now,
         )
+        if health is not None:
+            out.append(health)
+        return out
+
+    def send(self, calls: list[ScriptCall]) -> None:
+        """Run ``calls`` in one round trip. Health alone is telemetry: a Redis outage then
+        passes quietly; a ledger record that could not be written raises (the caller logs it)."""
+        if not calls:
+            return
+        try:
+            run_batch(self.redis, calls)
+        except REDIS_ERRORS as e:
+            if any(c.name == "ledger.lua" for c in calls):
+                raise
+            log.debug("health of %s not recorded: Redis unreachable (%s)", calls[0].keys[0], e)
+
+    def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
+        if attempt.skipped:
+            return
+        self.send(self.calls(attempt, now, micro_usd))
+
+
+@dataclass
+class PostCall(HealthRecorder):
+    """One attempt's breaker gate and recorder: the breaker's outcome, the cost ledger and the
+    health figures of the call go to Redis as one script, one round trip (all three live in the
+    provider's hash slot). While the breaker is degraded to per-process state, the ledger and
+    health records are sent on their own, as before."""
+
+    breaker: ResilientBreaker | None = None
+    outcome: tuple[Any, str | None] | None = None
+
+    def gate(self) -> BreakerGate:
+        return BreakerGate(self)
+
+    def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
+        calls = [] if attempt.skipped else self.calls(attempt, now, micro_usd)
+        if self.outcome is not None and self.breaker is not None:
+            (permit, error_kind), self.outcome = self.outcome, None
+            if self.breaker.record_outcome(attempt.provider, now, error_kind, permit, also=calls) is not None:
+                return
+        self.send(calls)
 
 
 @dataclass
@@ -193,11 +234,12 @@ class Runtime:
         self, candidate: Candidate, invoke: Invoke, *, label: str, task_id: str | None, deadline: float
     ) -> Attempt:
         """Run one provider attempt with this process's dependencies."""
+        post = PostCall(self.fast_redis, self.prefix, self.breaker)
         deps = AttemptDeps(
             settings=self.settings,
             provider=self.providers.get,
-            gates=self.gates,
-            recorder=HealthRecorder(self.fast_redis, self.prefix),
+            gates=[*self.gates, post.gate()],
+            recorder=post,
         )
         return run_attempt(candidate, invoke, label=label, task_id=task_id, deadline=deadline, deps=deps)
 
@@ -222,8 +264,9 @@ def build_runtime(settings: Settings) -> Runtime:
         limits=RateLimitGate(fast, settings.key_prefix, settings),
         quality=QualityGate(fast, settings.key_prefix, settings.breaker),
     )
-    # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe.
-    rt.gates = [rt.budget, rt.quality, rt.limits, BreakerGate(breaker)]
+    # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe
+    # (the breaker's gate comes last, one per attempt: see PostCall).
+    rt.gates = [rt.budget, rt.quality, rt.limits]
     return rt
 
 

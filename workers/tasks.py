@@ -40,6 +40,7 @@ from orchestration.state import cache, read_weights, record_accuracy
 from orchestration.state.job_records import add_answer, published_by
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
+from workers.events import BufferTaskEvents
 from workers.publication import (
     enter,
     entry_job_id,
@@ -55,6 +56,7 @@ from workers.signing import RequireFleetSecret, worker_key
 log: logging.Logger = get_task_logger("quorum.tasks")
 
 app.steps["worker"].add(RequireFleetSecret)
+app.steps["consumer"].add(BufferTaskEvents)
 
 
 @worker_init.connect

@@ -11,8 +11,9 @@ producer or any other app in the same process keeps stock kombu. Three changes:
   it and records it as un-acked *with its holder*. A channel consuming several queues keeps
   kombu's ``BRPOP`` (``BLMOVE`` watches one list) and records the holder with the un-acked entry.
 - **Crash recovery by liveness** (``workers.liveness``): live workers hand back the messages of a
-  worker whose liveness record lapsed, within seconds; the visibility timeout is a fallback only
-  and never hands back a message whose holder is alive, however long its task runs.
+  worker whose liveness record lapsed, within seconds, and each hands back what Redis says it
+  holds but it never got (a receive whose reply was lost); the visibility timeout is a fallback
+  only and never hands back a message whose holder is alive, however long its task runs.
 - **Closing on a broker gone**: a connection error while draining the pending wait does not
   abort ``close()`` (kombu 5.7 then left the channel half open and the worker exited on the
   second close instead of reconnecting when Redis restarted).
@@ -20,6 +21,7 @@ producer or any other app in the same process keeps stock kombu. Three changes:
 
 from __future__ import annotations
 
+import logging
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -33,6 +35,8 @@ from kombu.utils.json import dumps, loads
 from orchestration.errors import ConfigError
 from workers import liveness
 from workers.liveness import LIVENESS_KEY, OWNER_KEY
+
+logger = logging.getLogger(__name__)
 
 #: KEYS: the queue's lists in priority order, then the un-acked index, the un-acked hash, the
 #: holders and the liveness set. ARGV: the holder. Pops the first message found and records it
@@ -90,12 +94,12 @@ class QoS(kombu_redis.QoS):
         if lv is None:
             super().append(message, delivery_tag)
             return
-        with self.pipe_or_acquire() as pipe:
+        with lv.receiving(), self.pipe_or_acquire() as pipe:
             pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
                 self.unacked_key, delivery_tag, dumps([message._raw, "", self._source_queue(message)])
             ).hset(OWNER_KEY, delivery_tag, lv.me.member).execute()
-        lv.held.add(delivery_tag)
-        virtual.QoS.append(self, message, delivery_tag)
+            lv.held.add(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
 
     def _source_queue(self, message: Any) -> str:
         """Where a message taken by kombu's BRPOP goes back: the consumed queue its routing key
@@ -238,36 +242,41 @@ class Channel(kombu_redis.Channel):
             return super()._brpop_read(**options)  # type: ignore[no-any-return]
         self._atomic_keys = None
         try:
-            try:
-                self.client.parse_response(self.client.connection, "BLMOVE", **options)
-            except self.connection_errors:
-                self.client.connection.disconnect()  # reconnect on the next round
-                raise
-            if self._closing or self.connection is None:
-                raise Empty()  # closing: the message stays queued for another consumer
-            if self._receive_client is None:
-                self._receive_client = self._create_client()
-                self._receive_script = self._receive_client.register_script(RECEIVE_LUA)
-            reply = self._receive_script(
-                keys=[*keys, self.unacked_index_key, self.unacked_key, OWNER_KEY, LIVENESS_KEY],
-                args=[lv.me.member],
-                client=self._receive_client,
-            )
-            if not reply:
-                raise Empty()
-            key, item, recorded = (bytes_to_str(v) for v in reply)
-            payload = loads(item)
-            if recorded == "1":
-                tag = payload["properties"]["delivery_tag"]
-                self._recorded.add(tag)
-                lv.held.add(tag)
-            dest = key.rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(dest)
-            self.connection._deliver(payload, dest)
-            return True
+            with lv.receiving():  # until delivered: the reconcile never takes its reply for lost
+                return self._take_one(keys, lv, options)
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def _take_one(self, keys: list[str], lv: liveness.Liveness, options: dict[str, Any]) -> bool:
+        """Read the wait's answer, then take and record one message and deliver it."""
+        try:
+            self.client.parse_response(self.client.connection, "BLMOVE", **options)
+        except self.connection_errors:
+            self.client.connection.disconnect()  # reconnect on the next round
+            raise
+        if self._closing or self.connection is None:
+            raise Empty()  # closing: the message stays queued for another consumer
+        if self._receive_client is None:
+            self._receive_client = self._create_client()
+            self._receive_script = self._receive_client.register_script(RECEIVE_LUA)
+        reply = self._receive_script(
+            keys=[*keys, self.unacked_index_key, self.unacked_key, OWNER_KEY, LIVENESS_KEY],
+            args=[lv.me.member],
+            client=self._receive_client,
+        )
+        if not reply:
+            raise Empty()
+        key, item, recorded = (bytes_to_str(v) for v in reply)
+        payload = loads(item)
+        if recorded == "1":
+            tag = payload["properties"]["delivery_tag"]
+            self._recorded.add(tag)
+            lv.held.add(tag)
+        dest = key.rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(dest)
+        self.connection._deliver(payload, dest)
+        return True
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         """Hand back one message at close (kombu's), unless another worker holds it by now."""
@@ -314,9 +323,12 @@ class Channel(kombu_redis.Channel):
             running = lv.running()
             delivered = self._qos._delivered
             busy = list(delivered) if running is None else [t for t in delivered if t in running]
+            lv.orphan(busy, float(self.visibility_timeout))  # first: never unknown to the reconcile
             for tag in busy:  # kombu hands back the rest
                 delivered.pop(tag, None)
-            lv.orphan(busy, float(self.visibility_timeout))
+            handed = [t for t in delivered if t not in self._qos._dirty]
+            if handed:  # kombu's own line says how many; which ones, for tracing a redelivery
+                logger.info("channel closing: handing back %s (no task runs or awaits its ack)", handed)
         super().close()
         if self._liveness is not None:
             self._liveness.detach(self)

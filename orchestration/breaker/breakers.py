@@ -15,7 +15,8 @@ import logging
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from redis import Redis
 
@@ -38,7 +39,7 @@ from orchestration.breaker.machine import (
 )
 from orchestration.config import BreakerConfig
 from orchestration.state.keys import ProviderKeys
-from orchestration.state.scripts import float_arg, lua_source, opt_float, text
+from orchestration.state.scripts import ScriptCall, float_arg, lua_source, opt_float, run_batch, text
 
 log = logging.getLogger("quorum.breaker")
 
@@ -98,6 +99,13 @@ class Breaker(ABC):
         """Where the state that a step just changed lives (for the log line)."""
         return "shared"
 
+    def _step_also(
+        self, provider: str, op: Operation, now: float, also: Sequence[ScriptCall]
+    ) -> tuple[Step, list[Any] | None]:
+        """:meth:`step`, plus ``also`` in the same round trip where the state lives in Redis;
+        their replies, or None when they did not run (here: never)."""
+        return self.step(provider, op, now), None
+
     # ------------------------------------------------------------------ public API
 
     def acquire(self, provider: str, now: float) -> Permit:
@@ -135,6 +143,25 @@ class Breaker(ABC):
         outcome = machine.classify(machine.error_kind_of(error_kind))
         return self._record(provider, now, outcome, permit)
 
+    def record_outcome(
+        self,
+        provider: str,
+        now: float,
+        error_kind: str | None,
+        permit: Permit | None = None,
+        also: Sequence[ScriptCall] = (),
+    ) -> list[Any] | None:
+        """Record a call's outcome (``error_kind`` None: a success) and run ``also``, the
+        provider's other post-call records (health, cost ledger), in the same atomic round trip
+        where the breaker lives in Redis. Their replies, or None when they were not run (a
+        per-process breaker, Redis unreachable): then the caller sends them itself."""
+        outcome = machine.classify(error_kind)
+        lease_id = self._lease_of(provider, permit)
+        now = float(now)
+        step, replies = self._step_also(provider, Record(outcome, lease_id), now, also)
+        self._report(provider, step, now)
+        return replies
+
     def state(self, provider: str, now: float) -> BreakerSnapshot:
         """A snapshot of ``provider``'s breaker at ``now``."""
         return self._snapshot(provider, float(now))
@@ -171,12 +198,17 @@ class Breaker(ABC):
         self, provider: str, now: float, outcome: Outcome, permit: Permit | None
     ) -> Transition | None:
         """Run a record step with the permit's lease (only a probe's permit carries one)."""
-        if permit is not None and permit.provider != provider:
-            raise ValueError(f"permit for {permit.provider!r} used for {provider!r}")
-        lease_id = permit.lease_id if permit is not None and permit.probe else None
+        lease_id = self._lease_of(provider, permit)
         now = float(now)
         step = self.step(provider, Record(outcome, lease_id), now)
         return self._report(provider, step, now)
+
+    @staticmethod
+    def _lease_of(provider: str, permit: Permit | None) -> str | None:
+        """The probe lease a permit carries (None for an ordinary call)."""
+        if permit is not None and permit.provider != provider:
+            raise ValueError(f"permit for {permit.provider!r} used for {provider!r}")
+        return permit.lease_id if permit is not None and permit.probe else None
 
     def _report(self, provider: str, step: Step, now: float | None) -> Transition | None:
         """Turn a step that changed the state into a logged :class:`Transition`."""
@@ -252,6 +284,11 @@ class RedisBreaker(Breaker):
         ]
 
     def step(self, provider: str, op: Operation, now: float) -> Step:
+        call = self._call(provider, op, now)
+        return parse_reply(self._script(keys=call.keys, args=call.args))
+
+    def _call(self, provider: str, op: Operation, now: float) -> ScriptCall:
+        """The Lua script's run for one operation (sent alone, or batched with other records)."""
         keys = ProviderKeys.of(self.prefix, provider).breaker_keys
         lease_id = op.lease_id if isinstance(op, Acquire | Record) else None
         outcome = op.outcome if isinstance(op, Record) else None
@@ -264,7 +301,15 @@ class RedisBreaker(Breaker):
             outcome.value if outcome is not None else "",
             float_arg(cooldown_s) if cooldown_s is not None else "",
         ]
-        return parse_reply(self._script(keys=keys, args=args))
+        return ScriptCall("breaker.lua", keys, args)
+
+    def _step_also(
+        self, provider: str, op: Operation, now: float, also: Sequence[ScriptCall]
+    ) -> tuple[Step, list[Any] | None]:
+        """The step and ``also`` as one script: one round trip (all keys share the provider's slot)."""
+        step = self._call(provider, op, now)
+        replies = run_batch(self.redis, [step, *also])
+        return parse_reply(replies[0]), replies[1:]
 
     def _snapshot(self, provider: str, now: float) -> BreakerSnapshot:
         return self.states([provider], now)[provider]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -28,6 +28,7 @@ from redis.retry import Retry
 from orchestration.breaker.breakers import Breaker, LocalBreaker, RedisBreaker
 from orchestration.breaker.machine import BreakerSnapshot, BreakerState, Operation, Step
 from orchestration.config import BreakerConfig
+from orchestration.state.scripts import ScriptCall
 
 log = logging.getLogger("quorum.breaker")
 
@@ -102,6 +103,19 @@ class ResilientBreaker(Breaker):
 
         def local() -> Step:
             return self.local.step(provider, op, now)
+
+        return self._route(shared, local)
+
+    def _step_also(
+        self, provider: str, op: Operation, now: float, also: Sequence[ScriptCall]
+    ) -> tuple[Step, list[Any] | None]:
+        def shared() -> tuple[Step, list[Any] | None]:
+            step, replies = self.shared._step_also(provider, op, now, also)
+            self._known[provider] = (step.state, step.cooldown_until, step.level)
+            return step, replies
+
+        def local() -> tuple[Step, list[Any] | None]:
+            return self.local.step(provider, op, now), None
 
         return self._route(shared, local)
 

@@ -8,6 +8,7 @@ from orchestration.state.accuracy import laplace_accuracy, read_weights, record_
 from orchestration.state.budget import BudgetGate, BudgetStatus, budget_status
 from orchestration.state.costs import (
     CostTotals,
+    cost_call,
     job_micro_usd,
     jobs_by_class,
     read_costs,
@@ -16,7 +17,7 @@ from orchestration.state.costs import (
     spent_today,
 )
 from orchestration.state.fleet import FleetSetting, read_fleet, write_fleet
-from orchestration.state.health import clear_health, read_health, record_call
+from orchestration.state.health import call_record, clear_health, read_health, record_call
 from orchestration.state.keys import DEFAULT_PREFIX, ProviderKeys, provider_key
 from orchestration.state.output_mode import RedisModeMemory, output_mode_key
 from orchestration.state.quality import QualityGate
@@ -33,7 +34,9 @@ __all__ = [
     "RateLimitGate",
     "RedisModeMemory",
     "budget_status",
+    "call_record",
     "clear_health",
+    "cost_call",
     "job_micro_usd",
     "jobs_by_class",
     "laplace_accuracy",

@@ -28,7 +28,7 @@ from redis import Redis
 
 from orchestration.models import CostRecord
 from orchestration.state.keys import provider_key
-from orchestration.state.scripts import bound_script, lua_source, text
+from orchestration.state.scripts import ScriptCall, lua_source, run_batch, text
 
 #: How long an attempt's (or job's) "already counted" marker lives: far beyond any redelivery.
 SEEN_TTL_S = 7 * 24 * 3600
@@ -72,13 +72,17 @@ def _non_negative(**values: int) -> list[int]:
     return out
 
 
-def _once(redis: Redis, keys: list[str], index_member: str, increments: dict[str, int]) -> bool:
-    """Run the once-only ledger script; True when counted, False for a duplicate."""
-    script = bound_script(redis, "ledger.lua")
+def _once_call(keys: list[str], index_member: str, increments: dict[str, int]) -> ScriptCall:
+    """The once-only ledger script's run (its reply: 1 counted, 0 duplicate)."""
     args: list[str | int] = [SEEN_TTL_S, index_member]
     for field, amount in increments.items():
         args += [field, amount]
-    return bool(script(keys=keys, args=args))
+    return ScriptCall("ledger.lua", keys, args)
+
+
+def _once(redis: Redis, keys: list[str], index_member: str, increments: dict[str, int]) -> bool:
+    """Run the once-only ledger script; True when counted, False for a duplicate."""
+    return bool(run_batch(redis, [_once_call(keys, index_member, increments)])[0])
 
 
 def record_cost(
@@ -94,6 +98,32 @@ def record_cost(
     now: float,
 ) -> bool:
     """Count one attempt's tokens and cost on its UTC day, once per ``attempt_id`` (False: duplicate)."""
+    call = cost_call(
+        prefix,
+        attempt_id=attempt_id,
+        provider=provider,
+        model=model,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        micro_usd=micro_usd,
+        now=now,
+    )
+    return bool(run_batch(redis, [call])[0])
+
+
+def cost_call(
+    prefix: str,
+    *,
+    attempt_id: str,
+    provider: str,
+    model: str,
+    tokens_in: int,
+    tokens_out: int,
+    micro_usd: int,
+    now: float,
+) -> ScriptCall:
+    """The ledger run of :func:`record_cost`, to send alone or batched with the provider's other
+    post-call records (its reply: 1 counted, 0 duplicate)."""
     if not attempt_id:
         raise ValueError("attempt_id must be non-empty: it is what makes recording idempotent")
     model = model or UNKNOWN_MODEL
@@ -111,7 +141,7 @@ def record_cost(
         f"micro_usd:{model}": micro,
         DAY_TOTAL: micro,
     }
-    return _once(redis, keys, day, increments)
+    return _once_call(keys, day, increments)
 
 
 def job_micro_usd(attempts: Iterable[Any]) -> int:

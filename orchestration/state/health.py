@@ -31,7 +31,7 @@ from orchestration.breaker.machine import BreakerSnapshot, BreakerState, error_k
 from orchestration.errors import blame_of
 from orchestration.models import ProviderHealth
 from orchestration.state.keys import ProviderKeys, provider_key
-from orchestration.state.scripts import bound_script, float_arg, opt_float, text
+from orchestration.state.scripts import ScriptCall, float_arg, opt_float, run_batch, text
 
 log = logging.getLogger("quorum.health")
 
@@ -74,7 +74,19 @@ def _record(
     message: str = "",
 ) -> None:
     """Run the health script once: one atomic update per finished call."""
-    script = bound_script(redis, "health.lua")
+    run_batch(redis, [_call(prefix, provider, now, outcome, latency_ms, kind, message)])
+
+
+def _call(
+    prefix: str,
+    provider: str,
+    now: float,
+    outcome: str,
+    latency_ms: float | None,
+    kind: str = "",
+    message: str = "",
+) -> ScriptCall:
+    """The health script's run for one finished call."""
     keys = [*ProviderKeys.of(prefix, provider).health_keys, quality_bucket(prefix, provider, now)]
     args = [
         float_arg(now),
@@ -86,7 +98,7 @@ def _record(
         str(LATENCY_SAMPLES),
         str(QUALITY_BUCKET_TTL_S),
     ]
-    script(keys=keys, args=args)
+    return ScriptCall("health.lua", keys, args)
 
 
 def record_success(
@@ -132,17 +144,37 @@ def record_call(
     timeout, say) is not a latency. Health is telemetry, so a Redis outage must not fail the
     provider call that reports it.
     """
+    call = call_record(prefix, provider, ok=ok, now=now, latency_ms=latency_ms, error_kind=error_kind,
+                       message=message)  # fmt: skip
     try:
-        if ok:
-            record_success(redis, prefix, provider, now, latency_ms)
-        else:
-            kind = error_kind or "QuorumError"
-            answered = latency_ms if outcome_of(kind) == "invalid" else None
-            record_failure(redis, prefix, provider, now, kind, message or "", answered)
+        if call is not None:
+            run_batch(redis, [call])
     except (RedisConnectionError, RedisTimeoutError) as e:
         log.debug("health of %s not recorded: Redis unreachable (%s)", provider, e)
         return False
     return True
+
+
+def call_record(
+    prefix: str,
+    provider: str,
+    *,
+    ok: bool,
+    now: float,
+    latency_ms: float | None = None,
+    error_kind: str | None = None,
+    message: str | None = None,
+) -> ScriptCall | None:
+    """The health script's run that :func:`record_call` sends, to batch it with the provider's
+    other post-call records; None when the outcome blames nobody and is not recorded."""
+    if ok:
+        return _call(prefix, provider, now, "ok", latency_ms)
+    kind = error_kind_of(error_kind or "QuorumError")
+    outcome = outcome_of(kind)
+    if outcome is None:
+        return None
+    answered = latency_ms if outcome == "invalid" else None
+    return _call(prefix, provider, now, outcome, answered, kind, message or "")
 
 
 def clear_health(redis: Redis, prefix: str, provider: str) -> None:

@@ -66,11 +66,12 @@ def store_spec(redis: Any, prefix: str, job_id: str, digest: str, spec: str, ttl
 
 
 def held_by_other(redis: Any, prefix: str, job_id: str, digest: str) -> bool:
-    """True when this job id is already used by a different request (or already answered)."""
-    raw = redis.get(spec_key(prefix, job_id))
+    """True when this job id is already used by a different request (or already answered);
+    one round trip (both keys carry the job's hash tag)."""
+    raw, published = redis.mget([spec_key(prefix, job_id), _key(prefix, job_id, "published")])
     if raw is not None:
         return _record(raw)[0] != digest
-    return published_by(redis, prefix, job_id) is not None
+    return published is not None
 
 
 def load_spec(redis: Any, prefix: str, job_id: str) -> str | None:

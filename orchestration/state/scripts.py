@@ -4,8 +4,11 @@ importlib.resources."""
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
+from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
@@ -24,7 +27,7 @@ def lua_source(name: str) -> str:
     raise FileNotFoundError(f"no lua/{name} in {', '.join(_HOMES)}")
 
 
-_bound: weakref.WeakKeyDictionary[Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
+_bound: weakref.WeakKeyDictionary[Redis, dict[str | tuple[str, ...], Script]] = weakref.WeakKeyDictionary()
 
 
 def bound_script(redis: Redis, name: str) -> Script:
@@ -52,3 +55,58 @@ def opt_float(value: bytes | str | None) -> float | None:
     """Parse an optional numeric reply value ('' or missing → None)."""
     s = text(value)
     return float(s) if s else None
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One run of ``lua/<name>`` with its KEYS and ARGV, to be sent alone or in a batch."""
+
+    name: str
+    keys: list[str]
+    args: list[Any]
+
+
+_BATCH_HEAD = "local __parts = {}\n"
+_BATCH_PART = "__parts[{i}] = function(KEYS, ARGV)\n{source}\nend\n"
+#: ARGV starts with one (number of keys, number of args) pair per part; then the parts' own.
+_BATCH_TAIL = """\
+local __out, __k, __a = {}, 1, 2 * #__parts + 1
+for __i = 1, #__parts do
+  local __nk, __na = tonumber(ARGV[2 * __i - 1]), tonumber(ARGV[2 * __i])
+  local __keys, __args = {}, {}
+  for __j = 1, __nk do __keys[__j] = KEYS[__k + __j - 1] end
+  for __j = 1, __na do __args[__j] = ARGV[__a + __j - 1] end
+  __k, __a = __k + __nk, __a + __na
+  __out[__i] = __parts[__i](__keys, __args)
+end
+return __out
+"""
+
+
+@cache
+def batch_source(names: tuple[str, ...]) -> str:
+    """One script running the scripts ``names`` in order, each on its own slice of KEYS and
+    ARGV (each file's text wrapped in a function whose ``KEYS``/``ARGV`` shadow the globals):
+    the files stay the single source of each step, and a batch is one atomic round trip."""
+    parts = (_BATCH_PART.format(i=i, source=lua_source(n)) for i, n in enumerate(names, 1))
+    return _BATCH_HEAD + "".join(parts) + _BATCH_TAIL
+
+
+def run_batch(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run ``calls`` as one script (one round trip, atomic; their keys must share a slot on a
+    cluster); the reply of each, in order."""
+    if len(calls) == 1:
+        only = calls[0]
+        return [bound_script(redis, only.name)(keys=only.keys, args=only.args)]
+    names = tuple(c.name for c in calls)
+    script = _bound.setdefault(redis, {}).get(names)
+    if script is None:
+        script = _bound[redis][names] = redis.register_script(batch_source(names))
+    keys: list[str] = []
+    head: list[Any] = []
+    args: list[Any] = []
+    for c in calls:
+        head += [len(c.keys), len(c.args)]
+        keys += c.keys
+        args += c.args
+    return list(script(keys=keys, args=head + args))

@@ -194,6 +194,29 @@ def test_a_restarted_node_hands_back_its_previous_runs_messages_at_once(redis_ur
     assert client.zscore(LIVENESS_KEY, before) is None
 
 
+def test_a_message_recorded_for_a_live_consumer_that_never_got_it_comes_back(redis_url: str, queue) -> None:
+    """A receive script that ran as the connection dropped: Redis says this live consumer holds
+    the message, the consumer never saw the reply. Its own refreshes hand it back (on the second
+    refresh that finds it unknown), long before the visibility timeout; nobody sweeps it."""
+    q, client = queue
+    _declare(redis_url, q)
+    got: list = []
+    options = {"liveness_window": 1.0, "visibility_timeout": 3600}
+    with Connection(redis_url, transport=TRANSPORT, transport_options=options) as conn:
+        channel = conn.channel()
+        Consumer(channel, [q], callbacks=[lambda body, message: got.append(message)]).consume()
+        me = channel._liveness.me.member
+        tag = _hold_as(client, q, me, {"n": 6})  # recorded for this consumer; its reply "lost"
+        _drain_until(conn, got, time.monotonic() + 10)
+        assert [m.delivery_tag for m in got] == [tag], "the stranded message was not handed back"
+        assert got[0].delivery_info["redelivered"]
+        assert client.hget(OWNER_KEY, tag).decode() == me, "taken again, by its one live consumer"
+        got[0].ack()
+        _drain_until(conn, [], time.monotonic() + 1.5)  # refreshes for 1.5 s: nothing more comes
+        assert len(got) == 1, "handed back more than once"
+    assert client.llen(q.name) == 0 and not client.hexists("unacked", tag)
+
+
 def _dead_pid() -> int:
     """The pid of a process that has exited."""
     proc = subprocess.Popen(["true"])

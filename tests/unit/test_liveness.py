@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import fakeredis
 import pytest
 
@@ -14,11 +16,17 @@ def r() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis()
 
 
-def _beat(r, me: str, sweep: bool, *dead: str, window: float = 4.0) -> tuple[list[str], list[str]]:
-    claimed, gone = r.register_script(HEARTBEAT_LUA)(
+def _beat_all(r, me: str, sweep: bool, *dead: str, window: float = 4.0) -> tuple[list[str], ...]:
+    """One refresh: (claimed tags, dead holders, tags held by ``me``), each sorted."""
+    reply = r.register_script(HEARTBEAT_LUA)(
         keys=[LIVENESS_KEY, OWNER_KEY], args=[me, window, 1 if sweep else 0, *dead]
     )
-    return sorted(t.decode() for t in claimed), sorted(g.decode() for g in gone)
+    return tuple(sorted(v.decode() for v in part) for part in reply)
+
+
+def _beat(r, me: str, sweep: bool, *dead: str, window: float = 4.0) -> tuple[list[str], list[str]]:
+    claimed, gone, _ = _beat_all(r, me, sweep, *dead, window=window)
+    return claimed, gone
 
 
 def _now(r) -> float:
@@ -65,10 +73,80 @@ def test_a_holder_knows_its_previous_runs_by_name_host_and_a_gone_pid() -> None:
     assert Holder.parse(me.member) == me and Holder.parse("junk") is None
 
 
+def test_a_refresh_names_the_tags_redis_says_the_refresher_holds(r) -> None:
+    r.zadd(LIVENESS_KEY, {"other": _now(r), "dead": _now(r) - 10})
+    r.hset(OWNER_KEY, mapping={"t1": "me", "t2": "other", "t3": "dead", "t4": "me"})
+    assert _beat_all(r, "me", sweep=False) == ([], [], ["t1", "t4"])
+    assert _beat_all(r, "me", sweep=True) == (["t3"], ["dead"], ["t1", "t4"])  # claimed ones apart
+
+
+class _Channel:
+    """What the reconcile reads of a channel: the delivery tags its QoS holds."""
+
+    def __init__(self, *tags: str) -> None:
+        self._qos = type("QoS", (), {"_delivered": dict.fromkeys(tags)})()
+
+
 class _Lv(liveness.Liveness):
-    def __init__(self, running: set[str] | None) -> None:  # only the orphan bookkeeping
+    def __init__(self, running: set[str] | None, *channels: _Channel) -> None:  # bookkeeping only
         self.held, self._orphans, self._claimed, self.window = set(), {}, set(), 4.0
         self.running = (lambda: running) if running is not None else None
+        self._receiving, self._receipts, self._unknown = set(), itertools.count(), {}
+        self.channels = list(channels)  # type: ignore[assignment]
+
+
+def test_a_message_recorded_for_this_worker_that_it_never_got_is_handed_back_on_the_next_refresh() -> None:
+    lv = _Lv(set())
+    lv._reconcile({"lost"})  # first seen: its reply might still be on its way
+    assert lv._claimed == set()
+    lv._reconcile({"lost"})
+    assert lv._claimed == {"lost"}
+
+
+def test_what_this_worker_holds_runs_or_orphaned_is_never_handed_back() -> None:
+    lv = _Lv({"running"}, _Channel("delivered"))
+    lv._orphans["orphan"] = [0.0, None]
+    for _ in range(3):
+        lv._reconcile({"running", "delivered", "orphan"})
+    assert lv._claimed == set() and lv._unknown == {}
+
+
+def test_a_tag_unknown_only_once_in_a_row_stays() -> None:
+    channel = _Channel()
+    lv = _Lv(set(), channel)
+    lv._reconcile({"t"})
+    channel._qos._delivered["t"] = None  # delivered meanwhile
+    lv._reconcile({"t"})
+    del channel._qos._delivered["t"]  # acked; Redis catches up late
+    lv._reconcile({"t"})
+    assert lv._claimed == set()
+    lv._reconcile(set())  # gone from Redis: forgotten
+    assert lv._unknown == {}
+
+
+def test_a_receive_in_flight_when_a_tag_was_first_seen_is_waited_for() -> None:
+    channel = _Channel()
+    lv = _Lv(set(), channel)
+    with lv.receiving():  # its script ran on the server; the reply is still on its way
+        lv._reconcile({"slow"})
+        lv._reconcile({"slow"})
+        lv._reconcile({"slow"})
+        assert lv._claimed == set()
+        channel._qos._delivered["slow"] = None  # the reply came: delivered
+    lv._reconcile({"slow"})
+    assert lv._claimed == set()
+    with lv.receiving():  # a reply lost: the receive ends without delivering
+        lv._reconcile({"lost"})
+    lv._reconcile({"lost"})
+    assert lv._claimed == {"lost"}
+
+
+def test_a_reconcile_waits_while_celerys_view_is_unreadable() -> None:
+    lv = _Lv(None)
+    lv.running = lambda: None  # changed size while copied
+    lv._reconcile({"t"})
+    lv._reconcile({"t"})
+    assert lv._claimed == set()
 
 
 def test_a_closed_channels_message_not_running_past_the_ack_grace_is_handed_back() -> None:

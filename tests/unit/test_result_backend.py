@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import redis
+from celery import states
+from celery.backends import base as celery_base
 from celery.backends import redis as celery_redis
 
 from orchestration.config import Settings
@@ -77,3 +79,37 @@ def test_the_app_selects_the_backend_and_leaves_celerys_class_alone() -> None:
     assert celery_redis.RedisBackend._chord_part_return_script is not (
         backend.ResultBackend._chord_part_return_script
     )
+
+
+#: sha256 of Celery 5.7's ``BaseKeyValueStoreBackend._store_result``, which ``ResultBackend``
+#: runs as one script.
+STORE_RESULT_SHA = "c0214af4c66e299967b762a65db7a3ebe0518ad2275902bc1712f7422ef7ed77"
+
+
+def test_celerys_store_result_is_the_one_the_backend_was_written_for() -> None:
+    source = inspect.getsource(celery_base.BaseKeyValueStoreBackend._store_result)
+    assert _sha(source) == STORE_RESULT_SHA, (
+        "Celery changed how it stores a result: review ResultBackend._store_result against it"
+    )
+
+
+def _backend(url: str) -> backend.ResultBackend:
+    return app_module.create_app(Settings(redis_url=url)).backend
+
+
+def test_a_result_is_stored_published_and_never_overwrites_a_success(valkey_url: str) -> None:
+    results = _backend(valkey_url)
+    results.client.flushall()
+    pubsub = results.client.pubsub()
+    pubsub.subscribe(results.get_key_for_task("t1"))
+    pubsub.get_message(timeout=1)  # the subscription's confirmation
+    results.store_result("t1", {"answer": 1}, states.STARTED)
+    assert results.get_task_meta("t1", cache=False)["status"] == states.STARTED
+    message = pubsub.get_message(timeout=1)
+    assert message is not None and b'"STARTED"' in message["data"]
+    results.store_result("t1", {"answer": 2}, states.SUCCESS)
+    results.store_result("t1", ValueError("late"), states.FAILURE)  # a redelivered run
+    meta = results.get_task_meta("t1", cache=False)
+    assert (meta["status"], meta["result"]) == (states.SUCCESS, {"answer": 2})
+    assert 0 < results.client.ttl(results.get_key_for_task("t1")) <= results.expires
+    pubsub.close()
