@@ -197,9 +197,9 @@ def test_provider(
         adapter = build_provider(provider, config, emulator_url=settings.emulator_url, env=os.environ)
         result = adapter.extract(load_emails()[0].text, EMAIL_ENTITIES, SamplingParams())
     except QuorumError as e:
-        if e.details.get("reason") == "missing_key":
+        if e.reason == "missing_key":
             e = type(e)(
-                f"{provider}: no API key: {e.details.get('key_env')} is not set in this shell's environment "
+                f"{provider}: no API key: {e.key_env} is not set in this shell's environment "
                 "(`quorum test` calls from its own process; set it here, or QUORUM_EMULATOR_URL)",
                 e.details,
             )

@@ -221,10 +221,9 @@ class Runtime:
         self, job_id: str, error: BaseException, *, kind: str = "extract", strategy: str | None = None
     ) -> None:
         """Count a failed job once, with what the attempts its error lists cost."""
-        attempts = error.details.get("attempts") if isinstance(error, QuorumError) else None
         self.record_job(
             job_id,
-            attempts if isinstance(attempts, list) else [],
+            error.attempts if isinstance(error, QuorumError) else [],
             kind=kind,
             strategy=strategy,
             outcome="failed",
