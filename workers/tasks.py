@@ -163,12 +163,14 @@ def call(
 
 
 def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any) -> None:
-    """A failover hop succeeded: publish its answer under the job id (once), count the job, cache."""
+    """A failover hop succeeded: cache its answer, publish it under the job id (once), count the job.
+    Cached first (as the chord body does): a producer that re-sends the same job as soon as it has
+    the answer finds it in the cache."""
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
+    _cache_store(rt, job, result)
     if publish_success(app, rt, job.job_id, result, by=f"call:{request.id}", hostname=request.hostname):
         rt.record_job(job.job_id, history, strategy=job.strategy)
-        _cache_store(rt, job, result)
 
 
 def _maybe_publish_early(
