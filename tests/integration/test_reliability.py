@@ -669,6 +669,56 @@ def test_a_worker_restarted_under_its_name_gets_its_previous_runs_call_back_once
     assert max(_calls_of(fleet, job.id).values()) == 2, "the call was not handed back exactly once"
 
 
+@pytest.mark.timeout(150)
+def test_a_frozen_workers_call_runs_again_elsewhere_and_is_answered_and_counted_once(fresh: Stack) -> None:
+    """A worker SIGSTOPped mid-call for longer than the liveness window is taken for dead and a
+    live worker runs the call again; resumed, the frozen worker finishes its call too. The
+    provider is called twice (README: at least once), the job is answered once (the publication
+    guard) and the attempt is counted once in the ledger."""
+    fleet, emulator = fresh.fleet, fresh.emulator
+    client, prefix = fleet.redis, fleet.settings.key_prefix
+    window = fleet.settings.liveness_window_s
+    call_s, env = _patient(window)
+    fleet.start_worker("sleeper", env=env)
+    others = _only(fleet, "sleeper")
+    pubs = Publications(fresh.redis.url)
+    pgid = fleet.workers["sleeper"].pid
+    try:
+        _slow_claude(emulator, call_s)
+        job = fleet.send(**_job_kwargs(1, providers=["claude"], deadline_s=int(4 * call_s)))
+        _until_in_flight(emulator, "claude")
+        emulator.configure("claude", latency_median_ms=50, latency_max_ms=100)  # the rerun is quick
+        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        os.killpg(pgid, signal.SIGSTOP)
+        try:
+            # The sleeper lapses after one window; a live worker sweeps it and runs the call again.
+            outcome = _wait(client, [job], time.monotonic() + 4 * window)[job.id]
+        finally:
+            os.killpg(pgid, signal.SIGCONT)
+        # The resumed sleeper's own call (slow, started before the freeze) finishes now.
+        until = time.monotonic() + 2 * call_s
+        while emulator.stats()["claude"]["in_flight"] and time.monotonic() < until:
+            time.sleep(0.05)
+        time.sleep(1.0)  # its records and its (refused) publication land
+        fleet.kill_worker("sleeper", signal.SIGTERM)
+    finally:
+        pubs.stop()
+        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+    assert isinstance(outcome, dict), f"job {job.id}: {outcome!r}"
+    assert re.search(r"\['sleeper@[^]]*\] lapsed", _logs(fleet)), "the frozen worker was not swept"
+    assert emulator.stats()["claude"]["in_flight"] == 0, "the frozen worker's call never finished"
+    assert emulator.requests("claude") == 2, "the call was not run again while its worker was frozen"
+    calls = [t for t, n in _calls_of(fleet, job.id).items() if n == 2]
+    assert len(calls) == 1, f"the call task was not delivered twice: {_calls_of(fleet, job.id)}"
+    answers = pubs.by_task.get(job.id, [])
+    assert len({json.dumps(_answer_of(m)) for m in answers}) == 1, f"answered differently: {answers}"
+    assert client.get(f"{prefix}job:{{{job.id}}}:published")
+    seen = _seen_attempts(client, prefix, "claude")
+    assert seen == {calls[0]}, f"the attempt was not counted exactly once: {seen}"
+    assert totals(client, prefix, ["claude"])["claude"].calls == 1
+    print(f"\nfrozen worker: swept after {window} s, call run twice, answered once, counted once")
+
+
 # --------------------------------------------------------------------------- 1d. chord body
 
 
