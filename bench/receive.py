@@ -23,7 +23,8 @@ TRANSPORT = "workers.transport:Transport"
 
 def _receives(url: str, n: int) -> tuple[list[float], float]:
     """Publish-to-callback seconds for ``n`` messages, and this process's CPU seconds per message."""
-    queue = Queue(f"bench-{uuid.uuid4().hex[:8]}", routing_key="bench-receive")
+    name = f"bench-receive-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, routing_key=name)  # the default exchange routes by queue name
     arrived: list[float] = []
     with Connection(url, transport=TRANSPORT) as conn, Connection(url) as producer_conn:
         channel = conn.channel()
@@ -34,14 +35,14 @@ def _receives(url: str, n: int) -> tuple[list[float], float]:
 
         Consumer(channel, [queue], callbacks=[on_message]).consume()
         producer = Producer(producer_conn.channel())
-        producer.publish({"n": -1}, routing_key="bench-receive", declare=[queue])
+        producer.publish({"n": -1}, routing_key=name, declare=[queue])
         conn.drain_events(timeout=5)  # warm-up: connections, the script loaded
         sent: list[float] = []
 
         def publish_soon(i: int) -> None:
             time.sleep(0.002)  # the consumer is waiting by now
             sent.append(time.perf_counter())
-            producer.publish({"n": i}, routing_key="bench-receive")
+            producer.publish({"n": i}, routing_key=name)
 
         lags, cpu = [], 0.0
         for i in range(n):
