@@ -242,14 +242,18 @@ class Channel(kombu_redis.Channel):
         self._brpop_sent_at = monotonic()
         self._receipt = lv.begin_receive()  # from now on the server may take a message for it
         head, take_keys = keys[0], self._take_keys(keys)
-        connection.send_packed_command(
-            connection.pack_commands(
-                [
-                    ("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0),
-                    ("EVALSHA", script.sha, len(take_keys), *take_keys, lv.me.member),
-                ]
+        try:
+            connection.send_packed_command(
+                connection.pack_commands(
+                    [
+                        ("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0),
+                        ("EVALSHA", script.sha, len(take_keys), *take_keys, lv.me.member),
+                    ]
+                )
             )
-        )
+        except Exception:
+            self._end_receive()  # never read: whatever the server took is a lost reply
+            raise
 
     def _script(self) -> Any:
         """The receive script, loaded on the server once per channel (``EVALSHA`` needs it)."""
