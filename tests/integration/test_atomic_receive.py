@@ -1,6 +1,6 @@
 """workers.transport on a bare kombu channel against a real Valkey: a message is taken and
 recorded as un-acked with its holder in one step, and a channel that closes while its wait is
-answered takes none."""
+answered leaves the message queued (what its take got goes straight back)."""
 
 from __future__ import annotations
 
