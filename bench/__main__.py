@@ -17,7 +17,7 @@ from bench.report import OUT_DIR, Section, header, notices, timed_run, write_jso
 
 BENCHMARKS = (
     "failover", "latency", "accuracy", "selection", "pools", "scaling", "cpu", "profile", "recovery", "peer",
-    "status", "bytes", "tracing",
+    "status", "bytes", "tracing", "receive",
 )  # fmt: skip
 
 

@@ -15,11 +15,13 @@ answered once. Selected by ``workers.app`` as ``workers.backend:ResultBackend+re
 Celery stores a result in two round trips: it reads the task's key first and leaves a stored
 SUCCESS alone (a redelivered task must not overwrite it), then writes and publishes. Here the
 same rule runs as one script (:data:`STORE_LUA`), which also closes the gap between the read and
-the write.
+the write. A chord header task's result and its chord count (``on_chord_part_return``) then go
+out together, in one pipelined round trip instead of two (a consensus-of-3 job saves three).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import states
@@ -27,6 +29,7 @@ from celery.backends.base import BackendStoreError
 from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
+from redis.exceptions import NoScriptError
 
 #: Store a task's result unless a SUCCESS is stored already (Celery's rule), and publish it to
 #: the result consumers, in one step. KEYS: the task's key. ARGV: the encoded meta (JSON: the
@@ -109,20 +112,70 @@ return {readycount, totaldiff, size, claimed}
 
 class ResultBackend(RedisBackend):
     """Celery's Redis result backend; a chord header task that claimed the body's dispatch and
-    runs again (its worker died) takes the claim over instead of leaving the body unsent."""
+    runs again (its worker died) takes the claim over instead of leaving the body unsent; a
+    header task's result rides with its chord count."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: A chord header task's result on its way out with its chord count (per thread).
+        self._held = threading.local()
 
     @cached_property
-    def _chord_part_return_script(self) -> Any:
+    def _chord_part_script(self) -> Any:
         return self.client.register_script(CHORD_PART_RETURN_LUA)
 
     @cached_property
     def _store_script(self) -> Any:
         return self.client.register_script(STORE_LUA)
 
-    def _store_result(
-        self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
-    ) -> Any:
-        """Celery's ``_store_result`` (a stored SUCCESS is never overwritten), in one round trip."""
+    def _chord_part_return_script(self, keys: list[Any], args: list[Any], client: Any) -> Any:
+        """The chord count (Celery's call, our script); a held result goes in the same round trip,
+        first, as Celery would have stored it. Both steps are safe to repeat (a retry after a lost
+        reply: a member is counted once, its claim taken over), so the pair retries like a store."""
+        held, self._held.store = getattr(self._held, "store", None), None
+        if held is None:
+            return self._chord_part_script(keys=keys, args=args, client=client)
+
+        def both() -> Any:
+            for first in (True, False):  # evalsha in a plain pipeline: no SCRIPT EXISTS round trip
+                pipe = client.pipeline(transaction=False)
+                pipe.evalsha(self._store_script.sha, len(held[0]), *held[0], *held[1])
+                pipe.evalsha(self._chord_part_script.sha, len(keys), *keys, *args)
+                try:
+                    return pipe.execute()[1]
+                except NoScriptError:  # a restarted or flushed Redis: load both, run again
+                    if not first:
+                        raise
+                    client.script_load(STORE_LUA)
+                    client.script_load(CHORD_PART_RETURN_LUA)
+            raise AssertionError("unreachable")
+
+        return self.ensure(both, ())
+
+    def mark_as_done(
+        self,
+        task_id: Any,
+        result: Any,
+        request: Any = None,
+        store_result: bool = True,
+        state: str = states.SUCCESS,
+    ) -> None:
+        """Celery's: store the result, then count a chord header task; both in one round trip."""
+        if not (store_result and request is not None and request.chord and not request.ignore_result):
+            super().mark_as_done(task_id, result, request=request, store_result=store_result, state=state)
+            return
+        self._held.store = self._store_call(task_id, self.encode_result(result, state), state, None, request)
+        try:
+            self.on_chord_part_return(request, state, result)
+        finally:
+            held, self._held.store = getattr(self._held, "store", None), None
+            if held is not None:  # Celery did not count it (no group or task id): store alone
+                self.ensure(lambda: self._store_script(keys=held[0], args=held[1]), ())
+
+    def _store_call(
+        self, task_id: Any, result: Any, state: str, traceback: Any, request: Any
+    ) -> tuple[list[str], list[Any]]:
+        """The store script's keys and arguments for an encoded result (Celery's meta and expiry)."""
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
         value = self.encode(meta)
@@ -131,6 +184,12 @@ class ResultBackend(RedisBackend):
         expires = self.failure_expires if state == states.FAILURE else None
         if expires is None:
             expires = self.expires
-        key = self.get_key_for_task(task_id)
-        self.ensure(lambda: self._store_script(keys=[key], args=[value, int(expires or 0)]), ())
+        return [self.get_key_for_task(task_id)], [value, int(expires or 0)]
+
+    def _store_result(
+        self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        """Celery's ``_store_result`` (a stored SUCCESS is never overwritten), in one round trip."""
+        keys, args = self._store_call(task_id, result, state, traceback, request)
+        self.ensure(lambda: self._store_script(keys=keys, args=args), ())
         return result

@@ -10,6 +10,9 @@ fills), so the events of several tasks share one ``task.multi`` message (a list,
 event receiver and so Flower unpack), at most a few tens of milliseconds later than before.
 Worker events (heartbeats) are not buffered; the buffer is published when the consumer stops or
 restarts (a SIGKILLed worker loses at most its last ``FLUSH_AFTER_S`` of task events).
+
+:func:`send_job_event` sends a job's own final event (``workers.publication``) into the same
+buffer, so it rides in the next batch instead of taking a producer and a ``PUBLISH`` of its own.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import Any
 
-from celery import bootsteps
+from celery import Celery, bootsteps
 
 log = logging.getLogger("quorum.events")
 
@@ -27,6 +31,20 @@ log = logging.getLogger("quorum.events")
 FLUSH_AFTER_S = 0.02
 #: The event group that is buffered (Celery buffers the same one in prefork workers).
 GROUP = "task"
+
+#: The buffering dispatcher of each app's running consumer (one per worker process).
+_buffering: weakref.WeakKeyDictionary[Celery, Any] = weakref.WeakKeyDictionary()
+
+
+def send_job_event(app: Celery, hostname: str | None, type_: str, job_id: str, **fields: Any) -> None:
+    """Send a task event for ``job_id``: into this worker's buffer when it is this worker's own
+    (the next batch carries it), else at once through a dispatcher from the producer pool."""
+    dispatcher = _buffering.get(app)
+    if dispatcher is not None and dispatcher.enabled and dispatcher.hostname == hostname:
+        dispatcher.send(type_, uuid=job_id, **fields)
+        return
+    with app.events.default_dispatcher(hostname=hostname) as fresh:
+        fresh.send(type_, uuid=job_id, **fields)
 
 
 class _Flusher(threading.Thread):
@@ -84,10 +102,12 @@ class BufferTaskEvents(bootsteps.StartStopStep):
         dispatcher.buffer_group = frozenset({GROUP})
         dispatcher.on_send_buffered = self.flusher.poke
         self.flusher.start()
+        _buffering[c.app] = dispatcher
 
     def stop(self, c: Any) -> None:
         flusher, self.flusher = self.flusher, None
         if flusher is not None:
+            _buffering.pop(c.app, None)
             flusher.dispatcher.buffer_group, flusher.dispatcher.on_send_buffered = self._celerys
             flusher.stop()
 

@@ -222,16 +222,25 @@ class Liveness:
         for tag in tags:
             self._orphans.setdefault(tag, [due, None])
 
+    def begin_receive(self) -> int:
+        """A receive starts (the server may take a message for it from now on): its receipt."""
+        receipt = next(self._receipts)
+        self._receiving.add(receipt)
+        return receipt
+
+    def end_receive(self, receipt: int) -> None:
+        """The receive is over: its message, if any, is delivered (or its reply lost)."""
+        self._receiving.discard(receipt)
+
     @contextlib.contextmanager
     def receiving(self) -> Iterator[None]:
         """Around one receive, from taking a message until it is delivered to the channel: the
         reconcile never hands back a message whose reply may still be on its way."""
-        receipt = next(self._receipts)
-        self._receiving.add(receipt)
+        receipt = self.begin_receive()
         try:
             yield
         finally:
-            self._receiving.discard(receipt)
+            self.end_receive(receipt)
 
     def _run(self) -> None:
         while not self._stop.wait(self._next_wait()):

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from orchestration.errors import QuorumError
 from orchestration.state import cache
 from orchestration.state import job_records as jobs
+from workers.events import send_job_event
 from workers.job_errors import store_error
 from workers.runtime import Runtime
 
@@ -154,10 +155,10 @@ def load_spec(rt: Runtime, model: type[M], job_id: str) -> M:
 
 
 def _event(app: Celery, hostname: str | None, type_: str, job_id: str, **fields: Any) -> None:
-    """A task event for the job id, as the entry task would have sent it (Flower reads these)."""
+    """A task event for the job id, as the entry task would have sent it (Flower reads these);
+    batched with this worker's task events."""
     try:
-        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
-            dispatcher.send(type_, uuid=job_id, **fields)
+        send_job_event(app, hostname, type_, job_id, **fields)
     except Exception:  # monitoring only: the answer is stored already
         log.warning("job %s: could not send %s", job_id, type_, exc_info=True)
 

@@ -8,8 +8,10 @@ producer or any other app in the same process keeps stock kombu. Three changes:
   records it as un-acked in a second round trip: a worker killed in between loses the message
   for good (celery/celery#7950, celery/kombu#305). A channel consuming one queue with acks here
   waits with ``BLMOVE q q RIGHT RIGHT`` (the message stays where it is), then one Lua script pops
-  it and records it as un-acked *with its holder*. A channel consuming several queues keeps
-  kombu's ``BRPOP`` (``BLMOVE`` watches one list) and records the holder with the un-acked entry.
+  it and records it as un-acked *with its holder*. The script is sent right behind the wait, on
+  the same connection, so the server runs it the moment the wait ends: one round trip per
+  message, as kombu's ``BRPOP``, not two. A channel consuming several queues keeps kombu's
+  ``BRPOP`` (``BLMOVE`` watches one list) and records the holder with the un-acked entry.
 - **Crash recovery by liveness** (``workers.liveness``): live workers hand back the messages of a
   worker whose liveness record lapsed, within seconds, and each hands back what Redis says it
   holds but it never got (a receive whose reply was lost); the visibility timeout is a fallback
@@ -31,6 +33,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.imports import symbol_by_name
 from kombu.utils.json import dumps, loads
+from redis.exceptions import NoScriptError
 
 from orchestration.errors import ConfigError
 from workers import liveness
@@ -201,6 +204,7 @@ class Channel(kombu_redis.Channel):
         self._liveness: liveness.Liveness | None = None
         self._receive_client: Any = None
         self._receive_script: Any = None
+        self._receipt: int | None = None
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         """Consume ``queue``; a consumer with acks registers this process's liveness first."""
@@ -220,63 +224,103 @@ class Channel(kombu_redis.Channel):
         return super().basic_consume(queue, *args, **kwargs)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        """Wait for the one consumed queue without taking its message (kombu's BRPOP otherwise)."""
-        queues = self.active_queues
-        if len(queues) != 1 or queues[0] in self._no_ack_queues or self._liveness is None:
+        """Wait for the one consumed queue without taking its message (kombu's BRPOP otherwise),
+        with the take queued behind the wait: the server runs it when the wait ends."""
+        queues, lv = self.active_queues, self._liveness
+        self._end_receive()  # a wait never read (its connection dropped): over, its reply lost
+        if len(queues) != 1 or queues[0] in self._no_ack_queues or lv is None:
             self._atomic_keys = None
             super()._brpop_start(timeout)
             return
         if timeout is None:
             timeout = self.brpop_timeout
         queue = self._queue_cycle.consume(1)[0]
-        self._atomic_keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
-        self._in_poll = self.client.connection
+        keys = self._atomic_keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
+        script = self._script()
+        connection = self.client.connection
+        self._in_poll = connection
         self._brpop_sent_at = monotonic()
-        head = self._atomic_keys[0]
-        self.client.connection.send_command("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0)
+        self._receipt = lv.begin_receive()  # from now on the server may take a message for it
+        head, take_keys = keys[0], self._take_keys(keys)
+        try:
+            connection.send_packed_command(
+                connection.pack_commands(
+                    [
+                        ("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0),
+                        ("EVALSHA", script.sha, len(take_keys), *take_keys, lv.me.member),
+                    ]
+                )
+            )
+        except Exception:
+            self._end_receive()  # never read: whatever the server took is a lost reply
+            raise
+
+    def _script(self) -> Any:
+        """The receive script, loaded on the server once per channel (``EVALSHA`` needs it)."""
+        if self._receive_client is None:
+            self._receive_client = self._create_client()
+            self._receive_script = self._receive_client.register_script(RECEIVE_LUA)
+            self._receive_client.script_load(RECEIVE_LUA)
+        return self._receive_script
+
+    def _take_keys(self, keys: list[str]) -> list[str]:
+        """The receive script's KEYS for the lists ``keys`` (its ARGV: the holder)."""
+        return [*keys, self.unacked_index_key, self.unacked_key, OWNER_KEY, LIVENESS_KEY]
+
+    def _end_receive(self) -> None:
+        receipt, self._receipt = self._receipt, None
+        if receipt is not None and self._liveness is not None:
+            self._liveness.end_receive(receipt)
 
     def _brpop_read(self, **options: Any) -> bool:
-        """The wait is over (a message came or the timeout passed): take one message, atomically."""
+        """The wait is over (a message came or the timeout passed): read what the take got."""
         keys, lv = self._atomic_keys, self._liveness
         if not keys or lv is None:
             return super()._brpop_read(**options)  # type: ignore[no-any-return]
         self._atomic_keys = None
         try:
-            with lv.receiving():  # until delivered: the reconcile never takes its reply for lost
-                return self._take_one(keys, lv, options)
+            return self._take_one(keys, lv, options)
         finally:
+            self._end_receive()  # delivered by now, or never: the reconcile may judge its tag
             self._in_poll = None
             self._flush_brpop_reauth()
 
     def _take_one(self, keys: list[str], lv: liveness.Liveness, options: dict[str, Any]) -> bool:
-        """Read the wait's answer, then take and record one message and deliver it."""
+        """Read the wait's answer and the take's, then deliver the message taken (if any)."""
+        connection = self.client.connection
         try:
-            self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            self.client.parse_response(connection, "BLMOVE", **options)
+            try:
+                reply = self.client.parse_response(connection, "EVALSHA")
+            except NoScriptError:  # Redis restarted or its scripts were flushed: take it now
+                reply = self._receive_script(
+                    keys=self._take_keys(keys), args=[lv.me.member], client=self._receive_client
+                )
         except self.connection_errors:
-            self.client.connection.disconnect()  # reconnect on the next round
+            connection.disconnect()  # reconnect on the next round
             raise
-        if self._closing or self.connection is None:
-            raise Empty()  # closing: the message stays queued for another consumer
-        if self._receive_client is None:
-            self._receive_client = self._create_client()
-            self._receive_script = self._receive_client.register_script(RECEIVE_LUA)
-        reply = self._receive_script(
-            keys=[*keys, self.unacked_index_key, self.unacked_key, OWNER_KEY, LIVENESS_KEY],
-            args=[lv.me.member],
-            client=self._receive_client,
-        )
         if not reply:
             raise Empty()
         key, item, recorded = (bytes_to_str(v) for v in reply)
         payload = loads(item)
-        if recorded == "1":
-            tag = payload["properties"]["delivery_tag"]
+        tag = payload["properties"]["delivery_tag"] if recorded == "1" else None
+        if self._closing or self.connection is None:
+            self._hand_back(key, item, tag, lv)  # closing: the message goes back to its queue
+            raise Empty()
+        if tag is not None:
             self._recorded.add(tag)
             lv.held.add(tag)
         dest = key.rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(dest)
         self.connection._deliver(payload, dest)
         return True
+
+    def _hand_back(self, key: str, item: str, tag: str | None, lv: liveness.Liveness) -> None:
+        """Put a message taken for a closing channel back at the head of its list, where it was."""
+        if tag is None:  # not recorded (no delivery tag): the list is all there is
+            self._receive_client.rpush(key, item)
+            return
+        self.qos.restore_by_tag(tag, client=lv.client)
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         """Hand back one message at close (kombu's), unless another worker holds it by now."""
@@ -318,6 +362,7 @@ class Channel(kombu_redis.Channel):
                 pass
             except self.connection_errors:
                 pass  # the broker is gone: close the rest without it
+        self._end_receive()
         lv = self._liveness
         if lv is not None and lv.running is not None and self._qos is not None:
             running = lv.running()

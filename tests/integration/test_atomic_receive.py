@@ -1,6 +1,6 @@
 """workers.transport on a bare kombu channel against a real Valkey: a message is taken and
 recorded as un-acked with its holder in one step, and a channel that closes while its wait is
-answered takes none."""
+answered leaves the message queued (what its take got goes straight back)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,28 @@ def test_a_message_is_taken_and_recorded_as_unacked_in_one_step(redis_url: str, 
         assert not client.hexists("unacked", tag) and not client.hexists(OWNER_KEY, tag)
         channel.close()
     assert client.zscore(LIVENESS_KEY, holder) is None, "a clean close holding nothing deregisters"
+
+
+def test_a_receive_still_takes_its_message_after_redis_lost_its_scripts(redis_url: str, queue) -> None:
+    """The take is sent behind the wait as ``EVALSHA``; a Redis that forgot the script (restarted,
+    ``SCRIPT FLUSH``) answers ``NOSCRIPT`` and the take runs again, loading it."""
+    q, client = queue
+    got = []
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        channel = conn.channel()
+        Consumer(channel, [q], callbacks=[lambda body, message: got.append(message)]).consume()
+        _publish(redis_url, q, {"n": 1})
+        conn.drain_events(timeout=5)
+        with pytest.raises(socket.timeout):
+            conn.drain_events(timeout=0.2)  # the next wait (and its take) is pending
+        client.script_flush()
+        _publish(redis_url, q, {"n": 2})
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [{"n": 1}, {"n": 2}]
+        assert client.llen(q.name) == 0 and client.hget(OWNER_KEY, got[1].delivery_tag)
+        for message in got:
+            message.ack()
+        channel.close()
 
 
 def test_a_channel_closing_while_its_wait_is_answered_leaves_the_message_queued(

@@ -33,7 +33,7 @@ def _received(conn: object, queue: Queue) -> list[tuple[str, object]]:
 def test_task_events_of_several_tasks_go_out_as_one_message() -> None:
     app, conn, queue = _fleet()
     dispatcher = app.events.Dispatcher(conn, hostname="w1", enabled=True)
-    consumer = SimpleNamespace(event_dispatcher=dispatcher, hub=None)
+    consumer = SimpleNamespace(app=app, event_dispatcher=dispatcher, hub=None)
     step = BufferTaskEvents(consumer)
     step.start(consumer)
     try:
@@ -63,9 +63,32 @@ def test_celerys_own_buffering_is_given_back_when_the_consumer_stops() -> None:
     flush_on_tick = object()
     dispatcher = app.events.Dispatcher(conn, hostname="w1", enabled=True, buffer_group=["task"],
                                        on_send_buffered=flush_on_tick)  # fmt: skip
-    consumer = SimpleNamespace(event_dispatcher=dispatcher, hub=object())
+    consumer = SimpleNamespace(app=app, event_dispatcher=dispatcher, hub=object())
     step = BufferTaskEvents(consumer)
     step.start(consumer)
     assert step.flusher is not None and dispatcher.on_send_buffered == step.flusher.poke
     step.stop(consumer)
     assert dispatcher.on_send_buffered is flush_on_tick and list(dispatcher.buffer_group) == ["task"]
+
+
+def test_a_jobs_final_event_rides_in_the_workers_batch() -> None:
+    app, conn, queue = _fleet()
+    dispatcher = app.events.Dispatcher(conn, hostname="w1", enabled=True)
+    consumer = SimpleNamespace(app=app, event_dispatcher=dispatcher, hub=None)
+    step = BufferTaskEvents(consumer)
+    step.start(consumer)
+    try:
+        dispatcher.send("task-received", uuid="job.h0")
+        events.send_job_event(app, "w1", "task-succeeded", "job", result="{}")
+        assert _received(conn, queue) == []  # buffered with the worker's own events
+        time.sleep(events.FLUSH_AFTER_S * 10)
+        batches = _received(conn, queue)
+        assert [(e["type"], e["uuid"], e["hostname"]) for e in batches[0][1]] == [
+            ("task-received", "job.h0", "w1"), ("task-succeeded", "job", "w1"),
+        ]  # fmt: skip
+    finally:
+        step.shutdown(consumer)
+    events.send_job_event(app, "w1", "task-failed", "job2")  # no consumer running: sent at once
+    assert [(k, body["type"], body["uuid"]) for k, body in _received(conn, queue)] == [
+        ("task.failed", "task-failed", "job2")
+    ]
