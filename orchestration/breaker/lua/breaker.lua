@@ -1,5 +1,5 @@
 -- Circuit breaker: one atomic step for one provider. A line-by-line mirror of
--- orchestration/state/machine.py (the reference); read that file for the rules.
+-- orchestration/breaker/machine.py (the reference); read that file for the rules.
 -- `now` always comes from the caller: this script never reads the server clock.
 --
 -- KEYS  1 breaker hash, 2 window calls zset, 3 window failures zset (one hash tag, one slot)
