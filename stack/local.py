@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from emulator.admin import EmulatorHandle
 from emulator.server import URL_PREFIX
 from orchestration.config import Settings, load_settings
 from stack import embedded
+from workers.liveness import pid_alive
 from workers.signing import embedded_secret, embedded_secret_path
 
 
@@ -327,6 +329,20 @@ def has_api_keys(settings: Settings, env: Mapping[str, str] = os.environ) -> boo
     return bool(env.get("GOOGLE_API_KEY"))
 
 
+#: A local stack's worker log: ``local<i>-<pid of the command that started it>.log``.
+_WORKER_LOG = re.compile(r"local\d+-(\d+)\.log")
+
+
+def drop_stale_logs(logs: Path) -> None:
+    """Delete the worker logs of earlier local stacks whose command has exited: each run names
+    its workers after its own pid (so concurrent runs never share a node name), and without this
+    every ``quorum demo`` or fleet-less ``quorum extract`` left two more files behind."""
+    for path in logs.glob("local*-*.log"):
+        match = _WORKER_LOG.fullmatch(path.name)
+        if match and not pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+
+
 @dataclass
 class LocalStack:
     """What a one-machine run needs: Redis (configured, else the embedded Valkey), the emulator
@@ -387,6 +403,7 @@ class LocalStack:
             self.emulator_url = self.settings.emulator_url
         if self.emulator_url:
             self.env["QUORUM_EMULATOR_URL"] = self.emulator_url
+        drop_stale_logs(logs)
         self.fleet = LocalFleet(self.env, logs)
         self._cleanup.callback(self.fleet.close)
         # Names unique to this command: its workers answer its ping, whoever else serves this Redis.

@@ -125,10 +125,11 @@ class Holder:
         """Whether ``other`` is an earlier incarnation of this node whose process is gone."""
         if other.name != self.name or other.host != self.host or other == self:
             return False
-        return other.pid == self.pid or not _pid_alive(other.pid)
+        return other.pid == self.pid or not pid_alive(other.pid)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
