@@ -406,6 +406,11 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
         # un-acked (workers.transport closes kombu's BRPOP window).
         vanished = trace.vanished(fleet.redis, _received(fleet))
         assert not vanished, f"messages taken off the queue and never recorded: {vanished}"
+        # Calls still running once every job has its answer (a redelivered chord call the early
+        # quorum did not wait for) finish and store their outcome before the ledger is read.
+        settle = time.monotonic() + 20
+        while not _idle(fleet.redis) and time.monotonic() < settle:
+            time.sleep(0.1)
         time.sleep(0.5)  # late duplicates, if any, publish now
     finally:
         pubs.stop()
@@ -443,16 +448,25 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
         seen = _seen_attempts(client, prefix, p)
         seen_all |= seen
         attempts = {t: _attempt_of(_stored(client, t)) or answered_attempts.get(t) for t in seen}
-        missing = [t for t, a in attempts.items() if a is None]
+        # A redelivered failover hop may have no stored outcome: when the chain's other run
+        # answered first (the publication guard kept that answer), no answer lists it, yet its
+        # call was billed and is counted. Every attempt that ran once has its outcome.
+        missing = [t for t, a in attempts.items() if a is None and t not in redelivered]
         assert not missing, f"{p}: counted attempts without a stored outcome: {missing[:5]}"
         done = {t: a for t, a in attempts.items() if a is not None}
         assert ledger[p].calls == len(seen), f"{p}: an attempt was counted twice"
-        assert ledger[p].tokens_in == sum(a["tokens_in"] for a in done.values())
-        once = sum(round(a["cost_usd"] * 1e6) for t, a in done.items() if t not in redelivered)
-        rerun = sum(round(a["cost_usd"] * 1e6) for t, a in done.items() if t in redelivered)
-        # A redelivered attempt that ran twice is counted once, at its first run's cost, which
-        # may differ from the stored (last) run's by a few output tokens.
-        assert abs(ledger[p].micro_usd - once - rerun) <= rerun // 10, p
+        once = {t: a for t, a in done.items() if t not in redelivered}
+        reruns = len(seen) - len(once)
+        # Attempts that ran once are counted exactly. A redelivered attempt is counted once, at
+        # the figures of whichever run was counted first, which its stored (last) run need not
+        # show: the first call succeeded and was billed, the worker died before storing it, and
+        # the rerun failed (no tokens), or the other way round. Bounded by the largest attempt.
+        top_in = max((a["tokens_in"] for a in done.values()), default=0)
+        top_usd = max((round(a["cost_usd"] * 1e6) for a in done.values()), default=0)
+        extra_in = ledger[p].tokens_in - sum(a["tokens_in"] for a in once.values())
+        extra_usd = ledger[p].micro_usd - sum(round(a["cost_usd"] * 1e6) for a in once.values())
+        assert 0 <= extra_in <= reruns * top_in, f"{p}: tokens beyond the attempts counted"
+        assert 0 <= extra_usd <= reruns * top_usd * 11 // 10, f"{p}: cost beyond the attempts counted"
     charged = {
         a["task_id"]
         for o in outcomes.values()
