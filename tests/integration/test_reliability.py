@@ -501,6 +501,11 @@ def _only(fleet: Fleet, name: str) -> list[str]:
     return others
 
 
+def _consume(fleet: Fleet, names: list[str]) -> None:
+    """Let the workers ``names`` consume the job queue again (undoes :func:`_only`)."""
+    fleet.app.control.add_consumer("quorum", destination=names, reply=True, timeout=5)
+
+
 @pytest.mark.timeout(90)
 def test_a_worker_killed_while_receiving_a_message_loses_nothing(fresh: Stack) -> None:
     """kombu's own receive (BRPOP, then record as un-acked) loses a message whose worker dies in
@@ -535,7 +540,7 @@ def test_a_worker_killed_while_receiving_a_message_loses_nothing(fresh: Stack) -
     finally:
         if "victim" in fleet.workers:
             os.killpg(pgid, signal.SIGCONT)
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        _consume(fleet, others)
     outcome = _wait(fleet.redis, [job], killed_at + deadline_s + 4)[job.id]
     assert isinstance(outcome, dict), f"job {job.id} did not end with an answer: {outcome!r}"
     print(f"\nreceive window: worker frozen in its wait, job {job.id} handed to it, SIGKILLed; answered")
@@ -559,7 +564,7 @@ def test_a_worker_consuming_several_queues_keeps_kombus_receive(fresh: Stack) ->
         job = fleet.send(**_job_kwargs(2, deadline_s=10))
         assert isinstance(job.get(timeout=15), dict)
     finally:
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        _consume(fleet, others)
         fleet.kill_worker("multi")
 
 
@@ -595,6 +600,32 @@ def _until_in_flight(emulator: EmulatorHandle, provider: str, n: int = 1, within
     assert emulator.stats()[provider]["in_flight"] >= n, f"no {provider} call in flight"
 
 
+@dataclass
+class SlowCall:
+    """A claude call three liveness windows long, in flight on one worker started for it."""
+
+    call_s: float
+    env: dict[str, str]  # that worker's environment (claude's timeout outlasts the call)
+    job: Any
+    others: list[str]  # the other workers, not consuming until the block ends or _consume
+
+
+@contextlib.contextmanager
+def _slow_call_alone(fleet: Fleet, emulator: EmulatorHandle, name: str) -> Iterator[SlowCall]:
+    """Start worker ``name`` alone on the queue and put one slow claude call in flight on it;
+    the other workers consume again when the block ends."""
+    call_s, env = _patient(fleet.settings.liveness_window_s)
+    fleet.start_worker(name, env=env)
+    others = _only(fleet, name)
+    try:
+        _slow_claude(emulator, call_s)
+        job = fleet.send(**_job_kwargs(1, providers=["claude"], deadline_s=int(4 * call_s)))
+        _until_in_flight(emulator, "claude")
+        yield SlowCall(call_s, env, job, others)
+    finally:
+        _consume(fleet, others)
+
+
 def _calls_of(fleet: Fleet, job_id: str) -> dict[str, int]:
     """How often each task of the job was received, over every worker log."""
     return {t: n for t, n in _deliveries(fleet).items() if _of_job(t, job_id)}
@@ -607,19 +638,12 @@ def test_a_long_call_on_a_live_worker_is_never_handed_back_not_even_through_a_wa
     """A provider call three liveness windows long, its worker SIGTERMed in the middle (warm
     shutdown waits for it), other workers free to take anything handed back: sent once, answered."""
     fleet, emulator = fresh.fleet, fresh.emulator
-    call_s, env = _patient(fleet.settings.liveness_window_s)
-    fleet.start_worker("patient", env=env)
-    others = _only(fleet, "patient")
-    try:
-        _slow_claude(emulator, call_s)
-        job = fleet.send(**_job_kwargs(1, providers=["claude"], deadline_s=int(4 * call_s)))
-        _until_in_flight(emulator, "claude")
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
-        time.sleep(call_s / 3)
+    with _slow_call_alone(fleet, emulator, "patient") as slow:
+        job = slow.job
+        _consume(fleet, slow.others)
+        time.sleep(slow.call_s / 3)
         fleet.kill_worker("patient", signal.SIGTERM)  # returns once the call has finished
-        outcome = _wait(fleet.redis, [job], time.monotonic() + call_s)[job.id]
-    finally:
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        outcome = _wait(fleet.redis, [job], time.monotonic() + slow.call_s)[job.id]
     assert isinstance(outcome, dict), f"job {job.id}: {outcome!r}"
     calls = _calls_of(fleet, job.id)
     assert calls and all(n == 1 for n in calls.values()), f"a task was delivered twice: {calls}"
@@ -649,7 +673,7 @@ def test_a_warm_shutdown_hands_back_at_once_what_the_worker_had_not_started(fres
         for m in queued:
             fleet.redis.lrem("quorum", 0, m)  # nobody needs to wait out its countdown
         job.forget()
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        _consume(fleet, others)
 
 
 @pytest.mark.timeout(150)
@@ -657,20 +681,13 @@ def test_a_worker_restarted_under_its_name_gets_its_previous_runs_call_back_once
     """SIGKILL mid-call and a restart under the same name: the call runs again, once; the
     restarted worker hands back its previous run's messages on start (see test_atomic_receive)."""
     fleet, emulator = fresh.fleet, fresh.emulator
-    call_s, env = _patient(fleet.settings.liveness_window_s)
-    fleet.start_worker("phoenix", env=env)
-    others = _only(fleet, "phoenix")
-    try:
-        _slow_claude(emulator, call_s)
-        job = fleet.send(**_job_kwargs(1, providers=["claude"], deadline_s=int(4 * call_s)))
-        _until_in_flight(emulator, "claude")
+    with _slow_call_alone(fleet, emulator, "phoenix") as slow:
+        job = slow.job
         emulator.configure("claude", latency_median_ms=50, latency_max_ms=100)
         fleet.kill_worker("phoenix")  # SIGKILL, and started again under the same name
-        fleet.start_worker("phoenix", env=env)
-        outcome = _wait(fleet.redis, [job], time.monotonic() + 3 * call_s)[job.id]
+        fleet.start_worker("phoenix", env=slow.env)
+        outcome = _wait(fleet.redis, [job], time.monotonic() + 3 * slow.call_s)[job.id]
         fleet.kill_worker("phoenix", signal.SIGTERM)
-    finally:
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
     assert isinstance(outcome, dict), f"job {job.id}: {outcome!r}"
     # Handed back by the new phoenix as it registers (its previous run is gone), or by a live
     # worker once the window has passed, when the restart takes longer than that (a busy machine).
@@ -690,32 +707,26 @@ def test_a_frozen_workers_call_runs_again_elsewhere_and_is_answered_and_counted_
     fleet, emulator = fresh.fleet, fresh.emulator
     client, prefix = fleet.redis, fleet.settings.key_prefix
     window = fleet.settings.liveness_window_s
-    call_s, env = _patient(window)
-    fleet.start_worker("sleeper", env=env)
-    others = _only(fleet, "sleeper")
     pubs = Publications(fresh.redis.url)
-    pgid = fleet.workers["sleeper"].pid
     try:
-        _slow_claude(emulator, call_s)
-        job = fleet.send(**_job_kwargs(1, providers=["claude"], deadline_s=int(4 * call_s)))
-        _until_in_flight(emulator, "claude")
-        emulator.configure("claude", latency_median_ms=50, latency_max_ms=100)  # the rerun is quick
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
-        os.killpg(pgid, signal.SIGSTOP)
-        try:
-            # The sleeper lapses after one window; a live worker sweeps it and runs the call again.
-            outcome = _wait(client, [job], time.monotonic() + 4 * window)[job.id]
-        finally:
-            os.killpg(pgid, signal.SIGCONT)
-        # The resumed sleeper's own call (slow, started before the freeze) finishes now.
-        until = time.monotonic() + 2 * call_s
-        while emulator.stats()["claude"]["in_flight"] and time.monotonic() < until:
-            time.sleep(0.05)
-        time.sleep(1.0)  # its records and its (refused) publication land
-        fleet.kill_worker("sleeper", signal.SIGTERM)
+        with _slow_call_alone(fleet, emulator, "sleeper") as slow:
+            job, pgid = slow.job, fleet.workers["sleeper"].pid
+            emulator.configure("claude", latency_median_ms=50, latency_max_ms=100)  # the rerun is quick
+            _consume(fleet, slow.others)
+            os.killpg(pgid, signal.SIGSTOP)
+            try:
+                # The sleeper lapses after one window; a live worker sweeps it and runs the call again.
+                outcome = _wait(client, [job], time.monotonic() + 4 * window)[job.id]
+            finally:
+                os.killpg(pgid, signal.SIGCONT)
+            # The resumed sleeper's own call (slow, started before the freeze) finishes now.
+            until = time.monotonic() + 2 * slow.call_s
+            while emulator.stats()["claude"]["in_flight"] and time.monotonic() < until:
+                time.sleep(0.05)
+            time.sleep(1.0)  # its records and its (refused) publication land
+            fleet.kill_worker("sleeper", signal.SIGTERM)
     finally:
         pubs.stop()
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
     assert isinstance(outcome, dict), f"job {job.id}: {outcome!r}"
     assert re.search(r"\['sleeper@[^]]*\] lapsed", _logs(fleet)), "the frozen worker was not swept"
     assert emulator.stats()["claude"]["in_flight"] == 0, "the frozen worker's call never finished"
@@ -770,7 +781,7 @@ def test_a_worker_killed_between_claiming_a_chord_body_and_sending_it_loses_no_j
         job = fleet.app.send_task(task, kwargs=kwargs, task_id=job_id)
         assert relay.matched.wait(deadline_s), "the victim never sent the chord body"
     finally:
-        fleet.app.control.add_consumer("quorum", destination=others, reply=True, timeout=5)
+        _consume(fleet, others)
         relay.close()
         if "victim" in fleet.workers:
             fleet.kill_worker("victim")
