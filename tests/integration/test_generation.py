@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from celery.states import READY_STATES
 
 from orchestration.errors import InsufficientResponsesError, InvalidRequestError, OrchestrationTimeoutError
 from workers.job_errors import job_error
@@ -108,11 +109,13 @@ CANDIDATES = [
 
 
 def states_until_ready(job, timeout=30.0):
-    """Every state the producer can see for ``job`` while it runs (polled every 10 ms)."""
+    """Every state the producer can see for ``job`` while it runs (polled every 10 ms). Each poll
+    reads the state once: reading it and then asking ``ready()`` could miss the final state."""
     seen, deadline = set(), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        seen.add(job.state)
-        if job.ready():
+        state = job.state
+        seen.add(state)
+        if state in READY_STATES:
             return seen
         time.sleep(0.01)
     raise TimeoutError(job.id)
