@@ -1,8 +1,8 @@
-"""Quorum's kombu transport: kombu's Redis transport, with receive and crash recovery made safe.
+"""Quorum's kombu transport: kombu's Redis transport, with receive, crash recovery and sends made safe.
 
 Selected with ``broker_transport = "workers.transport:Transport"`` (``workers.app`` does), the way
 kombu's Sentinel transport extends the Redis one; kombu's own classes are left as they are, so a
-producer or any other app in the same process keeps stock kombu. Three changes:
+producer or any other app in the same process keeps stock kombu. Four changes:
 
 - **Atomic receive.** kombu receives with ``BRPOP``, which takes the message out of Redis, and
   records it as un-acked in a second round trip: a worker killed in between loses the message
@@ -410,6 +410,8 @@ class Transport(kombu_redis.Transport):
     #: Redis transport declares none, so kombu takes its connection and channel errors; and
     #: kombu's own ``OperationalError``, which a producer's first use of a lazily made channel
     #: raises when the broker is still down (Celery retries it too, for callbacks it sends).
+    #: Declaring them also keeps ``ensure`` retrying after a reconnect that did not last (a
+    #: Redis still loading its AOF): with none declared it gave up at the next error.
     recoverable_connection_errors = (
         *kombu_redis.Transport.connection_errors,
         *kombu_redis.Transport.channel_errors,
