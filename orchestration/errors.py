@@ -213,6 +213,15 @@ class InsufficientResponsesError(QuorumError):
     """A consensus/best-match job got fewer than ``min_responses`` usable answers."""
 
 
+class RedisUnavailableError(QuorumError):
+    """Redis (broker, results and shared state) stayed unreachable for longer than workers ride
+    out (their outage grace) while the job was under way: not a provider's fault, nor the
+    job's; send it again once Redis is back."""
+
+    counts_for_breaker = False
+    blame = "none"
+
+
 ERROR_TYPES: dict[str, type[QuorumError]] = {
     cls.__name__: cls
     for cls in (
@@ -234,6 +243,7 @@ ERROR_TYPES: dict[str, type[QuorumError]] = {
         NoHealthyProvidersError,
         OrchestrationTimeoutError,
         InsufficientResponsesError,
+        RedisUnavailableError,
     )
 }
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.exceptions
+import redis
 from celery import states
 from celery.result import AsyncResult
 
-from orchestration.errors import QuorumError, error_from_dict
+from orchestration.errors import QuorumError, RedisUnavailableError, error_from_dict
 
 log = logging.getLogger("quorum.errors")
 
@@ -26,6 +28,24 @@ log = logging.getLogger("quorum.errors")
 JOB_TASKS = frozenset({"quorum.extract", "quorum.generate"})
 #: Suffix of the result id holding a failed job's error payload.
 ERROR_SUFFIX = ":error"
+
+#: What a worker's Redis clients raise once an outage outlasts their retries: redis-py's errors
+#: (state, results) and kombu's wrapper of them (sending a task).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+
+
+def as_job_error(error: BaseException, job_id: str | None = None) -> QuorumError:
+    """The typed error a job ends with when its task raised ``error``: the error itself when it
+    is a Quorum error; ``RedisUnavailableError`` when Redis stayed unreachable past the retries;
+    else a ``QuorumError`` (``reason="internal"``) naming the original class and message, whose
+    traceback the worker logs. The producer's contract is one typed error, whatever went wrong."""
+    if isinstance(error, QuorumError):
+        return error
+    cause = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+    if isinstance(error, REDIS_DOWN):
+        message = f"Redis unreachable while the job was under way ({cause})"
+        return RedisUnavailableError(message, reason="redis_unreachable", job_id=job_id)
+    return QuorumError(f"internal error ({cause})", reason="internal", job_id=job_id)
 
 
 def error_id(job_id: str) -> str:

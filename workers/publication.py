@@ -24,7 +24,7 @@ from orchestration.errors import QuorumError
 from orchestration.state import cache
 from orchestration.state import job_records as jobs
 from workers.events import send_job_event
-from workers.job_errors import store_error
+from workers.job_errors import REDIS_DOWN, as_job_error, store_error
 from workers.runtime import Runtime
 
 log = logging.getLogger("quorum.publication")
@@ -124,7 +124,9 @@ def enter(
 ) -> dict[str, Any]:
     """The tail of a public entry, whatever the job's kind: answer from the cache (``cached``
     re-issues a hit for this job), or store the spec and ``start`` the job, whose last task
-    publishes the answer under the job id (``Ignore`` here); a typed error on the way fails the job."""
+    publishes the answer under the job id (``Ignore`` here); a typed error on the way fails the job,
+    and so does a send that Redis did not take within the workers' outage grace (as
+    ``RedisUnavailableError``, once: some of the job's tasks may have gone out)."""
     if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:  # type: ignore[attr-defined]
         hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key(rt.prefix, rt.settings))  # type: ignore[attr-defined]
         if hit is not None:
@@ -136,6 +138,8 @@ def enter(
         start(rt, spec)
     except QuorumError as e:
         refuse(rt, job_id, e)
+    except REDIS_DOWN as e:
+        refuse(rt, job_id, as_job_error(e, job_id))
     raise Ignore()
 
 

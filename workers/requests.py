@@ -15,13 +15,13 @@ from time import monotonic
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, TaskPredicate
 from celery.worker.request import Request
 
 from orchestration.errors import QuorumError
 from workers import tracing
 from workers.canvas import redacted_kwargs
-from workers.job_errors import JOB_TASKS, store_error
+from workers.job_errors import JOB_TASKS, as_job_error, store_error
 from workers.signing import MAC_FIELD, valid, worker_key
 
 log = logging.getLogger("quorum.signing")
@@ -93,7 +93,10 @@ class RedactedRequest(ReprOnlyRequest):
 
 class QuorumTask(Task):
     """Base of every Quorum task: inspection shows representations only, and a job that fails
-    with a Quorum error gets its error payload stored beside its result before the failure."""
+    gets its error payload stored beside its result before the failure. A job's entry task ends
+    with a typed error whatever it raised (``as_job_error``): anything else would reach the
+    producer as a raw ``AttributeError`` or ``OperationalError`` (the job contract says one
+    ``QuorumError``); the original and its traceback go to the worker log."""
 
     Request = "workers.requests:ReprOnlyRequest"
 
@@ -104,6 +107,16 @@ class QuorumTask(Task):
             if self.name in JOB_TASKS and self.request.id:
                 store_error(self.backend, self.request.id, e)
             raise
+        except TaskPredicate:  # Ignore, Reject, Retry: Celery's control flow, not a failure
+            raise
+        except Exception as e:
+            job_id = self.request.id
+            if self.name not in JOB_TASKS or not job_id:
+                raise
+            error = as_job_error(e, job_id)
+            log.error("job %s: %s failed with %s: %s", job_id, self.name, type(e).__name__, e, exc_info=True)
+            store_error(self.backend, job_id, error)
+            raise error from e
 
 
 class InternalTask(QuorumTask):

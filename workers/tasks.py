@@ -41,6 +41,7 @@ from orchestration.state.job_records import add_answer, published_by
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.events import BufferTaskEvents
+from workers.job_errors import as_job_error
 from workers.publication import (
     enter,
     entry_job_id,
@@ -266,7 +267,7 @@ def failover_next(
         error = step.error
     except Exception as e:  # an errback that raises is only logged by Celery: never hang the job
         log.exception("job %s: failover hop failed", job_id)
-        error = e if isinstance(e, QuorumError) else QuorumError(f"failover failed: {type(e).__name__}: {e}")
+        error = as_job_error(e, job_id)
     publish_failure(app, rt, job_id, error, by="failover:failed", hostname=hostname, strategy=job.strategy)
 
 

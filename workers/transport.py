@@ -1,8 +1,8 @@
-"""Quorum's kombu transport: kombu's Redis transport, with receive and crash recovery made safe.
+"""Quorum's kombu transport: kombu's Redis transport, with receive, crash recovery and sends made safe.
 
 Selected with ``broker_transport = "workers.transport:Transport"`` (``workers.app`` does), the way
 kombu's Sentinel transport extends the Redis one; kombu's own classes are left as they are, so a
-producer or any other app in the same process keeps stock kombu. Three changes:
+producer or any other app in the same process keeps stock kombu. Four changes:
 
 - **Atomic receive.** kombu receives with ``BRPOP``, which takes the message out of Redis, and
   records it as un-acked in a second round trip: a worker killed in between loses the message
@@ -19,6 +19,18 @@ producer or any other app in the same process keeps stock kombu. Three changes:
 - **Closing on a broker gone**: a connection error while draining the pending wait does not
   abort ``close()`` (kombu 5.7 then left the channel half open and the worker exited on the
   second close instead of reconnecting when Redis restarted).
+- **Sending rides out a restart**: kombu's publish retry (``Connection.ensure``, which a worker's
+  ``task_publish_retry_policy`` drives) recovers only from the errors the transport calls
+  recoverable, and a Redis restart raised two others, each ending the send at once (a job being
+  started during the outage then failed with that raw error). ``Producer._publish`` takes its
+  channel, then declares the queue under a retry of its own, which on a lost connection closes
+  that channel, reconnects and declares on a new one; the publish then went out on the closed
+  channel: ``AttributeError: 'NoneType' object has no attribute 'client'`` from kombu's client
+  set-up. Here a closed channel raises a connection error instead, so the publish's retry
+  reconnects and publishes on a live channel. And a producer whose channel is made on first use
+  (the producer pool's) raised kombu's own ``OperationalError`` once connecting took longer than
+  the connect timeout; it counts as recoverable here (kombu calls it "recoverable connection
+  error", Celery retries it for the callbacks it sends).
 """
 
 from __future__ import annotations
@@ -28,11 +40,13 @@ from queue import Empty
 from time import monotonic, time
 from typing import Any
 
+from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.imports import symbol_by_name
 from kombu.utils.json import dumps, loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from orchestration.errors import ConfigError
@@ -255,6 +269,14 @@ class Channel(kombu_redis.Channel):
             self._end_receive()  # never read: whatever the server took is a lost reply
             raise
 
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        """kombu's client pool; on a closed channel (a reconnect closed it while a producer still
+        held it) a connection error, which the producer's retry recovers from, where kombu failed
+        with ``AttributeError`` and the send with it."""
+        if self.connection is None:
+            raise RedisConnectionError("channel disconnected: closed by a reconnect")
+        return super()._get_pool(asynchronous)
+
     def _script(self) -> Any:
         """The receive script, loaded on the server once per channel (``EVALSHA`` needs it)."""
         if self._receive_client is None:
@@ -380,6 +402,19 @@ class Channel(kombu_redis.Channel):
 
 
 class Transport(kombu_redis.Transport):
-    """kombu's Redis transport with Quorum's channel."""
+    """kombu's Redis transport with Quorum's channel, whose sends recover from a Redis restart."""
 
     Channel = Channel
+
+    #: What ``Connection.ensure`` (a publish with retry) recovers from by reconnecting: kombu's
+    #: Redis transport declares none, so kombu takes its connection and channel errors; and
+    #: kombu's own ``OperationalError``, which a producer's first use of a lazily made channel
+    #: raises when the broker is still down (Celery retries it too, for callbacks it sends).
+    #: Declaring them also keeps ``ensure`` retrying after a reconnect that did not last (a
+    #: Redis still loading its AOF): with none declared it gave up at the next error.
+    recoverable_connection_errors = (
+        *kombu_redis.Transport.connection_errors,
+        *kombu_redis.Transport.channel_errors,
+        OperationalError,
+    )
+    recoverable_channel_errors = ()

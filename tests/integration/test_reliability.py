@@ -201,9 +201,26 @@ def _tally(outcomes: dict[str, Outcome | None]) -> Counter[str]:
     )
 
 
-def _untyped(outcomes: dict[str, Outcome | None]) -> list[str]:
-    """Jobs that ended neither with an answer nor with a typed Quorum error."""
-    return [k for k, o in outcomes.items() if not isinstance(o, dict | QuorumError)]
+def _untyped(
+    outcomes: dict[str, Outcome | None],
+    strategies: dict[str, str] | None = None,
+    client: redis.Redis | None = None,
+) -> list[str]:
+    """Jobs that ended neither with an answer nor with a typed Quorum error, each with what it
+    ended with (type and message), its strategy (``strategies``: by job id) and, read with
+    ``client``, the end of the traceback stored with it: the failure message says what went wrong."""
+    found = []
+    for k, o in outcomes.items():
+        if isinstance(o, dict | QuorumError):
+            continue
+        what = "pending" if o is None else f"{type(o).__module__}.{type(o).__qualname__}: {o!s:.300}"
+        meta = _stored(client, k) if client is not None else None
+        where = (meta or {}).get("traceback") or ""
+        found.append(
+            f"{k} ({(strategies or {}).get(k, 'strategy ?')}): {what}"
+            + (f"\n{where[-1200:]}" if where else "")
+        )
+    return found
 
 
 def _deliveries(fleet: Fleet, task: str = "quorum.call") -> Counter[str]:
@@ -417,7 +434,8 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
         trace.stop()
     tally = _tally(outcomes)
     assert tally["pending"] == 0, f"jobs not answered by their deadline: {tally}\n{_trace(fleet, outcomes)}"
-    assert not _untyped(outcomes)
+    untyped = _untyped(outcomes, client=fleet.redis)
+    assert not untyped, "jobs ended with an untyped error:\n" + "\n".join(untyped)
     assert not tally["OrchestrationTimeoutError"], f"jobs ran out of time: {tally}"
 
     # Answered once: every answer went through the publication guard, and every result stored
@@ -855,7 +873,11 @@ def test_redis_restart_workers_reconnect_and_no_job_outlives_its_deadline(fresh:
     assert not restored, f"tasks handed back after they ran (times each tag was taken): {restored}"
     tally_before, tally_after = _tally(first), _tally(second)
     assert tally_before["pending"] == 0, f"jobs never ended: {tally_before}"
-    assert not _untyped(first)
+    strategies = {job.id: kw["strategy"] for job, kw in zip(before, kwargs, strict=True)}
+    untyped = _untyped(first, strategies, fleet.redis)
+    assert not untyped, "jobs in flight across the restart ended with an untyped error:\n" + "\n".join(
+        untyped
+    )
     assert tally_after == Counter(ok=len(after)), f"jobs sent after recovery: {tally_after}"
 
     new_logs = {n: _log_of(fleet, n)[logs_before.get(n, 0) :] for n in fleet.workers}
@@ -968,7 +990,8 @@ def test_provider_chaos_ends_every_job_typed_and_breakers_open_and_recover(fresh
         watch.stop()
     tally = _tally(outcomes)
     assert tally["pending"] == 0, f"jobs without a final state: {tally}"
-    assert not _untyped(outcomes)
+    untyped = _untyped(outcomes, client=fleet.redis)
+    assert not untyped, "jobs ended with an untyped error:\n" + "\n".join(untyped)
     assert tally["ok"] > 0
     assert closed, f"breakers still not closed {recovered_s:.1f} s after healing: {watch.changes}"
     opened = watch.opened()

@@ -19,6 +19,7 @@ from orchestration.errors import (
     ProviderError,
     QuorumError,
     RateLimitedError,
+    RedisUnavailableError,
     ServerError,
     error_from_dict,
 )
@@ -226,6 +227,32 @@ def test_a_failed_jobs_error_payload_round_trips_through_the_backend(backend) ->
     payload = backend.get_task_meta(error_id("j1"))["result"]  # what AsyncResult("j1:error").result reads
     assert payload == json.loads(json.dumps(e.to_dict()))
     _same(e, error_from_dict(payload))
+
+
+def test_a_job_ends_typed_whatever_its_task_raised() -> None:
+    """``as_job_error``: Redis gone past the retries (redis-py's or kombu's error) is
+    ``RedisUnavailableError``, anything else a ``QuorumError`` naming the original; both blame
+    nobody's provider, and a Quorum error is kept as it is."""
+    import kombu.exceptions
+    import redis
+
+    from workers.job_errors import as_job_error
+
+    for raw in (
+        redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+        redis.BusyLoadingError("Redis is loading the dataset in memory"),
+        kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    ):
+        e = as_job_error(raw, "j1")
+        assert type(e) is RedisUnavailableError and e.reason == "redis_unreachable" and e.job_id == "j1"
+        assert type(raw).__name__ in str(e) and str(raw) in str(e)
+        assert not e.counts_for_breaker and e.blame == "none"
+        _same(e, pickle.loads(pickle.dumps(e)))
+    internal = as_job_error(AttributeError("'NoneType' object has no attribute 'client'"), "j2")
+    assert type(internal) is QuorumError and internal.reason == "internal"
+    assert "builtins.AttributeError: 'NoneType' object has no attribute 'client'" in str(internal)
+    typed = AllProvidersFailedError("every provider failed")
+    assert as_job_error(typed, "j3") is typed
 
 
 def test_fields_are_typed_attributes_and_details_is_their_json_view() -> None:

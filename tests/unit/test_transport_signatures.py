@@ -31,6 +31,7 @@ RECORDED = {
     (kombu_redis.Channel, "_q_for_pri"): "(self, queue, pri)",
     (kombu_redis.Channel, "_connparams"): "(self, asynchronous=False)",
     (kombu_redis.Channel, "_create_client"): "(self, asynchronous=False)",
+    (kombu_redis.Channel, "_get_pool"): "(self, asynchronous=False)",
     (kombu_redis.Channel, "_flush_brpop_reauth"): "(self)",
     (kombu_redis.Channel, "conn_or_acquire"): "(self, client=None)",
     (virtual.QoS, "append"): "(self, message, delivery_tag)",
