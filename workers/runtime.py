@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
-from orchestration.breaker import ResilientBreaker, fast_fail_client
+from orchestration.breaker import BreakerSnapshot, ResilientBreaker, fast_fail_client
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError, QuorumError
 from orchestration.models import Attempt, Candidate
@@ -179,9 +179,17 @@ class Runtime:
             log.warning("Redis unreachable: using the configured strategy and order")
             return FleetSetting()
 
-    def unavailable(self, provider: str, now: float) -> str | None:
-        """Why ``provider`` should be skipped right now (no state change), or None."""
-        for check in (self.breaker.refusal, self.budget.refusal, self.limits.refusal, self.quality.refusal):
+    def unavailable(
+        self, provider: str, now: float, breakers: Mapping[str, BreakerSnapshot] | None = None
+    ) -> str | None:
+        """Why ``provider`` should be skipped right now (no state change), or None; its breaker
+        from ``breakers`` when the caller read it already (no round trip here then)."""
+        snapshot = breakers.get(provider) if breakers else None
+
+        def breaker(provider: str, now: float) -> str | None:
+            return self.breaker.refusal(provider, now, snapshot)
+
+        for check in (breaker, self.budget.refusal, self.limits.refusal, self.quality.refusal):
             try:
                 reason = check(provider, now)
             except REDIS_ERRORS:

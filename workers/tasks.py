@@ -15,7 +15,8 @@ from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
 
 from orchestration.attempts import extraction
-from orchestration.candidates import chord_labels
+from orchestration.breaker import BreakerSnapshot
+from orchestration.candidates import candidate_providers, chord_labels
 from orchestration.errors import ProviderError, QuorumError, error_from_dict
 from orchestration.extraction import (
     ExtractionSpec,
@@ -43,8 +44,8 @@ from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.events import BufferTaskEvents
 from workers.publication import (
     enter,
-    entry_job_id,
     load_spec,
+    open_entry,
     publish_failure,
     publish_success,
     refuse,
@@ -87,22 +88,39 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     Only this task runs under the job id. It stores the spec and sends the first provider
     call(s); the task that ends the job publishes the answer under the job id."""
     rt = runtime()
-    job_id, digest = entry_job_id(self, rt, args, kwargs)
+    request, invalid = None, None
     try:
-        spec = prepare_extract(
-            parse_request(args, kwargs), job_id=job_id, settings=rt.settings, fleet=rt.fleet()
-        )
+        request = parse_request(args, kwargs)
+    except QuorumError as e:
+        invalid = e  # refused once the job id is known to be this request's
+    providers = candidate_providers(request, rt.settings) if request is not None else []
+    entry = open_entry(self, rt, args, kwargs, providers)
+    job_id = entry.job_id
+    try:
+        if invalid is not None:
+            raise invalid
+        assert request is not None
+        spec = prepare_extract(request, job_id=job_id, settings=rt.settings, fleet=entry.fleet)
     except QuorumError as e:
         refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.strategy, [c.label() for c in spec.candidates])
-    return enter(rt, job_id, spec, digest, cached=cached_result, start=_start)
+
+    def start(rt: Runtime, spec: ExtractionSpec) -> None:
+        _start(rt, spec, entry.breakers)
+
+    return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start)
 
 
-def _start(rt: Runtime, spec: ExtractionSpec) -> None:
-    """Send the first failover hop, or the chord over the candidates worth sending."""
+def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot]) -> None:
+    """Send the first failover hop, or the chord over the candidates worth sending; ``breakers``
+    are the snapshots the entry read with its other reads (any provider missing there is read
+    now)."""
     key = worker_key(app)
+    missing = {c.provider for c in spec.candidates} - breakers.keys()
+    if missing:  # e.g. a redelivered entry whose stored spec names other providers
+        breakers = {**breakers, **rt.breaker.states(sorted(missing), time.time())}
     if spec.strategy == "failover":
-        step = _plan(rt, spec, [], 0)
+        step = _plan(rt, spec, [], 0, breakers)
         if isinstance(step, Fail):
             raise step.error
         skipped = [a.model_dump(mode="json") for a in step.skipped]
@@ -113,7 +131,7 @@ def _start(rt: Runtime, spec: ExtractionSpec) -> None:
     labels = chord_labels(spec.candidates)
     send, skipped = [], []
     for i, candidate in enumerate(spec.candidates):
-        reason = rt.unavailable(candidate.provider, now)
+        reason = rt.unavailable(candidate.provider, now, breakers)
         if reason is None:
             send.append((i, labels[i]))
         else:
@@ -284,6 +302,12 @@ def _failed_attempt(job: ExtractionSpec, index: int, request: Any, exc: BaseExce
     )
 
 
-def _plan(rt: Runtime, job: ExtractionSpec, history: list[Attempt], start: int) -> Send | Fail:
+def _plan(
+    rt: Runtime,
+    job: ExtractionSpec,
+    history: list[Attempt],
+    start: int,
+    breakers: dict[str, BreakerSnapshot] | None = None,
+) -> Send | Fail:
     now = time.time()
-    return next_step(job, history, start, now, lambda provider: rt.unavailable(provider, now))
+    return next_step(job, history, start, now, lambda provider: rt.unavailable(provider, now, breakers))

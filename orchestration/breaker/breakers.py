@@ -39,7 +39,7 @@ from orchestration.breaker.machine import (
 )
 from orchestration.config import BreakerConfig
 from orchestration.state.keys import ProviderKeys
-from orchestration.state.scripts import ScriptCall, float_arg, lua_source, opt_float, run_batch, text
+from orchestration.state.scripts import Queued, ScriptCall, float_arg, lua_source, opt_float, run_batch, text
 
 log = logging.getLogger("quorum.breaker")
 
@@ -170,9 +170,16 @@ class Breaker(ABC):
         """Snapshots of several breakers (one round trip where the backend allows)."""
         return {p: self._snapshot(p, float(now)) for p in providers}
 
-    def refusal(self, provider: str, now: float) -> str | None:
-        """Why :meth:`acquire` would refuse ``provider`` now, read-only (None: worth trying)."""
-        snap = self.state(provider, now)
+    def queue_states(self, providers: Iterable[str], now: float) -> Queued[dict[str, BreakerSnapshot]]:
+        """:meth:`states` in a form that rides in a round trip shared with other reads (here:
+        no Redis command; the snapshots are taken when the replies are parsed)."""
+        names = list(providers)
+        return Queued(lambda pipe: 0, lambda replies: self.states(names, now))
+
+    def refusal(self, provider: str, now: float, snapshot: BreakerSnapshot | None = None) -> str | None:
+        """Why :meth:`acquire` would refuse ``provider`` now, read-only (None: worth trying);
+        from ``snapshot`` when the caller read it already (e.g. with :meth:`queue_states`)."""
+        snap = self.state(provider, now) if snapshot is None else snapshot
         if snap.state is BreakerState.CLOSED or snap.probe_ready:
             return None
         if snap.state is BreakerState.OPEN:
@@ -317,28 +324,42 @@ class RedisBreaker(Breaker):
     def states(self, providers: Iterable[str], now: float) -> dict[str, BreakerSnapshot]:
         """Snapshots of several breakers in one pipelined round trip."""
         names = list(providers)
-        cutoff = "(" + float_arg(now - self.config.window_s)
+        read = self.queue_states(names, now)
         pipe = self.redis.pipeline(transaction=len(names) == 1)
-        for name in names:
-            keys = ProviderKeys.of(self.prefix, name)
-            pipe.hgetall(keys.breaker)
-            pipe.zcount(keys.window_calls, cutoff, "+inf")
-            pipe.zcount(keys.window_failures, cutoff, "+inf")
-        replies = pipe.execute()
-        out: dict[str, BreakerSnapshot] = {}
-        for i, name in enumerate(names):
-            fields, calls, failures = replies[3 * i : 3 * i + 3]
-            core = core_from_hash(fields)
-            out[name] = machine.snapshot(
-                core,
-                self.config,
-                name,
-                now,
-                window_calls=int(calls),
-                window_failures=int(failures),
-                source="redis",
-            )
-        return out
+        read.queue(pipe)
+        return read.parse(pipe.execute())
+
+    def queue_states(self, providers: Iterable[str], now: float) -> Queued[dict[str, BreakerSnapshot]]:
+        """The reads of :meth:`states` (three commands per provider), to send in a round trip
+        shared with other reads."""
+        names = list(providers)
+        now = float(now)
+        cutoff = "(" + float_arg(now - self.config.window_s)
+
+        def queue(pipe: Any) -> int:
+            for name in names:
+                keys = ProviderKeys.of(self.prefix, name)
+                pipe.hgetall(keys.breaker)
+                pipe.zcount(keys.window_calls, cutoff, "+inf")
+                pipe.zcount(keys.window_failures, cutoff, "+inf")
+            return 3 * len(names)
+
+        def parse(replies: list[Any]) -> dict[str, BreakerSnapshot]:
+            out: dict[str, BreakerSnapshot] = {}
+            for i, name in enumerate(names):
+                fields, calls, failures = replies[3 * i : 3 * i + 3]
+                out[name] = machine.snapshot(
+                    core_from_hash(fields),
+                    self.config,
+                    name,
+                    now,
+                    window_calls=int(calls),
+                    window_failures=int(failures),
+                    source="redis",
+                )
+            return out
+
+        return Queued(queue, parse)
 
 
 def core_from_hash(fields: dict[bytes, bytes] | dict[str, str]) -> Core:
