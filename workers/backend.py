@@ -21,6 +21,7 @@ out together, in one pipelined round trip instead of two (a consensus-of-3 job s
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -30,6 +31,10 @@ from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 from redis.exceptions import NoScriptError
+
+from orchestration.state.scripts import Queued, execute_queued
+
+log = logging.getLogger("quorum.backend")
 
 #: Store a task's result unless a SUCCESS is stored already (Celery's rule), and publish it to
 #: the result consumers, in one step. KEYS: the task's key. ARGV: the encoded meta (JSON: the
@@ -187,9 +192,35 @@ class ResultBackend(RedisBackend):
         return [self.get_key_for_task(task_id)], [value, int(expires or 0)]
 
     def _store_result(
-        self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+        self,
+        task_id: Any,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        also: Queued[Any] | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Celery's ``_store_result`` (a stored SUCCESS is never overwritten), in one round trip."""
+        """Celery's ``_store_result`` (a stored SUCCESS is never overwritten), in one round trip;
+        ``also`` (``store_result(..., also=...)``: e.g. the job's count) rides in the same one,
+        retried with the store, so it must be safe to repeat. Its failure is logged, not raised."""
         keys, args = self._store_call(task_id, result, state, traceback, request)
-        self.ensure(lambda: self._store_script(keys=keys, args=args), ())
+        if also is None:
+            self.ensure(lambda: self._store_script(keys=keys, args=args), ())
+            return result
+
+        def queue(pipe: Any) -> int:
+            pipe.evalsha(self._store_script.sha, 1, *keys, *args)
+            return 1
+
+        store = Queued(queue, lambda replies: replies[0], (STORE_LUA,))
+
+        def both() -> list[Any]:
+            return execute_queued(self.client, [store, also], raise_on_error=False)
+
+        stored, extra = self.ensure(both, ())
+        if isinstance(stored, Exception):
+            raise stored
+        if isinstance(extra, Exception):
+            log.warning("%s: what rode with its result was not recorded: %s", task_id, extra)
         return result

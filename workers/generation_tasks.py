@@ -126,9 +126,11 @@ def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress,
         key = spec.cache_key(rt.prefix, rt.settings)
         cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
     request = task.request
-    if publish_success(app, rt, spec.job_id, result, by=f"gen:{request.id}", hostname=request.hostname):
-        attempts = progress.attempts + progress.extra
-        rt.record_job(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
+    attempts = progress.attempts + progress.extra
+    count = rt.job_count(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
+    if publish_success(
+        app, rt, spec.job_id, result, by=f"gen:{request.id}", hostname=request.hostname, also=count
+    ):
         log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
 
 

@@ -26,7 +26,7 @@ from orchestration.errors import QuorumError
 from orchestration.state import FleetSetting, cache
 from orchestration.state import job_records as jobs
 from orchestration.state.fleet import queue_read_fleet
-from orchestration.state.scripts import execute_queued
+from orchestration.state.scripts import Queued, execute_queued
 from workers.events import send_job_event
 from workers.job_errors import store_error
 from workers.runtime import Runtime
@@ -186,13 +186,30 @@ def _event(app: Celery, hostname: str | None, type_: str, job_id: str, **fields:
         log.warning("job %s: could not send %s", job_id, type_, exc_info=True)
 
 
+def claim_along(rt: Runtime, job_id: str, by: str) -> Queued[bool]:
+    """:func:`claim` as a command that rides in another step's round trip (e.g. a provider
+    call's post-call records); safe to repeat (the same publisher claims again)."""
+    return jobs.queue_claim_publication(rt.prefix, job_id, by, rt.settings.result_expires_s)
+
+
 def publish_success(
-    app: Celery, rt: Runtime, job_id: str, result: dict[str, Any], *, by: str, hostname: str | None
+    app: Celery,
+    rt: Runtime,
+    job_id: str,
+    result: dict[str, Any],
+    *,
+    by: str,
+    hostname: str | None,
+    claimed: bool | None = None,
+    also: Queued[Any] | None = None,
 ) -> bool:
-    """Store the job's answer under its id (first publisher only); True when this one did."""
-    if not claim(rt, job_id, by):
+    """Store the job's answer under its id (first publisher only); True when this one did.
+    ``claimed``: the guard's answer when the caller took it already (:func:`claim_along`);
+    ``also``: a write to send with the answer in its round trip (e.g. the job's count), only
+    when this publisher stores it."""
+    if not (claim(rt, job_id, by) if claimed is None else claimed):
         return False
-    app.backend.store_result(job_id, result, states.SUCCESS)
+    app.backend.store_result(job_id, result, states.SUCCESS, also=also)
     runtime = float(result.get("latency_ms") or 0.0) / 1000
     _event(app, hostname, "task-succeeded", job_id, result=saferepr(result, RESULT_REPR_MAX), runtime=runtime)
     return True

@@ -43,6 +43,7 @@ from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.events import BufferTaskEvents
 from workers.publication import (
+    claim_along,
     enter,
     load_spec,
     open_entry,
@@ -51,7 +52,7 @@ from workers.publication import (
     refuse,
 )
 from workers.requests import InternalTask
-from workers.runtime import Runtime, runtime
+from workers.runtime import PostCall, Runtime, runtime
 from workers.signing import RequireFleetSecret, worker_key
 
 log: logging.Logger = get_task_logger("quorum.tasks")
@@ -161,34 +162,52 @@ def call(
     job = load_spec(rt, ExtractionSpec, job_id)
     candidate = job.candidates[index]
     label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
-    attempt = rt.attempt(
-        candidate,
-        extraction(job.text, job.json_schema, candidate),
-        label=label,
-        task_id=self.request.id,
-        deadline=job.deadline,
-    )
-    attempt.worker = self.request.hostname
-    if mode == MODE_FAILOVER:
-        if not attempt.ok:
-            error = error_from_dict(attempt.error or {"type": "ProviderError"})
-            error.attempt = attempt.model_dump(mode="json")
-            raise error
-        _finish(rt, job, [Attempt.model_validate(a) for a in attempts or []] + [attempt], self.request)
-    elif job.strategy == "consensus" and job.early_quorum:
-        _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname)
+    # A failover hop's post-call records wait for its publication guard: one round trip for both.
+    post = rt.post_call(defer=mode == MODE_FAILOVER)
+    try:
+        attempt = rt.attempt(
+            candidate,
+            extraction(job.text, job.json_schema, candidate),
+            label=label,
+            task_id=self.request.id,
+            deadline=job.deadline,
+            post=post,
+        )
+        attempt.worker = self.request.hostname
+        if mode == MODE_FAILOVER:
+            if not attempt.ok:
+                error = error_from_dict(attempt.error or {"type": "ProviderError"})
+                error.attempt = attempt.model_dump(mode="json")
+                raise error
+            history = [Attempt.model_validate(a) for a in attempts or []] + [attempt]
+            _finish(rt, job, history, self.request, post)
+        elif job.strategy == "consensus" and job.early_quorum:
+            _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname)
+    finally:
+        post.flush()  # the records go out whatever happened (nothing left once flushed)
     return attempt.model_dump(mode="json")
 
 
-def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any) -> None:
+def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any, post: PostCall) -> None:
     """A failover hop succeeded: cache its answer, publish it under the job id (once), count the job.
     Cached first (as the chord body does): a producer that re-sends the same job as soon as it has
-    the answer finds it in the cache."""
+    the answer finds it in the cache. The guard rides with the call's post-call records, the job's
+    count with its answer (one round trip each); a hop whose guard another run holds stores nothing."""
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
     _cache_store(rt, job, result)
-    if publish_success(app, rt, job.job_id, result, by=f"call:{request.id}", hostname=request.hostname):
-        rt.record_job(job.job_id, history, strategy=job.strategy)
+    by = f"call:{request.id}"
+    ran = post.flush(claim_along(rt, job.job_id, by))
+    publish_success(
+        app,
+        rt,
+        job.job_id,
+        result,
+        by=by,
+        hostname=request.hostname,
+        claimed=ran[0] if ran else None,  # None: the records went without it; claim on its own
+        also=rt.job_count(job.job_id, history, strategy=job.strategy),
+    )
 
 
 def _maybe_publish_early(

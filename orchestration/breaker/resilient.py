@@ -107,15 +107,20 @@ class ResilientBreaker(Breaker):
         return self._route(shared, local)
 
     def _step_also(
-        self, provider: str, op: Operation, now: float, also: Sequence[ScriptCall]
-    ) -> tuple[Step, list[Any] | None]:
-        def shared() -> tuple[Step, list[Any] | None]:
-            step, replies = self.shared._step_also(provider, op, now, also)
+        self,
+        provider: str,
+        op: Operation,
+        now: float,
+        also: Sequence[ScriptCall],
+        extra: Queued[Any] | None = None,
+    ) -> tuple[Step, list[Any] | None, list[Any]]:
+        def shared() -> tuple[Step, list[Any] | None, list[Any]]:
+            step, replies, ran = self.shared._step_also(provider, op, now, also, extra)
             self._known[provider] = (step.state, step.cooldown_until, step.level)
-            return step, replies
+            return step, replies, ran
 
-        def local() -> tuple[Step, list[Any] | None]:
-            return self.local.step(provider, op, now), None
+        def local() -> tuple[Step, list[Any] | None, list[Any]]:
+            return self.local.step(provider, op, now), None, []
 
         return self._route(shared, local)
 
