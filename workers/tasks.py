@@ -13,6 +13,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
+from redis.exceptions import RedisError
 
 from orchestration.attempts import extraction
 from orchestration.breaker import BreakerSnapshot
@@ -37,8 +38,10 @@ from orchestration.extraction import (
 )
 from orchestration.models import Attempt
 from orchestration.providers import preload
-from orchestration.state import cache, read_weights, record_accuracy
-from orchestration.state.job_records import add_answer, published_by
+from orchestration.state import cache, read_weights
+from orchestration.state.accuracy import queue_grades, queue_grades_once
+from orchestration.state.job_records import add_answer
+from orchestration.state.scripts import Queued, execute_queued
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.events import BufferTaskEvents
@@ -215,13 +218,13 @@ def _maybe_publish_early(
 ) -> None:
     """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it."""
     try:
-        so_far = add_answer(rt.redis, rt.prefix, job.job_id, attempt)
+        so_far, published = add_answer(rt.redis, rt.prefix, job.job_id, attempt, with_publisher=True)
+        if published is not None:
+            return  # answered already: nothing to merge early
         if not early_pending(job, so_far):
             return  # too few answers yet, or all in: no weights to read
         accuracy, priors = _weights(rt, job)
         if not early_answer_ready(job, so_far, accuracy=accuracy, priors=priors):
-            return
-        if published_by(rt.redis, rt.prefix, job.job_id):
             return
         history = [Attempt.model_validate(a) for a in skipped] + so_far
         fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
@@ -253,13 +256,39 @@ def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list
         publish_failure(app, rt, job_id, e, by=by, hostname=hostname, strategy=job.strategy)
         return
     result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
+    _cache_store(rt, job, result)
+    grades = None
     if job.strategy == "consensus":
         responses = responses_from_attempts([a for a in history if a.ok])
-        record_accuracy(rt.fast_redis, rt.prefix, accuracy_updates(responses, fields), once=job_id)
-    rt.record_job(job_id, history, strategy=job.strategy)
-    _cache_store(rt, job, result)
-    # False when published early: the late answers only updated health, cost and accuracy
-    publish_success(app, rt, job_id, result, by=by, hostname=hostname)
+        grades = queue_grades(rt.prefix, accuracy_updates(responses, fields))
+    # One round trip for the guard, the job's count and the grades' once-marker; the grades then
+    # ride with the answer (or go alone when published early: the late answers only update
+    # health, cost and accuracy).
+    steps: list[Queued[Any]] = [
+        claim_along(rt, job_id, by),
+        rt.job_count(job_id, history, strategy=job.strategy),
+    ]
+    if grades is not None:
+        steps.append(queue_grades_once(rt.prefix, job_id))
+    claimed, *records = execute_queued(rt.redis, steps, raise_on_error=False)
+    for value in records:
+        if isinstance(value, Exception):
+            log.warning("job %s: a record of the chord body failed: %s", job_id, value)
+    if not (grades is not None and records[-1] is True):
+        grades = None  # nothing to grade, or a run of this body graded already
+    if isinstance(claimed, Exception):
+        claimed = None  # claim on its own (and raise there)
+    stored = publish_success(app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=grades)
+    if not stored and grades is not None:
+        _send_grades(rt, job_id, grades)
+
+
+def _send_grades(rt: Runtime, job_id: str, grades: Queued[None]) -> None:
+    """The consensus grades alone (best effort, like every accuracy update)."""
+    try:
+        execute_queued(rt.fast_redis, [grades])
+    except RedisError as e:
+        log.warning("job %s: accuracy update dropped (%s)", job_id, e)
 
 
 def _cache_store(rt: Runtime, job: ExtractionSpec, result: dict[str, Any]) -> None:

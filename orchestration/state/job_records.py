@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import zlib
-from typing import Any
+from typing import Any, Literal, overload
 
 from orchestration.models import Attempt
 from orchestration.state.scripts import Queued
@@ -136,15 +136,35 @@ def published_by(redis: Any, prefix: str, job_id: str) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def add_answer(redis: Any, prefix: str, job_id: str, attempt: Attempt) -> list[Attempt]:
-    """Record one header task's outcome; return every outcome recorded so far (atomically)."""
+@overload
+def add_answer(redis: Any, prefix: str, job_id: str, attempt: Attempt) -> list[Attempt]: ...
+
+
+@overload
+def add_answer(
+    redis: Any, prefix: str, job_id: str, attempt: Attempt, *, with_publisher: Literal[True]
+) -> tuple[list[Attempt], str | None]: ...
+
+
+def add_answer(
+    redis: Any, prefix: str, job_id: str, attempt: Attempt, *, with_publisher: bool = False
+) -> list[Attempt] | tuple[list[Attempt], str | None]:
+    """Record one header task's outcome; return every outcome recorded so far (atomically), and
+    with ``with_publisher`` who published the job's result (:func:`published_by`), read in the
+    same transaction (all keys carry the job's hash tag)."""
     key = _key(prefix, job_id, "answers")
     pipe = redis.pipeline(transaction=True)
     pipe.rpush(key, attempt.model_dump_json())
     pipe.expire(key, JOB_KEY_TTL_S)
     pipe.lrange(key, 0, -1)
-    *_, raw = pipe.execute()
-    return _dedupe([Attempt.model_validate_json(item) for item in raw])
+    if with_publisher:
+        pipe.get(_key(prefix, job_id, "published"))
+    replies = pipe.execute()
+    answers = _dedupe([Attempt.model_validate_json(item) for item in replies[2]])
+    if not with_publisher:
+        return answers
+    by = replies[3]
+    return answers, by.decode() if isinstance(by, bytes) else by
 
 
 def _dedupe(attempts: list[Attempt]) -> list[Attempt]:

@@ -200,3 +200,37 @@ def test_an_answer_and_the_jobs_count_share_one_round_trip(valkey_url: str) -> N
     finally:
         results.client = client
     assert client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"2"
+
+
+# --------------------------------------------------------------------------- consensus
+
+
+def test_an_answer_is_recorded_and_the_publisher_read_in_one_transaction(counted: redis.Redis) -> None:
+    from orchestration.models import Attempt
+
+    answer = Attempt(provider="openai", label="openai", task_id="job-6.c0")
+    so_far, by = jobs.add_answer(counted, PX, "job-6", answer, with_publisher=True)
+    assert trips() == 1 and [a.task_id for a in so_far] == ["job-6.c0"] and by is None
+    jobs.claim_publication(counted, PX, "job-6", "early")
+    trips()
+    so_far, by = jobs.add_answer(counted, PX, "job-6", answer.model_copy(update={"task_id": "job-6.c1"}),
+                                 with_publisher=True)  # fmt: skip
+    assert trips() == 1 and len(so_far) == 2 and by == "early"
+
+
+def test_the_chord_bodys_guard_count_and_grades_marker_share_one_round_trip(counted: redis.Redis) -> None:
+    from orchestration.state.accuracy import queue_grades, queue_grades_once, read_counts
+
+    execute_queued(counted, [queue_record_job(PX, "warm", 1)])  # loads the ledger script
+    trips()
+    grades = queue_grades(PX, [("openai", "date", True), ("claude", "date", False)])
+    assert grades is not None and queue_grades(PX, []) is None
+    steps = [jobs.queue_claim_publication(PX, "job-7", "body:job-7.m"), queue_record_job(PX, "job-7", 5),
+             queue_grades_once(PX, "job-7")]  # fmt: skip
+    assert execute_queued(counted, steps) == [True, True, True]
+    assert trips() == 1
+    execute_queued(counted, [grades])
+    counts = read_counts(counted, PX, ["openai", "claude"], ["date"])
+    assert counts == {("openai", "date"): (1, 1), ("claude", "date"): (0, 1)}
+    # the body run again (redelivered): its guard still holds, nothing is counted or graded twice
+    assert execute_queued(counted, steps) == [True, False, False]
