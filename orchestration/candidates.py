@@ -36,11 +36,15 @@ def provider_order(settings: Settings, fleet: FleetSetting) -> list[str]:
     return [p for p in (fleet.order or enabled) if p in enabled] or enabled
 
 
-def candidate_providers(request: CandidateSource, settings: Settings) -> list[str]:
+def candidate_providers(request: CandidateSource, settings: Settings, *, failover: bool = False) -> list[str]:
     """Every enabled provider a job from ``request`` may call, whatever the fleet's setting and
     the strategy turn out to be (a superset of its candidates' providers), so that a worker can
-    read their breakers in the same round trip as the fleet setting the candidates depend on."""
+    read their breakers in the same round trip as the fleet setting the candidates depend on.
+    ``failover``: the request asks for failover; when it names its providers, only the first
+    is read ahead (the first hop's; a later hop reads its own breaker when it gets there)."""
     enabled = settings.enabled_providers()
+    if failover and request.providers:
+        return [p for p in request.providers[:1] if p in enabled]
     names = list(request.providers or [])
     names += [c.provider for c in request.candidates or []]
     if request.variations:

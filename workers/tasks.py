@@ -97,7 +97,9 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         request = parse_request(args, kwargs)
     except QuorumError as e:
         invalid = e  # refused once the job id is known to be this request's
-    providers = candidate_providers(request, rt.settings) if request is not None else []
+    providers: list[str] = []
+    if request is not None:
+        providers = candidate_providers(request, rt.settings, failover=request.strategy == "failover")
     entry = open_entry(self, rt, args, kwargs, providers)
     job_id = entry.job_id
     try:
@@ -117,12 +119,9 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot]) -> None:
     """Send the first failover hop, or the chord over the candidates worth sending; ``breakers``
-    are the snapshots the entry read with its other reads (any provider missing there is read
-    now)."""
+    are the snapshots the entry read with its other reads (a provider missing there is read
+    when planning needs it: a failover hop's one by one, a chord's together)."""
     key = worker_key(app)
-    missing = {c.provider for c in spec.candidates} - breakers.keys()
-    if missing:  # e.g. a redelivered entry whose stored spec names other providers
-        breakers = {**breakers, **rt.breaker.states(sorted(missing), time.time())}
     if spec.strategy == "failover":
         step = _plan(rt, spec, [], 0, breakers)
         if isinstance(step, Fail):
@@ -132,6 +131,9 @@ def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapsho
         failover_attempt(app, key, spec.job_id, step.index, label, 0, skipped, step.countdown).apply_async()
         return
     now = time.time()
+    missing = {c.provider for c in spec.candidates} - breakers.keys()
+    if missing:  # e.g. a redelivered entry whose stored spec names other providers
+        breakers = {**breakers, **rt.breaker.states(sorted(missing), now)}
     labels = chord_labels(spec.candidates)
     send, skipped = [], []
     for i, candidate in enumerate(spec.candidates):

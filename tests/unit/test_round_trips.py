@@ -234,3 +234,21 @@ def test_the_chord_bodys_guard_count_and_grades_marker_share_one_round_trip(coun
     assert counts == {("openai", "date"): (1, 1), ("claude", "date"): (0, 1)}
     # the body run again (redelivered): its guard still holds, nothing is counted or graded twice
     assert execute_queued(counted, steps) == [True, False, False]
+
+
+def test_the_entry_reads_the_breakers_its_first_step_may_need() -> None:
+    from orchestration.candidates import candidate_providers
+    from orchestration.extraction import parse_request
+
+    settings = Settings()
+    enabled = settings.enabled_providers()
+    text = {"text": "hello"}
+
+    def providers(**kwargs: Any) -> list[str]:
+        request = parse_request((), {**text, **kwargs})
+        return candidate_providers(request, settings, failover=request.strategy == "failover")
+
+    assert providers(strategy="failover", providers=["gemini", "claude"]) == ["gemini"]  # the first hop's
+    assert providers(strategy="consensus", providers=["gemini", "claude"]) == ["gemini", "claude"]
+    assert providers(providers=["gemini", "claude"]) == ["gemini", "claude"]  # the fleet may say either
+    assert providers() == enabled  # the fleet's order decides: every enabled provider
