@@ -23,14 +23,12 @@ from orchestration.models import Attempt, Candidate
 from orchestration.providers import ProviderRegistry
 from orchestration.state import (
     BudgetGate,
-    FleetSetting,
     QualityGate,
     RateLimitGate,
     RedisModeMemory,
     call_record,
     cost_call,
     job_micro_usd,
-    read_fleet,
 )
 from orchestration.state.costs import queue_record_job
 from orchestration.state.scripts import Queued, ScriptCall, execute_queued, run_batch
@@ -202,14 +200,6 @@ class Runtime:
     @property
     def prefix(self) -> str:
         return self.settings.key_prefix
-
-    def fleet(self) -> FleetSetting:
-        """The fleet-wide strategy setting; the config's when Redis cannot say."""
-        try:
-            return read_fleet(self.redis, self.prefix)
-        except REDIS_ERRORS:
-            log.warning("Redis unreachable: using the configured strategy and order")
-            return FleetSetting()
 
     def unavailable(
         self, provider: str, now: float, breakers: Mapping[str, BreakerSnapshot] | None = None
