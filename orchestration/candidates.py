@@ -11,7 +11,14 @@ from orchestration.errors import InvalidRequestError
 from orchestration.models import Candidate, SamplingParams
 from orchestration.state.fleet import FleetSetting
 
-__all__ = ["CandidateSource", "check_candidates", "chord_candidates", "chord_labels", "provider_order"]
+__all__ = [
+    "CandidateSource",
+    "candidate_providers",
+    "check_candidates",
+    "chord_candidates",
+    "chord_labels",
+    "provider_order",
+]
 
 
 class CandidateSource(Protocol):
@@ -27,6 +34,25 @@ def provider_order(settings: Settings, fleet: FleetSetting) -> list[str]:
     """The enabled providers in the fleet's order (a disabled provider is never called)."""
     enabled = settings.enabled_providers()
     return [p for p in (fleet.order or enabled) if p in enabled] or enabled
+
+
+def candidate_providers(request: CandidateSource, settings: Settings, *, failover: bool = False) -> list[str]:
+    """Every enabled provider a job from ``request`` may call, whatever the fleet's setting and
+    the strategy turn out to be (a superset of its candidates' providers), so that a worker can
+    read their breakers in the same round trip as the fleet setting the candidates depend on.
+    ``failover``: the request asks for failover; when it names its providers, only the first
+    is read ahead (the first hop's; a later hop reads its own breaker when it gets there)."""
+    enabled = settings.enabled_providers()
+    if failover and request.providers:
+        return [p for p in request.providers[:1] if p in enabled]
+    names = list(request.providers or [])
+    names += [c.provider for c in request.candidates or []]
+    if request.variations:
+        names += [c.provider for c in settings.orchestration.variations.get(request.variations, [])]
+    if not request.providers:  # the fleet's order or the configured candidates
+        names += list(settings.orchestration.candidates or [])
+        names += enabled
+    return [p for p in dict.fromkeys(names) if p in enabled]
 
 
 def chord_candidates(request: CandidateSource, settings: Settings, order: list[str]) -> list[Candidate]:

@@ -17,19 +17,31 @@ SUCCESS alone (a redelivered task must not overwrite it), then writes and publis
 same rule runs as one script (:data:`STORE_LUA`), which also closes the gap between the read and
 the write. A chord header task's result and its chord count (``on_chord_part_return``) then go
 out together, in one pipelined round trip instead of two (a consensus-of-3 job saves three).
+A job's count can ride with its answer (``store_result(..., also=...)``), and a chord's size
+goes out in one round trip. A worker sending a chord no longer subscribes to its header tasks'
+results (Celery did, for a barrier no worker waits on: 3 channels per consensus job, never
+read, never left).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from celery import states
+from celery._state import task_join_will_block
 from celery.backends.base import BackendStoreError
 from celery.backends.redis import RedisBackend
+from celery.result import GroupResult
+from celery.utils.functional import _regen
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 from redis.exceptions import NoScriptError
+
+from orchestration.state.scripts import Queued, execute_queued
+
+log = logging.getLogger("quorum.backend")
 
 #: Store a task's result unless a SUCCESS is stored already (Celery's rule), and publish it to
 #: the result consumers, in one step. KEYS: the task's key. ARGV: the encoded meta (JSON: the
@@ -120,6 +132,34 @@ class ResultBackend(RedisBackend):
         #: A chord header task's result on its way out with its chord count (per thread).
         self._held = threading.local()
 
+    def add_pending_result(self, result: Any, weak: bool = False, start_drainer: bool = True) -> Any:
+        """Celery's, except for a group's barrier in a worker: sending a chord subscribed to
+        every header task's result (``res.then(barrier, weak=True)``), which no worker waits
+        for (``get()`` is refused in a task); the subscriptions piled up, 3 per consensus job,
+        and each header result was pushed to the worker unread. ``get()`` is not weak: unchanged."""
+        if weak and task_join_will_block():
+            return result
+        return super().add_pending_result(result, weak=weak, start_drainer=start_drainer)
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Celery's, without building a ``GroupResult`` only to look for nested groups in the
+        header's results (building one subscribes to each of them: see ``add_pending_result``)."""
+        results = header_result_args[1]
+        if not isinstance(results, _regen) and any(isinstance(r, GroupResult) for r in results):
+            super().apply_chord(header_result_args, body, **kwargs)
+
+    def set_chord_size(self, group_id: Any, chord_size: int) -> None:
+        """Celery's two writes (forget a previous run's claim, set the size) in one round trip;
+        both are safe to repeat, so the pair retries like one."""
+
+        def both() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(self.get_key_for_group(group_id, ".c"))
+            pipe.set(self.get_key_for_group(group_id, ".s"), chord_size, ex=self.chord_expires or None)
+            pipe.execute()
+
+        self.ensure(both, ())
+
     @cached_property
     def _chord_part_script(self) -> Any:
         return self.client.register_script(CHORD_PART_RETURN_LUA)
@@ -187,9 +227,35 @@ class ResultBackend(RedisBackend):
         return [self.get_key_for_task(task_id)], [value, int(expires or 0)]
 
     def _store_result(
-        self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+        self,
+        task_id: Any,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        also: Queued[Any] | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Celery's ``_store_result`` (a stored SUCCESS is never overwritten), in one round trip."""
+        """Celery's ``_store_result`` (a stored SUCCESS is never overwritten), in one round trip;
+        ``also`` (``store_result(..., also=...)``: e.g. the job's count) rides in the same one,
+        retried with the store, so it must be safe to repeat. Its failure is logged, not raised."""
         keys, args = self._store_call(task_id, result, state, traceback, request)
-        self.ensure(lambda: self._store_script(keys=keys, args=args), ())
+        if also is None:
+            self.ensure(lambda: self._store_script(keys=keys, args=args), ())
+            return result
+
+        def queue(pipe: Any) -> int:
+            pipe.evalsha(self._store_script.sha, 1, *keys, *args)
+            return 1
+
+        store = Queued(queue, lambda replies: replies[0], (STORE_LUA,))
+
+        def both() -> list[Any]:
+            return execute_queued(self.client, [store, also], raise_on_error=False)
+
+        stored, extra = self.ensure(both, ())
+        if isinstance(stored, Exception):
+            raise stored
+        if isinstance(extra, Exception):
+            log.warning("%s: what rode with its result was not recorded: %s", task_id, extra)
         return result

@@ -28,6 +28,8 @@ from celery import Task, chain, chord
 from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
+from orchestration.breaker import BreakerSnapshot
+from orchestration.candidates import candidate_providers
 from orchestration.errors import QuorumError
 from orchestration.extraction import skipped_attempt
 from orchestration.generation import (
@@ -56,8 +58,8 @@ from workers.app import app
 from workers.canvas import candidate_id
 from workers.publication import (
     enter,
-    entry_job_id,
     load_spec,
+    open_entry,
     publish_failure,
     publish_success,
     refuse,
@@ -124,9 +126,11 @@ def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress,
         key = spec.cache_key(rt.prefix, rt.settings)
         cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
     request = task.request
-    if publish_success(app, rt, spec.job_id, result, by=f"gen:{request.id}", hostname=request.hostname):
-        attempts = progress.attempts + progress.extra
-        rt.record_job(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
+    attempts = progress.attempts + progress.extra
+    count = rt.job_count(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
+    if publish_success(
+        app, rt, spec.job_id, result, by=f"gen:{request.id}", hostname=request.hostname, also=count
+    ):
         log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
 
 
@@ -156,27 +160,46 @@ def _hop(task: Task, job_id: str, progress: dict[str, Any], advance: Any) -> Non
 def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public entry of a generation job; the producer's ``AsyncResult(job_id)`` is the answer."""
     rt = runtime()
-    job_id, digest = entry_job_id(self, rt, args, kwargs)
+    request, invalid = None, None
     try:
         request = parse_generation_request(args, kwargs)
-        spec = prepare_generate(request, job_id=job_id, settings=rt.settings, fleet=rt.fleet())
+    except QuorumError as e:
+        invalid = e  # refused once the job id is known to be this request's
+    # early stop sends one candidate at a time, without reading the breakers first
+    chord_job = request is not None and request.quality_threshold is None
+    providers = candidate_providers(request, rt.settings) if chord_job and request is not None else []
+    entry = open_entry(self, rt, args, kwargs, providers)
+    job_id = entry.job_id
+    try:
+        if invalid is not None:
+            raise invalid
+        assert request is not None
+        spec = prepare_generate(request, job_id=job_id, settings=rt.settings, fleet=entry.fleet)
     except QuorumError as e:
         refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.selector, spec.labels())
-    return enter(rt, job_id, spec, digest, cached=cached_result, start=_start)
+
+    def start(rt: Runtime, spec: GenerationSpec) -> None:
+        _start(rt, spec, entry.breakers)
+
+    return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start)
 
 
-def _start(rt: Runtime, spec: GenerationSpec) -> None:
-    """Send the candidates' chord, or the first early-stop candidate."""
+def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapshot]) -> None:
+    """Send the candidates' chord, or the first early-stop candidate; ``breakers`` are the
+    snapshots the entry read with its other reads (any provider missing there is read now)."""
     key = worker_key(app)
     if spec.quality_threshold is not None:  # early stop: one candidate at a time
         step_canvas(key, spec, Progress(), NextCandidate(0)).apply_async()
         return
     now = time.time()
+    missing = {c.provider for c in spec.candidates} - breakers.keys()
+    if missing:  # e.g. a redelivered entry whose stored spec names other providers
+        breakers = {**breakers, **rt.breaker.states(sorted(missing), now)}
     progress, send = Progress(), []
     labels = spec.labels()
     for i, candidate in enumerate(spec.candidates):
-        reason = rt.unavailable(candidate.provider, now)
+        reason = rt.unavailable(candidate.provider, now, breakers)
         if reason is None:
             send.append(i)
         else:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from celery import Celery, Task, states
@@ -20,9 +21,12 @@ from celery.exceptions import Ignore
 from celery.utils.saferepr import saferepr
 from pydantic import BaseModel
 
+from orchestration.breaker import BreakerSnapshot
 from orchestration.errors import QuorumError
-from orchestration.state import cache
+from orchestration.state import FleetSetting, cache
 from orchestration.state import job_records as jobs
+from orchestration.state.fleet import queue_read_fleet
+from orchestration.state.scripts import Queued, execute_queued
 from workers.events import send_job_event
 from workers.job_errors import REDIS_DOWN, as_job_error, store_error
 from workers.runtime import Runtime
@@ -35,18 +39,37 @@ M = TypeVar("M", bound=BaseModel)
 RESULT_REPR_MAX = 1024
 
 
-def entry_job_id(task: Task, rt: Runtime, args: Any, kwargs: Any) -> tuple[str, str]:
-    """The job id of a public entry task and its request digest; ``Ignore`` (nothing stored)
-    when the id cannot name a job, or when it names another request's job."""
+@dataclass(frozen=True)
+class Entry:
+    """What a public entry task reads before it plans its job, in one round trip: its job id and
+    request digest (the id checked free), the fleet setting and the breakers of the providers
+    the job may call."""
+
+    job_id: str
+    digest: str
+    fleet: FleetSetting
+    breakers: dict[str, BreakerSnapshot]
+
+
+def open_entry(task: Task, rt: Runtime, args: Any, kwargs: Any, providers: Sequence[str] = ()) -> Entry:
+    """Check the job id of a public entry task, and read the fleet setting and the breakers of
+    ``providers`` in the same pipelined round trip; ``Ignore`` (nothing stored) when the id
+    cannot name a job, or when it names another request's job."""
     job_id = task.request.id
     if not jobs.valid_job_id(job_id):
         log.error("refused %s[%r]: not a valid job id (1-128 of A-Z a-z 0-9 _ -)", task.name, job_id)
         raise Ignore()
     digest = jobs.request_digest(args, kwargs)
-    if jobs.held_by_other(rt.redis, rt.prefix, job_id, digest):
+    reads = [
+        jobs.queue_held_by_other(rt.prefix, job_id, digest),
+        queue_read_fleet(rt.prefix),
+        rt.breaker.queue_states(providers, time.time()),
+    ]
+    held, fleet, breakers = execute_queued(rt.redis, reads)
+    if held:
         log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
         raise Ignore()
-    return job_id, digest
+    return Entry(job_id, digest, fleet, breakers)
 
 
 def refuse(rt: Runtime, job_id: str, error: QuorumError) -> NoReturn:
@@ -167,13 +190,30 @@ def _event(app: Celery, hostname: str | None, type_: str, job_id: str, **fields:
         log.warning("job %s: could not send %s", job_id, type_, exc_info=True)
 
 
+def claim_along(rt: Runtime, job_id: str, by: str) -> Queued[bool]:
+    """:func:`claim` as a command that rides in another step's round trip (e.g. a provider
+    call's post-call records); safe to repeat (the same publisher claims again)."""
+    return jobs.queue_claim_publication(rt.prefix, job_id, by, rt.settings.result_expires_s)
+
+
 def publish_success(
-    app: Celery, rt: Runtime, job_id: str, result: dict[str, Any], *, by: str, hostname: str | None
+    app: Celery,
+    rt: Runtime,
+    job_id: str,
+    result: dict[str, Any],
+    *,
+    by: str,
+    hostname: str | None,
+    claimed: bool | None = None,
+    also: Queued[Any] | None = None,
 ) -> bool:
-    """Store the job's answer under its id (first publisher only); True when this one did."""
-    if not claim(rt, job_id, by):
+    """Store the job's answer under its id (first publisher only); True when this one did.
+    ``claimed``: the guard's answer when the caller took it already (:func:`claim_along`);
+    ``also``: a write to send with the answer in its round trip (e.g. the job's count), only
+    when this publisher stores it."""
+    if not (claim(rt, job_id, by) if claimed is None else claimed):
         return False
-    app.backend.store_result(job_id, result, states.SUCCESS)
+    app.backend.store_result(job_id, result, states.SUCCESS, also=also)
     runtime = float(result.get("latency_ms") or 0.0) / 1000
     _event(app, hostname, "task-succeeded", job_id, result=saferepr(result, RESULT_REPR_MAX), runtime=runtime)
     return True

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis as redis_lib
 from celery.signals import task_failure
@@ -16,30 +16,30 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
-from orchestration.breaker import ResilientBreaker, fast_fail_client
+from orchestration.breaker import BreakerSnapshot, ResilientBreaker, fast_fail_client
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError, QuorumError
 from orchestration.models import Attempt, Candidate
 from orchestration.providers import ProviderRegistry
 from orchestration.state import (
     BudgetGate,
-    FleetSetting,
     QualityGate,
     RateLimitGate,
     RedisModeMemory,
     call_record,
     cost_call,
     job_micro_usd,
-    read_fleet,
-    record_job,
 )
-from orchestration.state.scripts import ScriptCall, run_batch
+from orchestration.state.costs import queue_record_job
+from orchestration.state.scripts import Queued, ScriptCall, execute_queued, run_batch
 from workers.app import REDIS_OUTAGE_GRACE_S, app, broker_urls, unconfigured_error
 from workers.job_errors import JOB_TASKS
 
 log = logging.getLogger("quorum.runtime")
 
 REDIS_ERRORS = (redis_lib.ConnectionError, redis_lib.TimeoutError)
+
+T = TypeVar("T")
 
 
 def state_client(url: str) -> redis_lib.Redis:
@@ -136,21 +136,51 @@ class PostCall(HealthRecorder):
     """One attempt's breaker gate and recorder: the breaker's outcome, the cost ledger and the
     health figures of the call go to Redis as one script, one round trip (all three live in the
     provider's hash slot). While the breaker is degraded to per-process state, the ledger and
-    health records are sent on their own, as before."""
+    health records are sent on their own, as before.
+
+    With ``defer``, the records wait for :meth:`flush`, which can take another step's commands
+    along in the same round trip (a failover hop's publication guard); the caller must flush
+    (``finally``), whatever happens in between."""
 
     breaker: ResilientBreaker | None = None
     outcome: tuple[Any, str | None] | None = None
+    defer: bool = False
+    held: tuple[Attempt, float, int] | None = None
 
     def gate(self) -> BreakerGate:
         return BreakerGate(self)
 
     def record(self, attempt: Attempt, now: float, micro_usd: int) -> None:
+        if self.defer:
+            self.held = (attempt, now, micro_usd)
+            return
+        self._send(attempt, now, micro_usd, None)
+
+    def flush(self, extra: Queued[T] | None = None) -> list[T]:
+        """Send the held records, with ``extra`` in the same round trip when the breaker's
+        state is in Redis: ``[extra's result]`` when it ran, else ``[]`` (nothing held, the
+        breaker degraded, or the records failed: the caller sends ``extra`` itself). Never
+        raises: bookkeeping must not turn a good answer into a failure."""
+        held, self.held = self.held, None
+        if held is None:
+            return []
+        try:
+            return self._send(*held, extra)
+        except Exception:
+            log.warning("could not record the outcome of %s", held[0].label, exc_info=True)
+            return []
+
+    def _send(self, attempt: Attempt, now: float, micro_usd: int, extra: Queued[T] | None) -> list[T]:
         calls = [] if attempt.skipped else self.calls(attempt, now, micro_usd)
         if self.outcome is not None and self.breaker is not None:
             (permit, error_kind), self.outcome = self.outcome, None
-            if self.breaker.record_outcome(attempt.provider, now, error_kind, permit, also=calls) is not None:
-                return
+            replies, ran = self.breaker.record_outcome_with(
+                attempt.provider, now, error_kind, permit, also=calls, extra=extra
+            )
+            if replies is not None:
+                return ran
         self.send(calls)
+        return []
 
 
 @dataclass
@@ -171,17 +201,17 @@ class Runtime:
     def prefix(self) -> str:
         return self.settings.key_prefix
 
-    def fleet(self) -> FleetSetting:
-        """The fleet-wide strategy setting; the config's when Redis cannot say."""
-        try:
-            return read_fleet(self.redis, self.prefix)
-        except REDIS_ERRORS:
-            log.warning("Redis unreachable: using the configured strategy and order")
-            return FleetSetting()
+    def unavailable(
+        self, provider: str, now: float, breakers: Mapping[str, BreakerSnapshot] | None = None
+    ) -> str | None:
+        """Why ``provider`` should be skipped right now (no state change), or None; its breaker
+        from ``breakers`` when the caller read it already (no round trip here then)."""
+        snapshot = breakers.get(provider) if breakers else None
 
-    def unavailable(self, provider: str, now: float) -> str | None:
-        """Why ``provider`` should be skipped right now (no state change), or None."""
-        for check in (self.breaker.refusal, self.budget.refusal, self.limits.refusal, self.quality.refusal):
+        def breaker(provider: str, now: float) -> str | None:
+            return self.breaker.refusal(provider, now, snapshot)
+
+        for check in (breaker, self.budget.refusal, self.limits.refusal, self.quality.refusal):
             try:
                 reason = check(provider, now)
             except REDIS_ERRORS:
@@ -201,21 +231,27 @@ class Runtime:
     ) -> None:
         """Count the job and its total cost once (for the average cost per job), answered or not,
         and under its kind, strategy and outcome (``ok`` when an attempt answered, else ``failed``)."""
+        try:
+            execute_queued(self.fast_redis, [self.job_count(job_id, attempts, kind=kind, strategy=strategy,
+                                                            outcome=outcome)])  # fmt: skip
+        except REDIS_ERRORS:
+            log.warning("job %s: could not record its cost (Redis unreachable)", job_id)
+
+    def job_count(
+        self,
+        job_id: str,
+        attempts: Iterable[Attempt | dict[str, Any]],
+        *,
+        kind: str = "extract",
+        strategy: str | None = None,
+        outcome: str | None = None,
+    ) -> Queued[bool]:
+        """:meth:`record_job`'s write, to send in another step's round trip (the result store's)."""
         attempts = list(attempts)
         if outcome is None:
             outcome = "ok" if any(isinstance(a, Attempt) and a.ok for a in attempts) else "failed"
-        try:
-            record_job(
-                self.fast_redis,
-                self.prefix,
-                job_id,
-                job_micro_usd(attempts),
-                kind=kind,
-                strategy=strategy,
-                outcome=outcome,
-            )
-        except REDIS_ERRORS:
-            log.warning("job %s: could not record its cost (Redis unreachable)", job_id)
+        micro = job_micro_usd(attempts)
+        return queue_record_job(self.prefix, job_id, micro, kind=kind, strategy=strategy, outcome=outcome)
 
     def record_failed_job(
         self, job_id: str, error: BaseException, *, kind: str = "extract", strategy: str | None = None
@@ -229,11 +265,22 @@ class Runtime:
             outcome="failed",
         )
 
+    def post_call(self, *, defer: bool = False) -> PostCall:
+        """An attempt's breaker gate and post-call recorder (``defer``: see :class:`PostCall`)."""
+        return PostCall(self.fast_redis, self.prefix, self.breaker, defer=defer)
+
     def attempt(
-        self, candidate: Candidate, invoke: Invoke, *, label: str, task_id: str | None, deadline: float
+        self,
+        candidate: Candidate,
+        invoke: Invoke,
+        *,
+        label: str,
+        task_id: str | None,
+        deadline: float,
+        post: PostCall | None = None,
     ) -> Attempt:
-        """Run one provider attempt with this process's dependencies."""
-        post = PostCall(self.fast_redis, self.prefix, self.breaker)
+        """Run one provider attempt with this process's dependencies (``post``: its recorder)."""
+        post = post or self.post_call()
         deps = AttemptDeps(
             settings=self.settings,
             provider=self.providers.get,

@@ -13,9 +13,11 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
+from redis.exceptions import RedisError
 
 from orchestration.attempts import extraction
-from orchestration.candidates import chord_labels
+from orchestration.breaker import BreakerSnapshot
+from orchestration.candidates import candidate_providers, chord_labels
 from orchestration.errors import ProviderError, QuorumError, error_from_dict
 from orchestration.extraction import (
     ExtractionSpec,
@@ -36,22 +38,25 @@ from orchestration.extraction import (
 )
 from orchestration.models import Attempt
 from orchestration.providers import preload
-from orchestration.state import cache, read_weights, record_accuracy
-from orchestration.state.job_records import add_answer, published_by
+from orchestration.state import cache, read_weights
+from orchestration.state.accuracy import queue_grades, queue_grades_once
+from orchestration.state.job_records import add_answer
+from orchestration.state.scripts import Queued, execute_queued
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
 from workers.events import BufferTaskEvents
 from workers.job_errors import as_job_error
 from workers.publication import (
+    claim_along,
     enter,
-    entry_job_id,
     load_spec,
+    open_entry,
     publish_failure,
     publish_success,
     refuse,
 )
 from workers.requests import InternalTask
-from workers.runtime import Runtime, runtime
+from workers.runtime import PostCall, Runtime, runtime
 from workers.signing import RequireFleetSecret, worker_key
 
 log: logging.Logger = get_task_logger("quorum.tasks")
@@ -88,22 +93,38 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     Only this task runs under the job id. It stores the spec and sends the first provider
     call(s); the task that ends the job publishes the answer under the job id."""
     rt = runtime()
-    job_id, digest = entry_job_id(self, rt, args, kwargs)
+    request, invalid = None, None
     try:
-        spec = prepare_extract(
-            parse_request(args, kwargs), job_id=job_id, settings=rt.settings, fleet=rt.fleet()
-        )
+        request = parse_request(args, kwargs)
+    except QuorumError as e:
+        invalid = e  # refused once the job id is known to be this request's
+    providers: list[str] = []
+    if request is not None:
+        providers = candidate_providers(request, rt.settings, failover=request.strategy == "failover")
+    entry = open_entry(self, rt, args, kwargs, providers)
+    job_id = entry.job_id
+    try:
+        if invalid is not None:
+            raise invalid
+        assert request is not None
+        spec = prepare_extract(request, job_id=job_id, settings=rt.settings, fleet=entry.fleet)
     except QuorumError as e:
         refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.strategy, [c.label() for c in spec.candidates])
-    return enter(rt, job_id, spec, digest, cached=cached_result, start=_start)
+
+    def start(rt: Runtime, spec: ExtractionSpec) -> None:
+        _start(rt, spec, entry.breakers)
+
+    return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start)
 
 
-def _start(rt: Runtime, spec: ExtractionSpec) -> None:
-    """Send the first failover hop, or the chord over the candidates worth sending."""
+def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot]) -> None:
+    """Send the first failover hop, or the chord over the candidates worth sending; ``breakers``
+    are the snapshots the entry read with its other reads (a provider missing there is read
+    when planning needs it: a failover hop's one by one, a chord's together)."""
     key = worker_key(app)
     if spec.strategy == "failover":
-        step = _plan(rt, spec, [], 0)
+        step = _plan(rt, spec, [], 0, breakers)
         if isinstance(step, Fail):
             raise step.error
         skipped = [a.model_dump(mode="json") for a in step.skipped]
@@ -111,10 +132,13 @@ def _start(rt: Runtime, spec: ExtractionSpec) -> None:
         failover_attempt(app, key, spec.job_id, step.index, label, 0, skipped, step.countdown).apply_async()
         return
     now = time.time()
+    missing = {c.provider for c in spec.candidates} - breakers.keys()
+    if missing:  # e.g. a redelivered entry whose stored spec names other providers
+        breakers = {**breakers, **rt.breaker.states(sorted(missing), now)}
     labels = chord_labels(spec.candidates)
     send, skipped = [], []
     for i, candidate in enumerate(spec.candidates):
-        reason = rt.unavailable(candidate.provider, now)
+        reason = rt.unavailable(candidate.provider, now, breakers)
         if reason is None:
             send.append((i, labels[i]))
         else:
@@ -144,34 +168,52 @@ def call(
     job = load_spec(rt, ExtractionSpec, job_id)
     candidate = job.candidates[index]
     label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
-    attempt = rt.attempt(
-        candidate,
-        extraction(job.text, job.json_schema, candidate),
-        label=label,
-        task_id=self.request.id,
-        deadline=job.deadline,
-    )
-    attempt.worker = self.request.hostname
-    if mode == MODE_FAILOVER:
-        if not attempt.ok:
-            error = error_from_dict(attempt.error or {"type": "ProviderError"})
-            error.attempt = attempt.model_dump(mode="json")
-            raise error
-        _finish(rt, job, [Attempt.model_validate(a) for a in attempts or []] + [attempt], self.request)
-    elif job.strategy == "consensus" and job.early_quorum:
-        _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname)
+    # A failover hop's post-call records wait for its publication guard: one round trip for both.
+    post = rt.post_call(defer=mode == MODE_FAILOVER)
+    try:
+        attempt = rt.attempt(
+            candidate,
+            extraction(job.text, job.json_schema, candidate),
+            label=label,
+            task_id=self.request.id,
+            deadline=job.deadline,
+            post=post,
+        )
+        attempt.worker = self.request.hostname
+        if mode == MODE_FAILOVER:
+            if not attempt.ok:
+                error = error_from_dict(attempt.error or {"type": "ProviderError"})
+                error.attempt = attempt.model_dump(mode="json")
+                raise error
+            history = [Attempt.model_validate(a) for a in attempts or []] + [attempt]
+            _finish(rt, job, history, self.request, post)
+        elif job.strategy == "consensus" and job.early_quorum:
+            _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname)
+    finally:
+        post.flush()  # the records go out whatever happened (nothing left once flushed)
     return attempt.model_dump(mode="json")
 
 
-def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any) -> None:
+def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any, post: PostCall) -> None:
     """A failover hop succeeded: cache its answer, publish it under the job id (once), count the job.
     Cached first (as the chord body does): a producer that re-sends the same job as soon as it has
-    the answer finds it in the cache."""
+    the answer finds it in the cache. The guard rides with the call's post-call records, the job's
+    count with its answer (one round trip each); a hop whose guard another run holds stores nothing."""
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
     _cache_store(rt, job, result)
-    if publish_success(app, rt, job.job_id, result, by=f"call:{request.id}", hostname=request.hostname):
-        rt.record_job(job.job_id, history, strategy=job.strategy)
+    by = f"call:{request.id}"
+    ran = post.flush(claim_along(rt, job.job_id, by))
+    publish_success(
+        app,
+        rt,
+        job.job_id,
+        result,
+        by=by,
+        hostname=request.hostname,
+        claimed=ran[0] if ran else None,  # None: the records went without it; claim on its own
+        also=rt.job_count(job.job_id, history, strategy=job.strategy),
+    )
 
 
 def _maybe_publish_early(
@@ -179,13 +221,13 @@ def _maybe_publish_early(
 ) -> None:
     """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it."""
     try:
-        so_far = add_answer(rt.redis, rt.prefix, job.job_id, attempt)
+        so_far, published = add_answer(rt.redis, rt.prefix, job.job_id, attempt, with_publisher=True)
+        if published is not None:
+            return  # answered already: nothing to merge early
         if not early_pending(job, so_far):
             return  # too few answers yet, or all in: no weights to read
         accuracy, priors = _weights(rt, job)
         if not early_answer_ready(job, so_far, accuracy=accuracy, priors=priors):
-            return
-        if published_by(rt.redis, rt.prefix, job.job_id):
             return
         history = [Attempt.model_validate(a) for a in skipped] + so_far
         fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
@@ -217,13 +259,39 @@ def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list
         publish_failure(app, rt, job_id, e, by=by, hostname=hostname, strategy=job.strategy)
         return
     result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
+    _cache_store(rt, job, result)
+    grades = None
     if job.strategy == "consensus":
         responses = responses_from_attempts([a for a in history if a.ok])
-        record_accuracy(rt.fast_redis, rt.prefix, accuracy_updates(responses, fields), once=job_id)
-    rt.record_job(job_id, history, strategy=job.strategy)
-    _cache_store(rt, job, result)
-    # False when published early: the late answers only updated health, cost and accuracy
-    publish_success(app, rt, job_id, result, by=by, hostname=hostname)
+        grades = queue_grades(rt.prefix, accuracy_updates(responses, fields))
+    # One round trip for the guard, the job's count and the grades' once-marker; the grades then
+    # ride with the answer (or go alone when published early: the late answers only update
+    # health, cost and accuracy).
+    steps: list[Queued[Any]] = [
+        claim_along(rt, job_id, by),
+        rt.job_count(job_id, history, strategy=job.strategy),
+    ]
+    if grades is not None:
+        steps.append(queue_grades_once(rt.prefix, job_id))
+    claimed, *records = execute_queued(rt.redis, steps, raise_on_error=False)
+    for value in records:
+        if isinstance(value, Exception):
+            log.warning("job %s: a record of the chord body failed: %s", job_id, value)
+    if not (grades is not None and records[-1] is True):
+        grades = None  # nothing to grade, or a run of this body graded already
+    if isinstance(claimed, Exception):
+        claimed = None  # claim on its own (and raise there)
+    stored = publish_success(app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=grades)
+    if not stored and grades is not None:
+        _send_grades(rt, job_id, grades)
+
+
+def _send_grades(rt: Runtime, job_id: str, grades: Queued[None]) -> None:
+    """The consensus grades alone (best effort, like every accuracy update)."""
+    try:
+        execute_queued(rt.fast_redis, [grades])
+    except RedisError as e:
+        log.warning("job %s: accuracy update dropped (%s)", job_id, e)
 
 
 def _cache_store(rt: Runtime, job: ExtractionSpec, result: dict[str, Any]) -> None:
@@ -285,6 +353,12 @@ def _failed_attempt(job: ExtractionSpec, index: int, request: Any, exc: BaseExce
     )
 
 
-def _plan(rt: Runtime, job: ExtractionSpec, history: list[Attempt], start: int) -> Send | Fail:
+def _plan(
+    rt: Runtime,
+    job: ExtractionSpec,
+    history: list[Attempt],
+    start: int,
+    breakers: dict[str, BreakerSnapshot] | None = None,
+) -> Send | Fail:
     now = time.time()
-    return next_step(job, history, start, now, lambda provider: rt.unavailable(provider, now))
+    return next_step(job, history, start, now, lambda provider: rt.unavailable(provider, now, breakers))

@@ -39,7 +39,17 @@ from orchestration.breaker.machine import (
 )
 from orchestration.config import BreakerConfig
 from orchestration.state.keys import ProviderKeys
-from orchestration.state.scripts import ScriptCall, float_arg, lua_source, opt_float, run_batch, text
+from orchestration.state.scripts import (
+    Queued,
+    ScriptCall,
+    execute_queued,
+    float_arg,
+    lua_source,
+    opt_float,
+    run_batch,
+    script_queued,
+    text,
+)
 
 log = logging.getLogger("quorum.breaker")
 
@@ -100,11 +110,17 @@ class Breaker(ABC):
         return "shared"
 
     def _step_also(
-        self, provider: str, op: Operation, now: float, also: Sequence[ScriptCall]
-    ) -> tuple[Step, list[Any] | None]:
-        """:meth:`step`, plus ``also`` in the same round trip where the state lives in Redis;
-        their replies, or None when they did not run (here: never)."""
-        return self.step(provider, op, now), None
+        self,
+        provider: str,
+        op: Operation,
+        now: float,
+        also: Sequence[ScriptCall],
+        extra: Queued[Any] | None = None,
+    ) -> tuple[Step, list[Any] | None, list[Any]]:
+        """:meth:`step`, plus ``also`` (and ``extra``'s commands) in the same round trip where the
+        state lives in Redis; their replies, or None when they did not run (here: never), and
+        ``[extra's result]`` when it ran, else ``[]``."""
+        return self.step(provider, op, now), None, []
 
     # ------------------------------------------------------------------ public API
 
@@ -155,12 +171,27 @@ class Breaker(ABC):
         provider's other post-call records (health, cost ledger), in the same atomic round trip
         where the breaker lives in Redis. Their replies, or None when they were not run (a
         per-process breaker, Redis unreachable): then the caller sends them itself."""
+        return self.record_outcome_with(provider, now, error_kind, permit, also)[0]
+
+    def record_outcome_with(
+        self,
+        provider: str,
+        now: float,
+        error_kind: str | None,
+        permit: Permit | None = None,
+        also: Sequence[ScriptCall] = (),
+        extra: Queued[Any] | None = None,
+    ) -> tuple[list[Any] | None, list[Any]]:
+        """:meth:`record_outcome`, and ``extra`` (commands of another module, e.g. a job's
+        publication guard) in the same round trip where the breaker lives in Redis: ``also``'s
+        replies (or None) and ``[extra's result]`` when it ran, else ``[]`` (the caller then
+        sends it itself; ``extra`` must be safe to repeat, since a lost reply looks the same)."""
         outcome = machine.classify(error_kind)
         lease_id = self._lease_of(provider, permit)
         now = float(now)
-        step, replies = self._step_also(provider, Record(outcome, lease_id), now, also)
+        step, replies, ran = self._step_also(provider, Record(outcome, lease_id), now, also, extra)
         self._report(provider, step, now)
-        return replies
+        return replies, ran
 
     def state(self, provider: str, now: float) -> BreakerSnapshot:
         """A snapshot of ``provider``'s breaker at ``now``."""
@@ -170,9 +201,16 @@ class Breaker(ABC):
         """Snapshots of several breakers (one round trip where the backend allows)."""
         return {p: self._snapshot(p, float(now)) for p in providers}
 
-    def refusal(self, provider: str, now: float) -> str | None:
-        """Why :meth:`acquire` would refuse ``provider`` now, read-only (None: worth trying)."""
-        snap = self.state(provider, now)
+    def queue_states(self, providers: Iterable[str], now: float) -> Queued[dict[str, BreakerSnapshot]]:
+        """:meth:`states` in a form that rides in a round trip shared with other reads (here:
+        no Redis command; the snapshots are taken when the replies are parsed)."""
+        names = list(providers)
+        return Queued(lambda pipe: 0, lambda replies: self.states(names, now))
+
+    def refusal(self, provider: str, now: float, snapshot: BreakerSnapshot | None = None) -> str | None:
+        """Why :meth:`acquire` would refuse ``provider`` now, read-only (None: worth trying);
+        from ``snapshot`` when the caller read it already (e.g. with :meth:`queue_states`)."""
+        snap = self.state(provider, now) if snapshot is None else snapshot
         if snap.state is BreakerState.CLOSED or snap.probe_ready:
             return None
         if snap.state is BreakerState.OPEN:
@@ -304,12 +342,24 @@ class RedisBreaker(Breaker):
         return ScriptCall("breaker.lua", keys, args)
 
     def _step_also(
-        self, provider: str, op: Operation, now: float, also: Sequence[ScriptCall]
-    ) -> tuple[Step, list[Any] | None]:
-        """The step and ``also`` as one script: one round trip (all keys share the provider's slot)."""
+        self,
+        provider: str,
+        op: Operation,
+        now: float,
+        also: Sequence[ScriptCall],
+        extra: Queued[Any] | None = None,
+    ) -> tuple[Step, list[Any] | None, list[Any]]:
+        """The step and ``also`` as one script: one round trip (all keys share the provider's
+        slot); ``extra``'s commands, whose keys may live elsewhere, ride in the same pipeline."""
         step = self._call(provider, op, now)
-        replies = run_batch(self.redis, [step, *also])
-        return parse_reply(replies[0]), replies[1:]
+        if extra is None:
+            replies = run_batch(self.redis, [step, *also])
+            return parse_reply(replies[0]), replies[1:], []
+        batch = script_queued([step, *also])
+        records, value = execute_queued(self.redis, [batch, extra], raise_on_error=False)
+        if isinstance(records, Exception):
+            raise records
+        return parse_reply(records[0]), records[1:], [] if isinstance(value, Exception) else [value]
 
     def _snapshot(self, provider: str, now: float) -> BreakerSnapshot:
         return self.states([provider], now)[provider]
@@ -317,28 +367,42 @@ class RedisBreaker(Breaker):
     def states(self, providers: Iterable[str], now: float) -> dict[str, BreakerSnapshot]:
         """Snapshots of several breakers in one pipelined round trip."""
         names = list(providers)
-        cutoff = "(" + float_arg(now - self.config.window_s)
+        read = self.queue_states(names, now)
         pipe = self.redis.pipeline(transaction=len(names) == 1)
-        for name in names:
-            keys = ProviderKeys.of(self.prefix, name)
-            pipe.hgetall(keys.breaker)
-            pipe.zcount(keys.window_calls, cutoff, "+inf")
-            pipe.zcount(keys.window_failures, cutoff, "+inf")
-        replies = pipe.execute()
-        out: dict[str, BreakerSnapshot] = {}
-        for i, name in enumerate(names):
-            fields, calls, failures = replies[3 * i : 3 * i + 3]
-            core = core_from_hash(fields)
-            out[name] = machine.snapshot(
-                core,
-                self.config,
-                name,
-                now,
-                window_calls=int(calls),
-                window_failures=int(failures),
-                source="redis",
-            )
-        return out
+        read.queue(pipe)
+        return read.parse(pipe.execute())
+
+    def queue_states(self, providers: Iterable[str], now: float) -> Queued[dict[str, BreakerSnapshot]]:
+        """The reads of :meth:`states` (three commands per provider), to send in a round trip
+        shared with other reads."""
+        names = list(providers)
+        now = float(now)
+        cutoff = "(" + float_arg(now - self.config.window_s)
+
+        def queue(pipe: Any) -> int:
+            for name in names:
+                keys = ProviderKeys.of(self.prefix, name)
+                pipe.hgetall(keys.breaker)
+                pipe.zcount(keys.window_calls, cutoff, "+inf")
+                pipe.zcount(keys.window_failures, cutoff, "+inf")
+            return 3 * len(names)
+
+        def parse(replies: list[Any]) -> dict[str, BreakerSnapshot]:
+            out: dict[str, BreakerSnapshot] = {}
+            for i, name in enumerate(names):
+                fields, calls, failures = replies[3 * i : 3 * i + 3]
+                out[name] = machine.snapshot(
+                    core_from_hash(fields),
+                    self.config,
+                    name,
+                    now,
+                    window_calls=int(calls),
+                    window_failures=int(failures),
+                    source="redis",
+                )
+            return out
+
+        return Queued(queue, parse)
 
 
 def core_from_hash(fields: dict[bytes, bytes] | dict[str, str]) -> Core:

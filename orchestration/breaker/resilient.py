@@ -28,7 +28,7 @@ from redis.retry import Retry
 from orchestration.breaker.breakers import Breaker, LocalBreaker, RedisBreaker
 from orchestration.breaker.machine import BreakerSnapshot, BreakerState, Operation, Step
 from orchestration.config import BreakerConfig
-from orchestration.state.scripts import ScriptCall
+from orchestration.state.scripts import Queued, ScriptCall
 
 log = logging.getLogger("quorum.breaker")
 
@@ -107,15 +107,20 @@ class ResilientBreaker(Breaker):
         return self._route(shared, local)
 
     def _step_also(
-        self, provider: str, op: Operation, now: float, also: Sequence[ScriptCall]
-    ) -> tuple[Step, list[Any] | None]:
-        def shared() -> tuple[Step, list[Any] | None]:
-            step, replies = self.shared._step_also(provider, op, now, also)
+        self,
+        provider: str,
+        op: Operation,
+        now: float,
+        also: Sequence[ScriptCall],
+        extra: Queued[Any] | None = None,
+    ) -> tuple[Step, list[Any] | None, list[Any]]:
+        def shared() -> tuple[Step, list[Any] | None, list[Any]]:
+            step, replies, ran = self.shared._step_also(provider, op, now, also, extra)
             self._known[provider] = (step.state, step.cooldown_until, step.level)
-            return step, replies
+            return step, replies, ran
 
-        def local() -> tuple[Step, list[Any] | None]:
-            return self.local.step(provider, op, now), None
+        def local() -> tuple[Step, list[Any] | None, list[Any]]:
+            return self.local.step(provider, op, now), None, []
 
         return self._route(shared, local)
 
@@ -133,6 +138,33 @@ class ResilientBreaker(Breaker):
             return snaps
 
         return self._route(shared, lambda: self.local.states(names, now))
+
+    def queue_states(self, providers: Iterable[str], now: float) -> Queued[dict[str, BreakerSnapshot]]:
+        """:meth:`states` for a round trip shared with other reads: the shared breakers' reads,
+        or none while degraded and not yet due to retry Redis (then this process's snapshots).
+        The round trip's client decides what an outage does: it raises to the caller (the reads
+        it rides with cannot do without Redis either)."""
+        names = list(providers)
+        if not names:
+            return Queued(lambda pipe: 0, lambda replies: {})
+        if self._degraded and self._clock() < self._retry_at:
+            return Queued(lambda pipe: 0, lambda replies: self._local_states(names, now))
+        shared = self.shared.queue_states(names, now)
+
+        def parse(replies: list[Any]) -> dict[str, BreakerSnapshot]:
+            snaps = shared.parse(replies)
+            for name, s in snaps.items():
+                self._known[name] = (s.state, s.cooldown_until, s.backoff_level)
+            if self._degraded:
+                self._resync()
+            self._where.scope = "shared"
+            return snaps
+
+        return Queued(shared.queue, parse)
+
+    def _local_states(self, names: list[str], now: float) -> dict[str, BreakerSnapshot]:
+        self._where.scope = "per-process"
+        return self.local.states(names, now)
 
     def _degrade(self, error: Exception) -> None:
         """Switch to per-process state seeded from the last shared state seen; log once."""

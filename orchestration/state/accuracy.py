@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from orchestration.state.keys import ProviderKeys, provider_key
+from orchestration.state.scripts import Queued
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -128,24 +129,57 @@ def record_accuracy(
     ``SET NX`` marker is taken first, so a crash between marker and counts loses the grades
     rather than double-counting them.
     """
+    grades = queue_grades(prefix, updates)
+    if grades is None:
+        return False
+    try:
+        if once is not None and not redis.set(_once_key(prefix, once), 1, nx=True, ex=once_ttl_s):
+            return False
+        pipe = redis.pipeline(transaction=False)
+        grades.queue(pipe)
+        pipe.execute()
+    except RedisError as e:
+        log.warning("accuracy update dropped (%s)", e)
+        return False
+    return True
+
+
+def _once_key(prefix: str, once: str) -> str:
+    return f"{prefix}accuracy:once:{once}"
+
+
+def queue_grades(prefix: str, updates: Iterable[tuple[str, str, bool]]) -> Queued[None] | None:
+    """The counter increments of :func:`record_accuracy` (without its ``once`` marker), to send
+    in another step's round trip; None when there is nothing to grade."""
     totals: Counter[tuple[str, str]] = Counter()
     correct: Counter[tuple[str, str]] = Counter()
     for provider, field, ok in updates:
         totals[provider, field] += 1
         correct[provider, field] += int(bool(ok))
     if not totals:
-        return False
-    try:
-        if once is not None and not redis.set(f"{prefix}accuracy:once:{once}", 1, nx=True, ex=once_ttl_s):
-            return False
-        pipe = redis.pipeline(transaction=False)
-        for (provider, field), n in sorted(totals.items()):
+        return None
+
+    def queue(pipe: Any) -> int:
+        n = 0
+        for (provider, field), total in sorted(totals.items()):
             key = accuracy_key(prefix, provider)
-            pipe.hincrby(key, f"{field}:total", n)
+            pipe.hincrby(key, f"{field}:total", total)
+            n += 1
             if correct[provider, field]:
                 pipe.hincrby(key, f"{field}:correct", correct[provider, field])
-        pipe.execute()
-    except RedisError as e:
-        log.warning("accuracy update dropped (%s)", e)
-        return False
-    return True
+                n += 1
+        return n
+
+    return Queued(queue, lambda replies: None)
+
+
+def queue_grades_once(prefix: str, once: str, once_ttl_s: int = _ONCE_TTL_S) -> Queued[bool]:
+    """:func:`record_accuracy`'s ``once`` marker (``SET NX``) for another step's round trip: True
+    when this run may send the grades (:func:`queue_grades`), False when a run already did."""
+    key = _once_key(prefix, once)
+
+    def queue(pipe: Any) -> int:
+        pipe.set(key, 1, nx=True, ex=once_ttl_s)
+        return 1
+
+    return Queued(queue, lambda replies: bool(replies[0]))

@@ -28,7 +28,7 @@ from redis import Redis
 
 from orchestration.models import CostRecord
 from orchestration.state.keys import provider_key
-from orchestration.state.scripts import ScriptCall, lua_source, run_batch, text
+from orchestration.state.scripts import Queued, ScriptCall, lua_source, run_batch, script_queued, text
 
 #: How long an attempt's (or job's) "already counted" marker lives: far beyond any redelivery.
 SEEN_TTL_S = 7 * 24 * 3600
@@ -78,11 +78,6 @@ def _once_call(keys: list[str], index_member: str, increments: dict[str, int]) -
     for field, amount in increments.items():
         args += [field, amount]
     return ScriptCall("ledger.lua", keys, args)
-
-
-def _once(redis: Redis, keys: list[str], index_member: str, increments: dict[str, int]) -> bool:
-    """Run the once-only ledger script; True when counted, False for a duplicate."""
-    return bool(run_batch(redis, [_once_call(keys, index_member, increments)])[0])
 
 
 def record_cost(
@@ -167,6 +162,28 @@ def record_job(
 ) -> bool:
     """Count one finished job and its total cost, once per ``job_id`` (False: duplicate); with an
     ``outcome`` (``ok``, ``failed``) also under its kind, strategy and outcome."""
+    return bool(run_batch(redis, [_job_call(prefix, job_id, micro_usd, kind, strategy, outcome)])[0])
+
+
+def queue_record_job(
+    prefix: str,
+    job_id: str,
+    micro_usd: int,
+    *,
+    kind: str = "extract",
+    strategy: str | None = None,
+    outcome: str | None = None,
+) -> Queued[bool]:
+    """:func:`record_job` in a form that rides in another step's round trip (e.g. the result
+    store's); safe to repeat (counted once per job id). Its keys carry the ``{fleet}`` hash tag,
+    so it is a script of its own there, never part of another slot's script."""
+    call = script_queued([_job_call(prefix, job_id, micro_usd, kind, strategy, outcome)])
+    return Queued(call.queue, lambda replies: bool(call.parse(replies)[0]), call.scripts)
+
+
+def _job_call(
+    prefix: str, job_id: str, micro_usd: int, kind: str, strategy: str | None, outcome: str | None
+) -> ScriptCall:
     if not job_id:
         raise ValueError("job_id must be non-empty")
     (micro,) = _non_negative(micro_usd=micro_usd)
@@ -174,7 +191,7 @@ def record_job(
     increments = {"jobs": 1, "micro_usd": micro}
     if outcome:
         increments[f"{JOB_CLASS}:{kind}:{strategy or 'unknown'}:{outcome}"] = 1
-    return _once(redis, keys, "", increments)
+    return _once_call(keys, "", increments)
 
 
 def jobs_by_class(redis: Redis, prefix: str) -> dict[tuple[str, str, str], int]:

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from orchestration.state.scripts import Queued
+
 
 class FleetSetting(BaseModel):
     """What ``quorum set-strategy`` stored; ``None`` fields fall back to the config."""
@@ -23,7 +25,21 @@ def _key(prefix: str) -> str:
 
 def read_fleet(redis: Any, prefix: str) -> FleetSetting:
     """The current fleet setting (empty when none was set)."""
-    raw = redis.get(_key(prefix))
+    return _parse(redis.get(_key(prefix)))
+
+
+def queue_read_fleet(prefix: str) -> Queued[FleetSetting]:
+    """:func:`read_fleet` as one command for a round trip shared with the entry's other reads."""
+    key = _key(prefix)
+
+    def queue(pipe: Any) -> int:
+        pipe.get(key)
+        return 1
+
+    return Queued(queue, lambda replies: _parse(replies[0]))
+
+
+def _parse(raw: bytes | str | None) -> FleetSetting:
     if not raw:
         return FleetSetting()
     return FleetSetting.model_validate_json(raw)

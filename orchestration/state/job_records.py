@@ -9,9 +9,10 @@ import hashlib
 import json
 import re
 import zlib
-from typing import Any
+from typing import Any, Literal, overload
 
 from orchestration.models import Attempt
+from orchestration.state.scripts import Queued
 
 #: How long per-job coordination keys live at least; longer than any deadline.
 JOB_KEY_TTL_S = 3600
@@ -68,10 +69,29 @@ def store_spec(redis: Any, prefix: str, job_id: str, digest: str, spec: str, ttl
 def held_by_other(redis: Any, prefix: str, job_id: str, digest: str) -> bool:
     """True when this job id is already used by a different request (or already answered);
     one round trip (both keys carry the job's hash tag)."""
-    raw, published = redis.mget([spec_key(prefix, job_id), _key(prefix, job_id, "published")])
-    if raw is not None:
-        return _record(raw)[0] != digest
-    return published is not None
+    check = queue_held_by_other(prefix, job_id, digest)
+    return check.parse([redis.mget(_job_check_keys(prefix, job_id))])
+
+
+def _job_check_keys(prefix: str, job_id: str) -> list[str]:
+    return [spec_key(prefix, job_id), _key(prefix, job_id, "published")]
+
+
+def queue_held_by_other(prefix: str, job_id: str, digest: str) -> Queued[bool]:
+    """:func:`held_by_other` as one command for a round trip shared with the entry's other reads."""
+    keys = _job_check_keys(prefix, job_id)
+
+    def queue(pipe: Any) -> int:
+        pipe.mget(keys)
+        return 1
+
+    def parse(replies: list[Any]) -> bool:
+        raw, published = replies[0]
+        if raw is not None:
+            return _record(raw)[0] != digest
+        return published is not None
+
+    return Queued(queue, parse)
 
 
 def load_spec(redis: Any, prefix: str, job_id: str) -> str | None:
@@ -84,11 +104,30 @@ def claim_publication(redis: Any, prefix: str, job_id: str, by: str, ttl_s: int 
     """True for the first publisher, and again for that same publisher when its task is
     redelivered (so a crash between claiming and writing cannot lose the result). Keep the
     claim as long as the result (``ttl_s``): a re-sent job id must not overwrite it."""
-    ttl = max(ttl_s, JOB_KEY_TTL_S)
-    old = redis.set(_key(prefix, job_id, "published"), by, nx=True, ex=ttl, get=True)
+    old = redis.set(_key(prefix, job_id, "published"), by, nx=True, ex=max(ttl_s, JOB_KEY_TTL_S), get=True)
+    return _claimed(old, by)
+
+
+def _claimed(old: bytes | str | None, by: str) -> bool:
+    """Whether a claim whose ``SET NX GET`` returned ``old`` belongs to ``by``."""
     if isinstance(old, bytes):
         old = old.decode()
     return old is None or old == by
+
+
+def queue_claim_publication(prefix: str, job_id: str, by: str, ttl_s: int = JOB_KEY_TTL_S) -> Queued[bool]:
+    """:func:`claim_publication` as one command for a round trip shared with other steps (it is
+    safe to repeat: the same publisher claims again)."""
+    key, ttl = _key(prefix, job_id, "published"), max(ttl_s, JOB_KEY_TTL_S)
+
+    def queue(pipe: Any) -> int:
+        pipe.set(key, by, nx=True, ex=ttl, get=True)
+        return 1
+
+    def parse(replies: list[Any]) -> bool:
+        return _claimed(replies[0], by)
+
+    return Queued(queue, parse)
 
 
 def published_by(redis: Any, prefix: str, job_id: str) -> str | None:
@@ -97,15 +136,35 @@ def published_by(redis: Any, prefix: str, job_id: str) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def add_answer(redis: Any, prefix: str, job_id: str, attempt: Attempt) -> list[Attempt]:
-    """Record one header task's outcome; return every outcome recorded so far (atomically)."""
+@overload
+def add_answer(redis: Any, prefix: str, job_id: str, attempt: Attempt) -> list[Attempt]: ...
+
+
+@overload
+def add_answer(
+    redis: Any, prefix: str, job_id: str, attempt: Attempt, *, with_publisher: Literal[True]
+) -> tuple[list[Attempt], str | None]: ...
+
+
+def add_answer(
+    redis: Any, prefix: str, job_id: str, attempt: Attempt, *, with_publisher: bool = False
+) -> list[Attempt] | tuple[list[Attempt], str | None]:
+    """Record one header task's outcome; return every outcome recorded so far (atomically), and
+    with ``with_publisher`` who published the job's result (:func:`published_by`), read in the
+    same transaction (all keys carry the job's hash tag)."""
     key = _key(prefix, job_id, "answers")
     pipe = redis.pipeline(transaction=True)
     pipe.rpush(key, attempt.model_dump_json())
     pipe.expire(key, JOB_KEY_TTL_S)
     pipe.lrange(key, 0, -1)
-    *_, raw = pipe.execute()
-    return _dedupe([Attempt.model_validate_json(item) for item in raw])
+    if with_publisher:
+        pipe.get(_key(prefix, job_id, "published"))
+    replies = pipe.execute()
+    answers = _dedupe([Attempt.model_validate_json(item) for item in replies[2]])
+    if not with_publisher:
+        return answers
+    by = replies[3]
+    return answers, by.decode() if isinstance(by, bytes) else by
 
 
 def _dedupe(attempts: list[Attempt]) -> list[Attempt]:

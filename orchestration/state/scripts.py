@@ -3,15 +3,19 @@ importlib.resources."""
 
 from __future__ import annotations
 
+import hashlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+T = TypeVar("T")
 
 #: The packages whose ``lua/`` folder holds scripts (file names are unique across them).
 _HOMES = ("orchestration.state", "orchestration.breaker")
@@ -110,3 +114,84 @@ def run_batch(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         keys += c.keys
         args += c.args
     return list(script(keys=keys, args=head + args))
+
+
+# --------------------------------------------------------------------------- pipelined steps
+
+
+@dataclass(frozen=True)
+class Queued(Generic[T]):
+    """One module's commands for a round trip it shares with others: ``queue`` puts them on a
+    pipeline (returning how many it queued), ``parse`` turns their replies into its result, and
+    ``scripts`` are the Lua sources it runs by ``EVALSHA`` (loaded if Redis answers NOSCRIPT).
+    The readers and writers of ``orchestration`` offer this form so that a worker can send the
+    reads (or writes) of one step together without knowing their keys."""
+
+    queue: Callable[[Any], int]
+    parse: Callable[[list[Any]], T]
+    scripts: tuple[str, ...] = ()
+
+
+@cache
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+
+def _calls_source(calls: Sequence[ScriptCall]) -> str:
+    return lua_source(calls[0].name) if len(calls) == 1 else batch_source(tuple(c.name for c in calls))
+
+
+def script_queued(calls: Sequence[ScriptCall]) -> Queued[list[Any]]:
+    """``calls`` as :func:`run_batch` would run them (one script, their replies in order), in a
+    form that rides in another round trip. Their keys must share one slot, as for ``run_batch``."""
+    if not calls:
+        raise ValueError("no script calls")
+    source = _calls_source(calls)
+    keys: list[str] = []
+    head: list[Any] = []
+    args: list[Any] = []
+    for c in calls:
+        head += [len(c.keys), len(c.args)]
+        keys += c.keys
+        args += c.args
+    argv = args if len(calls) == 1 else head + args
+
+    def queue(pipe: Any) -> int:
+        pipe.evalsha(_sha(source), len(keys), *keys, *argv)
+        return 1
+
+    def parse(replies: list[Any]) -> list[Any]:
+        return [replies[0]] if len(calls) == 1 else list(replies[0])
+
+    return Queued(queue, parse, (source,))
+
+
+def execute_queued(redis: Redis, items: Sequence[Queued[Any]], *, raise_on_error: bool = True) -> list[Any]:
+    """Send ``items`` in one pipelined round trip (no transaction: their keys may live in
+    different slots) and return each one's parsed result, in order. A Redis that lost its scripts
+    (restarted, flushed) answers NOSCRIPT: the scripts are loaded and the round trip runs again,
+    so every item must be safe to repeat. With ``raise_on_error`` False, an item whose replies
+    hold an error gets that exception as its result (the others are still parsed); connection
+    errors always raise."""
+    for first in (True, False):
+        pipe = redis.pipeline(transaction=False)
+        counts = [item.queue(pipe) for item in items]
+        replies = pipe.execute(raise_on_error=False) if sum(counts) else []
+        if first and any(isinstance(r, NoScriptError) for r in replies):
+            for source in dict.fromkeys(s for item in items for s in item.scripts):
+                redis.script_load(source)
+            continue
+        out: list[Any] = []
+        at = 0
+        for item, count in zip(items, counts, strict=True):
+            part = replies[at : at + count]
+            at += count
+            error = next((r for r in part if isinstance(r, Exception)), None)
+            if error is not None:
+                if raise_on_error:
+                    raise error
+                out.append(error)
+            else:
+                out.append(item.parse(part))
+        return out
+    raise AssertionError("unreachable")

@@ -134,3 +134,55 @@ def test_a_chord_header_result_is_stored_and_counted_together(valkey_url: str) -
     counted = results.client.zcard(joined) if results._chord_zset else results.client.llen(joined)
     assert counted == 1
     assert getattr(results._held, "store", None) is None  # nothing left held for the next task
+
+
+#: sha256 of the Celery 5.7 methods ``ResultBackend`` narrows: building a chord's GroupResult
+#: (``apply_chord``) and every waiter's subscription (``add_pending_result``) subscribe to results
+#: no worker reads; ``set_chord_size`` is two writes, sent as one round trip here.
+CHORD_SENDING = {
+    "apply_chord": "4a1df3fa0b01c7cd88b9338c1aa58db54d582284523fef5dc124f6d5ecaecf70",
+    "set_chord_size": "953182a90482700daa424048a250056cdbacbec38b3bd0f52c9ab5ab8cd6e1dc",
+    "add_pending_result": "a8fb813ac6ddf04d97bb3a2d58609cb37a5d87f89eb0f3e878960043a0491955",
+}
+
+
+def test_celerys_chord_sending_is_the_one_the_backend_was_written_for() -> None:
+    from celery.backends import asynchronous
+
+    found = {
+        "apply_chord": _sha(inspect.getsource(celery_redis.RedisBackend.apply_chord)),
+        "set_chord_size": _sha(inspect.getsource(celery_redis.RedisBackend.set_chord_size)),
+        "add_pending_result": _sha(inspect.getsource(asynchronous.AsyncBackendMixin.add_pending_result)),
+    }
+    assert found == CHORD_SENDING, "Celery changed how a chord is sent: review ResultBackend against it"
+
+
+def test_a_worker_sending_a_chord_subscribes_to_no_result(valkey_url: str) -> None:
+    """In a worker (``get()`` refused) a chord's header results are not subscribed to: nothing
+    would read them. A producer still subscribes when it waits (``then``/``get``)."""
+    from celery import chord
+    from celery._state import _set_task_join_will_block, task_join_will_block
+
+    app = app_module.create_app(Settings(redis_url=valkey_url))
+    results = app.backend
+    results.client.flushall()
+    header = [app.signature("quorum.call", args=(i,), task_id=f"job.c{i}") for i in range(2)]
+    body = app.signature("quorum.merge", task_id="job.m")
+    was = task_join_will_block()
+    _set_task_join_will_block(True)
+    try:
+        chord(header, body).apply_async()
+        assert not results.result_consumer.subscribed_to
+        assert results.client.get(results.get_key_for_group(_group_of(results), ".s")) == b"2"
+    finally:
+        _set_task_join_will_block(was)
+    waiter = app.AsyncResult("job.c0")
+    waiter.then(lambda *a: None)  # a producer's waiter (not weak): subscribed as before
+    assert results.result_consumer.subscribed_to == {results.get_key_for_task("job.c0")}
+    results.result_consumer.cancel_for("job.c0")
+
+
+def _group_of(results: backend.ResultBackend) -> str:
+    """The id of the one chord sent to an empty Redis (from its size key)."""
+    (key,) = results.client.keys("celery-taskset-meta-*.s")
+    return key.decode().removeprefix("celery-taskset-meta-").removesuffix(".s")

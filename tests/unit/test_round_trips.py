@@ -1,0 +1,254 @@
+"""Steps that share one Redis round trip (``scripts.Queued``): the entry's reads (job-id check,
+fleet setting, breakers), a failover hop's post-call records with its publication guard, and a
+job's answer with its count. Each test counts the round trips on a real Valkey (one write of
+commands to the socket is one round trip) and checks that every step of the shared trip took
+effect, so a step dropped from the pipeline fails here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from celery import states
+from redis.connection import Connection, ConnectionPool
+
+from orchestration.attempts import AttemptDeps, run_attempt
+from orchestration.breaker import BreakerState, ResilientBreaker, fast_fail_client
+from orchestration.config import BreakerConfig, Settings
+from orchestration.models import Candidate, ProviderResult
+from orchestration.state import FleetSetting, read_health, write_fleet
+from orchestration.state import job_records as jobs
+from orchestration.state.costs import queue_record_job, totals
+from orchestration.state.fleet import queue_read_fleet
+from orchestration.state.scripts import execute_queued
+from workers import app as app_module
+from workers.runtime import PostCall
+
+PX = "quorum:"
+NOW = 1_000_000.0
+STRICT = BreakerConfig(consecutive_failures=2, min_calls=2, failure_rate=0.5)
+
+
+class CountingConnection(Connection):
+    """A connection that counts its writes: one write of packed commands is one round trip."""
+
+    writes = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).writes += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def counted(valkey_url: str) -> redis.Redis:
+    """A client of the session's Valkey whose round trips are counted (flushed first)."""
+    CountingConnection.writes = 0
+    pool = ConnectionPool.from_url(valkey_url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    client.flushall()
+    client.ping()
+    CountingConnection.writes = 0
+    return client
+
+
+def trips() -> int:
+    n, CountingConnection.writes = CountingConnection.writes, 0
+    return n
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def test_the_entrys_reads_take_one_round_trip_and_each_answers(counted: redis.Redis) -> None:
+    breaker = ResilientBreaker(counted, PX, STRICT)
+    breaker.force_open("openai", NOW, cooldown_s=60)
+    write_fleet(counted, PX, FleetSetting(strategy="consensus", order=["gemini", "claude"]))
+    jobs.store_spec(counted, PX, "job-1", "digest-a", '{"x": 1}', 600)
+    trips()
+
+    held, fleet, snaps = execute_queued(
+        counted,
+        [
+            jobs.queue_held_by_other(PX, "job-1", "digest-b"),
+            queue_read_fleet(PX),
+            breaker.queue_states(["openai", "claude"], NOW + 1),
+        ],
+    )
+    assert trips() == 1
+    assert held is True  # another request's spec holds the id
+    assert (fleet.strategy, fleet.order) == ("consensus", ["gemini", "claude"])
+    assert snaps["openai"].state is BreakerState.OPEN and snaps["claude"].state is BreakerState.CLOSED
+    assert breaker.refusal("openai", NOW + 1, snaps["openai"]) is not None
+    assert breaker.refusal("claude", NOW + 1, snaps["claude"]) is None
+
+    held, fleet, snaps = execute_queued(
+        counted,
+        [
+            jobs.queue_held_by_other(PX, "job-1", "digest-a"),
+            queue_read_fleet(PX),
+            breaker.queue_states([], NOW),
+        ],
+    )
+    assert trips() == 1 and held is False and snaps == {}  # the same request: a redelivery
+
+
+def test_a_degraded_breaker_not_yet_due_reads_nothing_from_redis(counted: redis.Redis) -> None:
+    clock = [0.0]
+    gone = fast_fail_client("redis://127.0.0.1:1/0", timeout_s=0.1)
+    breaker = ResilientBreaker(gone, PX, STRICT, retry_interval_s=60, clock=lambda: clock[0])
+    breaker.force_open("openai", NOW, cooldown_s=60)  # Redis unreachable: degrades, opens locally
+    assert breaker.degraded
+    read = breaker.queue_states(["openai"], NOW + 1)
+    (snaps,) = execute_queued(counted, [read])
+    assert trips() == 0  # nothing queued: no round trip at all
+    assert snaps["openai"].source == "local" and snaps["openai"].state is BreakerState.OPEN
+
+
+# --------------------------------------------------------------------------- post-call
+
+
+def _attempt(client: redis.Redis, breaker: ResilientBreaker, post: PostCall, task_id: str) -> None:
+    answer = ProviderResult(provider="openai", model="gpt", fields={}, tokens_in=100, tokens_out=10)
+    deps = AttemptDeps(settings=Settings(), provider=lambda name: None, gates=[post.gate()], recorder=post,
+                       clock=lambda: NOW)  # fmt: skip
+    attempt = run_attempt(Candidate(provider="openai"), lambda provider, timeout: answer, label="openai",
+                          task_id=task_id, deadline=NOW + 30, deps=deps)  # fmt: skip
+    assert attempt.ok
+
+
+def test_the_post_call_records_and_the_guard_share_one_round_trip(counted: redis.Redis) -> None:
+    breaker = ResilientBreaker(counted, PX, STRICT)
+    warm = PostCall(counted, PX, breaker, defer=True)  # loads the scripts (NOSCRIPT the first time)
+    _attempt(counted, breaker, warm, "warm.h0")
+    warm.flush(jobs.queue_claim_publication(PX, "warm", "call:warm.h0"))
+    trips()
+    post = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, post, "job-1.h0")
+    assert trips() == 1  # the breaker's acquire only: the records wait for the guard
+    assert read_health(counted, PX, "openai").successes == 1  # the warm-up's only
+    trips()
+
+    ran = post.flush(jobs.queue_claim_publication(PX, "job-1", "call:job-1.h0"))
+    assert trips() == 1
+    assert ran == [True]  # the guard was free: this hop publishes
+    assert jobs.published_by(counted, PX, "job-1") == "call:job-1.h0"
+    assert read_health(counted, PX, "openai").successes == 2
+    assert totals(counted, PX, ["openai"])["openai"].calls == 2
+    trips()
+    assert post.flush() == [] and trips() == 0  # nothing left to send
+
+    # another run of the job answered first: its guard says so, the records still land
+    other = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, other, "job-1.h1")
+    trips()
+    assert other.flush(jobs.queue_claim_publication(PX, "job-1", "call:job-1.h1")) == [False]
+    assert trips() == 1
+    assert read_health(counted, PX, "openai").successes == 3
+    # a redelivered first hop claims again (the same publisher)
+    again = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, again, "job-1.h0")
+    assert again.flush(jobs.queue_claim_publication(PX, "job-1", "call:job-1.h0")) == [True]
+    assert totals(counted, PX, ["openai"])["openai"].calls == 3  # h0's cost counted once
+
+
+def test_the_shared_round_trip_survives_a_redis_that_lost_its_scripts(counted: redis.Redis) -> None:
+    breaker = ResilientBreaker(counted, PX, STRICT)
+    post = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, post, "job-2.h0")
+    counted.script_flush()
+    assert post.flush(jobs.queue_claim_publication(PX, "job-2", "call:job-2.h0")) == [True]
+    assert read_health(counted, PX, "openai").successes == 1
+    assert totals(counted, PX, ["openai"])["openai"].calls == 1
+
+
+def test_with_redis_gone_the_records_degrade_and_the_guard_is_left_to_the_caller() -> None:
+    gone = fast_fail_client("redis://127.0.0.1:1/0", timeout_s=0.1)
+    breaker = ResilientBreaker(gone, PX, STRICT)
+    post = PostCall(gone, PX, breaker, defer=True)
+    _attempt(gone, breaker, post, "job-3.h0")
+    assert post.flush(jobs.queue_claim_publication(PX, "job-3", "call:job-3.h0")) == []
+    assert breaker.degraded  # per-process breakers, as without the guard
+
+
+# --------------------------------------------------------------------------- answer and count
+
+
+def test_an_answer_and_the_jobs_count_share_one_round_trip(valkey_url: str) -> None:
+    results = app_module.create_app(Settings(redis_url=valkey_url)).backend
+    results.client.flushall()
+    count = queue_record_job(PX, "job-4", 2142, kind="extract", strategy="failover", outcome="ok")
+    results.store_result("job-4", {"answer": 1}, states.SUCCESS, also=count)  # loads the scripts
+    meta = results.get_task_meta("job-4", cache=False)
+    assert (meta["status"], meta["result"]) == (states.SUCCESS, {"answer": 1})
+    counters = results.client.hgetall(f"{PX}{{fleet}}:jobs")
+    assert counters[b"jobs"] == b"1" and counters[b"by:extract:failover:ok"] == b"1"
+
+    results.client.script_flush()  # a restarted Redis: both scripts come back, counted once
+    results.store_result("job-4", {"answer": 2}, states.SUCCESS, also=count)
+    assert results.get_task_meta("job-4", cache=False)["result"] == {"answer": 1}
+    assert results.client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"1"
+
+    client = results.client
+    pool = ConnectionPool.from_url(valkey_url, connection_class=CountingConnection)
+    results.client = redis.Redis(connection_pool=pool)
+    try:
+        results.client.ping()  # the connection's own set-up is not the store's
+        trips()
+        results.store_result("job-5", {"answer": 3}, states.SUCCESS, also=queue_record_job(PX, "job-5", 1))
+        assert trips() == 1
+    finally:
+        results.client = client
+    assert client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"2"
+
+
+# --------------------------------------------------------------------------- consensus
+
+
+def test_an_answer_is_recorded_and_the_publisher_read_in_one_transaction(counted: redis.Redis) -> None:
+    from orchestration.models import Attempt
+
+    answer = Attempt(provider="openai", label="openai", task_id="job-6.c0")
+    so_far, by = jobs.add_answer(counted, PX, "job-6", answer, with_publisher=True)
+    assert trips() == 1 and [a.task_id for a in so_far] == ["job-6.c0"] and by is None
+    jobs.claim_publication(counted, PX, "job-6", "early")
+    trips()
+    so_far, by = jobs.add_answer(counted, PX, "job-6", answer.model_copy(update={"task_id": "job-6.c1"}),
+                                 with_publisher=True)  # fmt: skip
+    assert trips() == 1 and len(so_far) == 2 and by == "early"
+
+
+def test_the_chord_bodys_guard_count_and_grades_marker_share_one_round_trip(counted: redis.Redis) -> None:
+    from orchestration.state.accuracy import queue_grades, queue_grades_once, read_counts
+
+    execute_queued(counted, [queue_record_job(PX, "warm", 1)])  # loads the ledger script
+    trips()
+    grades = queue_grades(PX, [("openai", "date", True), ("claude", "date", False)])
+    assert grades is not None and queue_grades(PX, []) is None
+    steps = [jobs.queue_claim_publication(PX, "job-7", "body:job-7.m"), queue_record_job(PX, "job-7", 5),
+             queue_grades_once(PX, "job-7")]  # fmt: skip
+    assert execute_queued(counted, steps) == [True, True, True]
+    assert trips() == 1
+    execute_queued(counted, [grades])
+    counts = read_counts(counted, PX, ["openai", "claude"], ["date"])
+    assert counts == {("openai", "date"): (1, 1), ("claude", "date"): (0, 1)}
+    # the body run again (redelivered): its guard still holds, nothing is counted or graded twice
+    assert execute_queued(counted, steps) == [True, False, False]
+
+
+def test_the_entry_reads_the_breakers_its_first_step_may_need() -> None:
+    from orchestration.candidates import candidate_providers
+    from orchestration.extraction import parse_request
+
+    settings = Settings()
+    enabled = settings.enabled_providers()
+    text = {"text": "hello"}
+
+    def providers(**kwargs: Any) -> list[str]:
+        request = parse_request((), {**text, **kwargs})
+        return candidate_providers(request, settings, failover=request.strategy == "failover")
+
+    assert providers(strategy="failover", providers=["gemini", "claude"]) == ["gemini"]  # the first hop's
+    assert providers(strategy="consensus", providers=["gemini", "claude"]) == ["gemini", "claude"]
+    assert providers(providers=["gemini", "claude"]) == ["gemini", "claude"]  # the fleet may say either
+    assert providers() == enabled  # the fleet's order decides: every enabled provider
