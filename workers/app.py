@@ -23,7 +23,7 @@ from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
 from orchestration.generation import SCORERS
 from stack import embedded
-from workers import einfo_speedup
+from workers import einfo_speedup, previews
 from workers.requests import unsettled_tags
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
@@ -130,14 +130,16 @@ class QuietSuccess(logging.Filter):
 @worker_init.connect
 def _worker_process(sender: object = None, **_: object) -> None:
     """Worker processes only (producers keep stock Celery and billiard): success lines without
-    the return value, and exceptions that cost no copy of the tracer's code positions, on the
-    billiard versions the speed-up was written against."""
+    the return value, exceptions that cost no copy of the tracer's code positions (and no
+    formatted stack for an ``Ignore``), and result previews built in C, on the billiard and
+    Celery versions the speed-ups were written against."""
     if _quorum_app(sender) is None:
         return
     tracer_log = logging.getLogger(trace.logger.name)
     if not any(isinstance(f, QuietSuccess) for f in tracer_log.filters):
         tracer_log.addFilter(QuietSuccess())
     einfo_speedup.install()
+    previews.install()
 
 
 @worker_init.connect

@@ -17,7 +17,6 @@ from typing import Any, NoReturn, TypeVar
 
 from celery import Celery, Task, states
 from celery.exceptions import Ignore
-from celery.utils.saferepr import saferepr
 from pydantic import BaseModel
 
 from orchestration.errors import QuorumError
@@ -25,6 +24,7 @@ from orchestration.state import cache
 from orchestration.state import job_records as jobs
 from workers.events import send_job_event
 from workers.job_errors import store_error
+from workers.previews import preview
 from workers.runtime import Runtime
 
 log = logging.getLogger("quorum.publication")
@@ -171,7 +171,7 @@ def publish_success(
         return False
     app.backend.store_result(job_id, result, states.SUCCESS)
     runtime = float(result.get("latency_ms") or 0.0) / 1000
-    _event(app, hostname, "task-succeeded", job_id, result=saferepr(result, RESULT_REPR_MAX), runtime=runtime)
+    _event(app, hostname, "task-succeeded", job_id, result=preview(result, RESULT_REPR_MAX), runtime=runtime)
     return True
 
 
@@ -194,5 +194,5 @@ def publish_failure(
     rt.record_failed_job(job_id, error, kind=kind, strategy=strategy)
     store_error(app.backend, job_id, error)
     app.backend.mark_as_failure(job_id, error)
-    _event(app, hostname, "task-failed", job_id, exception=saferepr(error, RESULT_REPR_MAX), traceback="")
+    _event(app, hostname, "task-failed", job_id, exception=preview(error, RESULT_REPR_MAX), traceback="")
     return True
