@@ -3,6 +3,9 @@ providers at 0 ms) while it runs a batch of failover jobs and then a batch of co
 jobs; each sample is filed under the first category its stack matches, innermost frame first,
 and the shares are scaled to the worker's measured CPU per job (/proc).
 
+Only the thread holding the GIL is sampled (``py-spy --gil``): a pool thread blocked in a socket
+call (a Redis reply, a provider's answer) releases the GIL and costs no CPU, and sampling it as
+running filed up to 70 % of the samples under the Redis client in earlier runs of this profile.
 Needs py-spy (``pip install py-spy``) and permission to ptrace the worker; without them the
 section says so. Sampling costs the worker a little CPU itself; the shares are what to read.
 """
@@ -84,7 +87,7 @@ def _record(b: Bench, pid: int, strategy: str, n: int, workdir: Path) -> dict[st
     producer = producer_for(b)
     raw = workdir / f"profile-{strategy}.txt"
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw",
+        ["py-spy", "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw", "--gil",
          "--output", str(raw), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -136,7 +139,8 @@ def _section(out: dict[str, dict[str, Any]]) -> Section:
     heads = ["where the worker's CPU goes"]
     heads += [h for s in STRATEGIES for h in (f"{STRATEGIES[s]} share", f"{STRATEGIES[s]} ms/job")]
     md = (
-        f"py-spy ({RATE_HZ} Hz, threads that are running only) on one threads worker (c={CONCURRENCY}), "
+        f"py-spy ({RATE_HZ} Hz, the thread holding the GIL only: `--gil`) on one threads worker "
+        f"(c={CONCURRENCY}), "
         f"{IN_FLIGHT} jobs in flight, providers at 0 ms; "
         + ", ".join(f"{out[s]['jobs']} {s} jobs" for s in STRATEGIES)
         + ". Each sample is filed under the innermost frame that matches a category (so JSON "

@@ -23,7 +23,7 @@ from orchestration.config import Settings, load_settings
 from orchestration.errors import ConfigError
 from orchestration.generation import SCORERS
 from stack import embedded
-from workers import einfo_speedup
+from workers import einfo_speedup, previews
 from workers.requests import unsettled_tags
 
 #: How long a worker keeps trying to write to Redis (a follow-up task, a result, the publication
@@ -127,17 +127,37 @@ class QuietSuccess(logging.Filter):
         return True
 
 
+#: Loggers of the provider SDKs' HTTP clients: at INFO they log every provider call ("HTTP
+#: Request: POST <url> "HTTP/1.1 200 OK""), which the task's own lines already report with its
+#: task id; a record costs the worker ~20 µs. Kept at DEBUG and for warnings and errors.
+HTTP_CLIENT_LOGGERS = ("httpx", "httpx2")
+
+
+def quiet_http_clients(worker_level: object) -> None:
+    """Unless the worker logs at DEBUG, the HTTP clients' loggers log warnings and errors only
+    (a level an operator set on one of them is left alone)."""
+    if not isinstance(worker_level, int) or worker_level <= logging.DEBUG:
+        return
+    for name in HTTP_CLIENT_LOGGERS:
+        client_log = logging.getLogger(name)
+        if client_log.level == logging.NOTSET:
+            client_log.setLevel(logging.WARNING)
+
+
 @worker_init.connect
 def _worker_process(sender: object = None, **_: object) -> None:
     """Worker processes only (producers keep stock Celery and billiard): success lines without
-    the return value, and exceptions that cost no copy of the tracer's code positions, on the
-    billiard versions the speed-up was written against."""
+    the return value, no INFO line per HTTP request of the SDKs, exceptions that cost no copy
+    of the tracer's code positions (and no formatted stack for an ``Ignore``), and result
+    previews built in C, on the billiard and Celery versions the speed-ups were written against."""
     if _quorum_app(sender) is None:
         return
     tracer_log = logging.getLogger(trace.logger.name)
     if not any(isinstance(f, QuietSuccess) for f in tracer_log.filters):
         tracer_log.addFilter(QuietSuccess())
+    quiet_http_clients(getattr(sender, "loglevel", None))
     einfo_speedup.install()
+    previews.install()
 
 
 @worker_init.connect

@@ -18,7 +18,6 @@ from typing import Any, NoReturn, TypeVar
 
 from celery import Celery, Task, states
 from celery.exceptions import Ignore
-from celery.utils.saferepr import saferepr
 from pydantic import BaseModel
 
 from orchestration.breaker import BreakerSnapshot
@@ -29,6 +28,7 @@ from orchestration.state.fleet import queue_read_fleet
 from orchestration.state.scripts import Queued, execute_queued
 from workers.events import send_job_event
 from workers.job_errors import REDIS_DOWN, as_job_error, store_error
+from workers.previews import preview
 from workers.runtime import Runtime
 
 log = logging.getLogger("quorum.publication")
@@ -215,7 +215,7 @@ def publish_success(
         return False
     app.backend.store_result(job_id, result, states.SUCCESS, also=also)
     runtime = float(result.get("latency_ms") or 0.0) / 1000
-    _event(app, hostname, "task-succeeded", job_id, result=saferepr(result, RESULT_REPR_MAX), runtime=runtime)
+    _event(app, hostname, "task-succeeded", job_id, result=preview(result, RESULT_REPR_MAX), runtime=runtime)
     return True
 
 
@@ -238,5 +238,5 @@ def publish_failure(
     rt.record_failed_job(job_id, error, kind=kind, strategy=strategy)
     store_error(app.backend, job_id, error)
     app.backend.mark_as_failure(job_id, error)
-    _event(app, hostname, "task-failed", job_id, exception=saferepr(error, RESULT_REPR_MAX), traceback="")
+    _event(app, hostname, "task-failed", job_id, exception=preview(error, RESULT_REPR_MAX), traceback="")
     return True

@@ -257,3 +257,32 @@ def test_a_producer_in_the_same_process_keeps_stock_kombu(redis_url: str) -> Non
         assert type(conn.channel()) is kombu_redis.Channel
     assert kombu_redis.Channel._brpop_start is not transport.Channel._brpop_start
     assert _app.app.connection_for_read().transport_cls == "workers.transport:Transport"
+
+
+def test_a_channel_publishes_and_acks_through_one_client_per_pool(redis_url: str, queue) -> None:
+    """kombu built a client object for every publish and ack; the channel keeps one per pool,
+    builds a new one when its pool is replaced, and messages still go and come as before."""
+    q, client = queue
+    got = []
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        channel = conn.channel()
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second and first.connection_pool is channel.pool
+        with channel.conn_or_acquire(client) as given:
+            assert given is client  # a caller's own client is used as given
+        Consumer(channel, [q], callbacks=[lambda body, message: got.append(message)]).consume()
+        producer = Producer(channel)
+        for n in range(3):
+            producer.publish({"n": n}, routing_key=q.routing_key, declare=[q])
+        while len(got) < 3:
+            conn.drain_events(timeout=5)
+        for message in got:
+            message.ack()
+        assert [m.payload for m in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert not any(client.hexists("unacked", m.delivery_tag) for m in got)
+        old = first
+        channel._disconnect_pools()  # as kombu does on a lost connection
+        with channel.conn_or_acquire() as fresh:
+            assert fresh is not old and fresh.connection_pool is channel.pool
+            assert fresh.ping()
+        channel.close()

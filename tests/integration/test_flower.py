@@ -174,6 +174,9 @@ def test_flower_shows_job_and_provider_calls_without_email_text(flower: Flower, 
     # the job id is the entry task's alone; the call that answered sent its final state for it
     assert job["name"] == "quorum.extract"
     assert "'chosen': 'openai'" in job["result"]
+    # the call's own outcome, previewed as Celery's tracer did (a worker builds it with repr)
+    assert served["result"].startswith("{") and "'provider': 'openai'" in served["result"]
+    assert len(served["result"]) <= 1024 and len(job["result"]) <= 1024
     listed, _ = flower.api("/api/tasks", taskname="quorum.extract", state="SUCCESS")
     assert job_id in listed
     mine = {t["name"] for t in flower.api("/api/tasks", search=job_id)[0].values()}

@@ -82,3 +82,24 @@ def test_a_worker_logs_success_without_the_return_value() -> None:
     )
     assert app_module.QuietSuccess().filter(record)
     assert record.getMessage() == "Task quorum.call[t1] succeeded in 0.1s"
+
+
+def test_a_worker_at_info_does_not_log_each_sdk_http_request() -> None:
+    """One INFO line per provider call from the SDKs' HTTP client repeated the task's own lines:
+    a worker at INFO keeps their warnings only, at DEBUG all of them, and an operator's level."""
+    names = app_module.HTTP_CLIENT_LOGGERS
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.NOTSET)
+        app_module.quiet_http_clients(logging.DEBUG)
+        assert all(logging.getLogger(n).level == logging.NOTSET for n in names)
+        logging.getLogger(names[0]).setLevel(logging.INFO)  # the operator's choice
+        app_module.quiet_http_clients(logging.INFO)
+        assert logging.getLogger(names[0]).level == logging.INFO
+        assert all(logging.getLogger(n).level == logging.WARNING for n in names[1:])
+        assert not logging.getLogger(names[1]).isEnabledFor(logging.INFO)
+        assert logging.getLogger(names[1]).isEnabledFor(logging.WARNING)
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)

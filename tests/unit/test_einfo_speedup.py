@@ -11,6 +11,8 @@ import traceback
 
 from billiard import einfo
 from billiard.einfo import ExceptionInfo
+from celery.app import trace
+from celery.exceptions import Ignore
 
 from workers import einfo_speedup
 
@@ -73,3 +75,45 @@ def test_importing_the_app_leaves_billiard_stock() -> None:
     code = "import workers.app, billiard.einfo as e; print(e._Frame.Code.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "_Code"
+
+
+def _ignored() -> None:
+    raise Ignore()
+
+
+def test_an_ignore_is_recorded_without_its_formatted_stack() -> None:
+    """Celery's tracer records every ``Ignore`` twice and reads neither text: the record keeps
+    its stack and exception, and its text is the exception's line."""
+    try:
+        _ignored()
+    except Ignore:
+        info = einfo_speedup.QuickExceptionInfo(internal=True)
+    assert info.type is Ignore and info.internal
+    assert info.traceback == "celery.exceptions.Ignore\n"
+    assert isinstance(info.exception.exc, Ignore)
+    assert _innermost(info.tb).tb_frame.f_code.co_name == "_ignored"
+
+
+def test_any_other_exception_keeps_billiard_s_full_record() -> None:
+    try:
+        _raise()
+    except ValueError:
+        quick, stock = einfo_speedup.QuickExceptionInfo(), ExceptionInfo()
+    assert quick.traceback == stock.traceback
+    assert "Traceback (most recent call last)" in quick.traceback and "_raise" in quick.traceback
+
+
+def test_a_worker_process_records_the_tracer_s_exceptions_with_the_quick_class() -> None:
+    code = (
+        "import workers.app, celery.app.trace as t; a = t.ExceptionInfo.__name__; "
+        "from workers import einfo_speedup as s; s.install(); print(a, t.ExceptionInfo.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ExceptionInfo", "QuickExceptionInfo"]
+
+
+def test_celery_s_tracer_records_an_ignore_through_its_module_s_exception_info() -> None:
+    """Fails loudly when Celery stops building the ``Ignore`` record the install replaces."""
+    source = inspect.getsource(trace.build_tracer)
+    assert "I, R = Info(IGNORED, exc), ExceptionInfo(internal=True)" in source
+    assert "ExceptionInfo()" in inspect.getsource(trace.TraceInfo.handle_ignore)
