@@ -10,6 +10,7 @@ counted or answered twice. The job id itself is the entry task's alone.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery, chord
@@ -53,7 +54,10 @@ def merge_id(job_id: str) -> str:
 
 def call_sig(app: Celery, key: bytes, job_id: str, index: int, label: str, **state: Any) -> Signature:
     """One provider call: the job id, the candidate's index and small state; the text and schema
-    are read from the job's spec in Redis."""
+    are read from the job's spec in Redis. A ``closed_at`` of None is left out of the message
+    (the call then acquires its breaker); when given, it is signed like every other argument."""
+    if state.get("closed_at", 0) is None:
+        state = {k: v for k, v in state.items() if k != "closed_at"}
     mode = state["mode"]
     task_id = hop_id(job_id, state["hop"]) if mode == MODE_FAILOVER else candidate_id(job_id, index)
     return signed(
@@ -78,11 +82,13 @@ def failover_attempt(
     hop: int,
     attempts: list[dict[str, Any]],
     countdown: float = 0,
+    closed_at: float | None = None,
 ) -> Signature:
     """Attempt ``hop`` (candidate ``index``): success publishes the answer, failure runs the
-    errback inline, which sends the next hop or fails the job."""
+    errback inline, which sends the next hop or fails the job. ``closed_at``: when the entry read
+    this candidate's breaker CLOSED (the call's only; the errback does not carry it)."""
     state = {"hop": hop, "attempts": attempts}
-    sig = call_sig(app, key, job_id, index, label, mode=MODE_FAILOVER, **state)
+    sig = call_sig(app, key, job_id, index, label, mode=MODE_FAILOVER, closed_at=closed_at, **state)
     sig.link_error(signed(app, key, "quorum.failover_next", {"job_id": job_id, "index": index, **state}))
     if countdown > 0:
         sig.set(countdown=countdown)
@@ -90,11 +96,19 @@ def failover_attempt(
 
 
 def consensus_chord(
-    app: Celery, key: bytes, job_id: str, calls: list[tuple[int, str]], skipped: list[dict[str, Any]]
+    app: Celery,
+    key: bytes,
+    job_id: str,
+    calls: list[tuple[int, str]],
+    skipped: list[dict[str, Any]],
+    closed_at: Mapping[int, float | None] | None = None,
 ) -> Signature:
-    """A chord: one provider call per ``(index, label)``, then the merge under its own id."""
+    """A chord: one provider call per ``(index, label)``, then the merge under its own id;
+    ``closed_at``: by index, when the entry read that candidate's breaker CLOSED."""
+    closed = closed_at or {}
     header = [
-        call_sig(app, key, job_id, i, label, mode=MODE_CHORD, hop=0, skipped=skipped) for i, label in calls
+        call_sig(app, key, job_id, i, label, mode=MODE_CHORD, hop=0, skipped=skipped, closed_at=closed.get(i))
+        for i, label in calls
     ]
     body = signed(
         app,

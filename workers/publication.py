@@ -43,12 +43,13 @@ RESULT_REPR_MAX = 1024
 class Entry:
     """What a public entry task reads before it plans its job, in one round trip: its job id and
     request digest (the id checked free), the fleet setting and the breakers of the providers
-    the job may call."""
+    the job may call, read at ``read_at`` or just after (the time the round trip was sent)."""
 
     job_id: str
     digest: str
     fleet: FleetSetting
     breakers: dict[str, BreakerSnapshot]
+    read_at: float = 0.0
 
 
 def open_entry(task: Task, rt: Runtime, args: Any, kwargs: Any, providers: Sequence[str] = ()) -> Entry:
@@ -60,16 +61,17 @@ def open_entry(task: Task, rt: Runtime, args: Any, kwargs: Any, providers: Seque
         log.error("refused %s[%r]: not a valid job id (1-128 of A-Z a-z 0-9 _ -)", task.name, job_id)
         raise Ignore()
     digest = jobs.request_digest(args, kwargs)
+    read_at = time.time()
     reads = [
         jobs.queue_held_by_other(rt.prefix, job_id, digest),
         queue_read_fleet(rt.prefix),
-        rt.breaker.queue_states(providers, time.time()),
+        rt.breaker.queue_states(providers, read_at),
     ]
     held, fleet, breakers = execute_queued(rt.redis, reads)
     if held:
         log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
         raise Ignore()
-    return Entry(job_id, digest, fleet, breakers)
+    return Entry(job_id, digest, fleet, breakers, read_at)
 
 
 def refuse(rt: Runtime, job_id: str, error: QuorumError) -> NoReturn:

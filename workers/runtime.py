@@ -17,6 +17,7 @@ from redis.retry import Retry
 
 from orchestration.attempts import AttemptDeps, Gate, Invoke, Ticket, run_attempt
 from orchestration.breaker import BreakerSnapshot, ResilientBreaker, fast_fail_client
+from orchestration.breaker.admission import admits_on_snapshot, closed_permit
 from orchestration.config import Settings
 from orchestration.errors import InvalidRequestError, QuorumError
 from orchestration.models import Attempt, Candidate
@@ -64,12 +65,17 @@ class _BreakerTicket:
 
 @dataclass
 class BreakerGate:
-    """The circuit breaker as a gate: open → skipped without an HTTP call."""
+    """The circuit breaker as a gate: open → skipped without an HTTP call. A call whose job's
+    entry read the breaker CLOSED a moment ago (``post.closed_at``) starts without ``acquire``
+    (see :mod:`orchestration.breaker.admission`); its outcome is recorded as an ordinary call's."""
 
     post: PostCall
 
     def admit(self, provider: str, now: float) -> Ticket | str:
-        permit = self.post.breaker.acquire(provider, now)
+        breaker = self.post.breaker
+        if not breaker.degraded and admits_on_snapshot(self.post.closed_at, now):
+            return _BreakerTicket(self.post, closed_permit(provider))
+        permit = breaker.acquire(provider, now)
         if not permit.allowed:
             return permit.reason or "circuit breaker open"
         return _BreakerTicket(self.post, permit)
@@ -140,11 +146,13 @@ class PostCall(HealthRecorder):
 
     With ``defer``, the records wait for :meth:`flush`, which can take another step's commands
     along in the same round trip (a failover hop's publication guard); the caller must flush
-    (``finally``), whatever happens in between."""
+    (``finally``), whatever happens in between. ``closed_at``: when the job's entry read the
+    provider's breaker CLOSED (from the signed call message; None: acquire as usual)."""
 
     breaker: ResilientBreaker | None = None
     outcome: tuple[Any, str | None] | None = None
     defer: bool = False
+    closed_at: float | None = None
     held: tuple[Attempt, float, int] | None = None
 
     def gate(self) -> BreakerGate:
@@ -265,9 +273,10 @@ class Runtime:
             outcome="failed",
         )
 
-    def post_call(self, *, defer: bool = False) -> PostCall:
-        """An attempt's breaker gate and post-call recorder (``defer``: see :class:`PostCall`)."""
-        return PostCall(self.fast_redis, self.prefix, self.breaker, defer=defer)
+    def post_call(self, *, defer: bool = False, closed_at: float | None = None) -> PostCall:
+        """An attempt's breaker gate and post-call recorder (``defer``, ``closed_at``: see
+        :class:`PostCall`)."""
+        return PostCall(self.fast_redis, self.prefix, self.breaker, defer=defer, closed_at=closed_at)
 
     def attempt(
         self,

@@ -16,7 +16,7 @@ from celery.utils.log import get_task_logger
 from redis.exceptions import RedisError
 
 from orchestration.attempts import extraction
-from orchestration.breaker import BreakerSnapshot
+from orchestration.breaker import BreakerSnapshot, admission
 from orchestration.candidates import candidate_providers, chord_labels
 from orchestration.errors import ProviderError, QuorumError, error_from_dict
 from orchestration.extraction import (
@@ -113,15 +113,17 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     log.info("job %s: %s over %s", job_id, spec.strategy, [c.label() for c in spec.candidates])
 
     def start(rt: Runtime, spec: ExtractionSpec) -> None:
-        _start(rt, spec, entry.breakers)
+        _start(rt, spec, entry.breakers, entry.read_at)
 
     return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start)
 
 
-def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot]) -> None:
+def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot], read_at: float) -> None:
     """Send the first failover hop, or the chord over the candidates worth sending; ``breakers``
-    are the snapshots the entry read with its other reads (a provider missing there is read
-    when planning needs it: a failover hop's one by one, a chord's together)."""
+    are the snapshots the entry read at ``read_at`` with its other reads (a provider missing
+    there is read when planning needs it: a failover hop's one by one, a chord's together).
+    Each call sent on a snapshot read CLOSED carries the time of that read (it may then start
+    without acquiring its breaker: :mod:`orchestration.breaker.admission`)."""
     key = worker_key(app)
     if spec.strategy == "failover":
         step = _plan(rt, spec, [], 0, breakers)
@@ -129,23 +131,33 @@ def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapsho
             raise step.error
         skipped = [a.model_dump(mode="json") for a in step.skipped]
         label = spec.candidates[step.index].label()
-        failover_attempt(app, key, spec.job_id, step.index, label, 0, skipped, step.countdown).apply_async()
+        closed = admission.closed_at(breakers.get(spec.candidates[step.index].provider), read_at)
+        failover_attempt(
+            app, key, spec.job_id, step.index, label, 0, skipped, step.countdown, closed_at=closed
+        ).apply_async()
         return
     now = time.time()
     missing = {c.provider for c in spec.candidates} - breakers.keys()
+    read = dict.fromkeys(breakers, read_at)
     if missing:  # e.g. a redelivered entry whose stored spec names other providers
         breakers = {**breakers, **rt.breaker.states(sorted(missing), now)}
+        read.update(dict.fromkeys(missing, now))
     labels = chord_labels(spec.candidates)
     send, skipped = [], []
+    closed_by_index: dict[int, float | None] = {}
     for i, candidate in enumerate(spec.candidates):
         reason = rt.unavailable(candidate.provider, now, breakers)
         if reason is None:
             send.append((i, labels[i]))
+            closed_by_index[i] = admission.closed_at(
+                breakers.get(candidate.provider), read[candidate.provider]
+            )
         else:
             skipped.append(skipped_attempt(candidate, labels[i], reason))
     if len(send) < spec.min_responses:
         merge_answer(spec, skipped, accuracy={}, priors={})  # raises InsufficientResponsesError
-    consensus_chord(app, key, spec.job_id, send, [a.model_dump(mode="json") for a in skipped]).apply_async()
+    dumped = [a.model_dump(mode="json") for a in skipped]
+    consensus_chord(app, key, spec.job_id, send, dumped, closed_at=closed_by_index).apply_async()
 
 
 # --------------------------------------------------------------------------- provider call
@@ -160,16 +172,19 @@ def call(
     hop: int = 0,
     attempts: list[dict[str, Any]] | None = None,
     skipped: list[dict[str, Any]] | None = None,
+    closed_at: float | None = None,
 ) -> dict[str, Any]:
     """One provider call. Failover mode publishes the job's answer on success and raises the
     mapped error on failure (the errback moves on); chord mode returns the outcome, good or
-    bad, so one failed provider never fails the chord."""
+    bad, so one failed provider never fails the chord. ``closed_at`` (signed, set by the entry
+    for the first calls only): when the entry read this provider's breaker CLOSED; a fresh one
+    lets the call start without acquiring the breaker."""
     rt = runtime()
     job = load_spec(rt, ExtractionSpec, job_id)
     candidate = job.candidates[index]
     label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
     # A failover hop's post-call records wait for its publication guard: one round trip for both.
-    post = rt.post_call(defer=mode == MODE_FAILOVER)
+    post = rt.post_call(defer=mode == MODE_FAILOVER, closed_at=closed_at)
     try:
         attempt = rt.attempt(
             candidate,

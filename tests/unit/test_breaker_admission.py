@@ -1,0 +1,124 @@
+"""The rule that lets a call start without ``acquire`` on the CLOSED breaker its job's entry just
+read (:mod:`orchestration.breaker.admission`), and the gate that applies it (``BreakerGate``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import redis
+
+from orchestration.attempts import AttemptDeps, run_attempt
+from orchestration.breaker import BreakerSnapshot, BreakerState, ResilientBreaker
+from orchestration.breaker.admission import (
+    CLOSED_SNAPSHOT_MAX_AGE_S,
+    admits_on_snapshot,
+    closed_at,
+    closed_permit,
+)
+from orchestration.config import BreakerConfig, Settings
+from orchestration.models import Candidate, ProviderResult
+from workers.runtime import PostCall
+
+NOW = 1_000_000.0
+PX = "quorum:"
+STRICT = BreakerConfig(consecutive_failures=2, min_calls=2, failure_rate=0.5)
+
+
+def snap(state: BreakerState, source: str = "redis") -> BreakerSnapshot:
+    return BreakerSnapshot(
+        provider="openai",
+        state=state,
+        opened_at=None,
+        cooldown_until=None,
+        consecutive_failures=0,
+        window_calls=0,
+        window_failures=0,
+        backoff_level=0,
+        lease_until=None,
+        reason=None,
+        probe_ready=state is BreakerState.HALF_OPEN,
+        source=source,  # type: ignore[arg-type]
+    )
+
+
+def test_only_a_closed_snapshot_from_redis_gives_a_time() -> None:
+    assert closed_at(snap(BreakerState.CLOSED), NOW) == NOW
+    assert closed_at(snap(BreakerState.HALF_OPEN), NOW) is None
+    assert closed_at(snap(BreakerState.OPEN), NOW) is None
+    assert closed_at(snap(BreakerState.CLOSED, source="local"), NOW) is None  # degraded breaker
+    assert closed_at(None, NOW) is None  # not read by the entry
+
+
+@pytest.mark.parametrize("age", [0.0, 0.001, CLOSED_SNAPSHOT_MAX_AGE_S, -0.5])
+def test_a_fresh_time_admits(age: float) -> None:
+    assert admits_on_snapshot(NOW - age, NOW)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        None,
+        NOW - CLOSED_SNAPSHOT_MAX_AGE_S - 0.001,
+        NOW - 60,
+        NOW + 60,
+        math.nan,
+        math.inf,
+        "1000000.0",
+        True,
+    ],
+)
+def test_anything_else_means_acquire(given: object) -> None:
+    assert not admits_on_snapshot(given, NOW)
+
+
+def test_the_permit_is_an_ordinary_calls() -> None:
+    permit = closed_permit("openai")
+    assert permit and not permit.probe and permit.lease_id is None and permit.state is BreakerState.CLOSED
+
+
+# --------------------------------------------------------------------------- the gate, on Valkey
+
+
+def _evals(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_eval"))
+
+
+def _run(
+    client: redis.Redis, breaker: ResilientBreaker, closed: float | None, task_id: str, fail: bool = False
+):
+    post = PostCall(client, PX, breaker, closed_at=closed)
+    deps = AttemptDeps(settings=Settings(), provider=lambda name: None, gates=[post.gate()], recorder=post,
+                       clock=lambda: NOW)  # fmt: skip
+    answer = ProviderResult(provider="openai", model="gpt", fields={}, tokens_in=100, tokens_out=10)
+
+    def invoke(provider: object, timeout: float) -> ProviderResult:
+        if fail:
+            raise ConnectionError("down")
+        return answer
+
+    return run_attempt(Candidate(provider="openai"), invoke, label="openai", task_id=task_id,
+                       deadline=NOW + 30, deps=deps)  # fmt: skip
+
+
+def test_a_fresh_closed_read_skips_the_acquire_and_still_records(valkey_redis: redis.Redis) -> None:
+    breaker = ResilientBreaker(valkey_redis, PX, STRICT)
+    _run(valkey_redis, breaker, None, "t0")  # loads the scripts
+    before = _evals(valkey_redis)
+    assert _run(valkey_redis, breaker, NOW - 0.01, "t1").ok
+    assert _evals(valkey_redis) - before == 1  # the records only, no acquire
+    before = _evals(valkey_redis)
+    _run(valkey_redis, breaker, NOW - 5, "t2")  # stale: acquires as before
+    assert _evals(valkey_redis) - before == 2
+    # failures admitted on the snapshot count as ordinary calls: two of them open the breaker
+    _run(valkey_redis, breaker, NOW, "t3", fail=True)
+    _run(valkey_redis, breaker, NOW, "t4", fail=True)
+    assert breaker.state("openai", NOW).state is BreakerState.OPEN
+
+
+def test_an_open_breaker_with_a_stale_read_is_refused(valkey_redis: redis.Redis) -> None:
+    breaker = ResilientBreaker(valkey_redis, PX, STRICT)
+    breaker.force_open("openai", NOW, cooldown_s=60)
+    attempt = _run(valkey_redis, breaker, NOW - 5, "t5")
+    assert attempt.skipped and not attempt.ok
