@@ -122,3 +122,22 @@ def test_an_open_breaker_with_a_stale_read_is_refused(valkey_redis: redis.Redis)
     breaker.force_open("openai", NOW, cooldown_s=60)
     attempt = _run(valkey_redis, breaker, NOW - 5, "t5")
     assert attempt.skipped and not attempt.ok
+
+
+# --------------------------------------------------------------------------- the signed field
+
+
+def test_the_read_time_is_signed_and_left_out_when_none() -> None:
+    from workers.app import app
+    from workers.canvas import failover_attempt
+    from workers.signing import MAC_FIELD, valid
+
+    key = b"k" * 32
+    sig = failover_attempt(app, key, "job-1", 0, "openai", 0, [], closed_at=NOW)
+    kwargs = dict(sig.kwargs)
+    assert kwargs["closed_at"] == NOW and valid(key, "quorum.call", "job-1.h0", kwargs)
+    assert not valid(key, "quorum.call", "job-1.h0", {**kwargs, "closed_at": NOW + 60})  # forged: refused
+    without = dict(failover_attempt(app, key, "job-1", 0, "openai", 0, []).kwargs)
+    assert "closed_at" not in without and valid(key, "quorum.call", "job-1.h0", without)
+    assert "closed_at" not in sig.options["link_error"][0]["kwargs"]  # the errback does not carry it
+    assert MAC_FIELD in kwargs
