@@ -28,7 +28,7 @@ from celery import Task, chain, chord
 from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
-from orchestration.breaker import BreakerSnapshot
+from orchestration.breaker import BreakerSnapshot, admission
 from orchestration.candidates import candidate_providers
 from orchestration.errors import QuorumError
 from orchestration.extraction import skipped_attempt
@@ -74,13 +74,19 @@ log: logging.Logger = get_task_logger("quorum.generation")
 # --------------------------------------------------------------------------- signatures
 
 
-def call_sig(key: bytes, spec: GenerationSpec, call: ProviderCall, task_id: str) -> Signature:
-    """One provider call of the job (its prompt travels in this message only; Flower shows labels)."""
+def call_sig(
+    key: bytes, spec: GenerationSpec, call: ProviderCall, task_id: str, closed_at: float | None = None
+) -> Signature:
+    """One provider call of the job (its prompt travels in this message only; Flower shows labels);
+    ``closed_at`` (signed; left out when None): when the entry read its breaker CLOSED."""
+    kwargs: dict[str, Any] = {"call": call.model_dump(mode="json"), "deadline": spec.deadline}
+    if closed_at is not None:
+        kwargs["closed_at"] = closed_at
     return signed(
         app,
         key,
         "quorum.gen_call",
-        {"call": call.model_dump(mode="json"), "deadline": spec.deadline},
+        kwargs,
         task_id=task_id,
         argsrepr=f"({spec.job_id!r}, {call.role}, {call.label!r})",
     )
@@ -180,22 +186,25 @@ def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     log.info("job %s: %s over %s", job_id, spec.selector, spec.labels())
 
     def start(rt: Runtime, spec: GenerationSpec) -> None:
-        _start(rt, spec, entry.breakers)
+        _start(rt, spec, entry.breakers, entry.read_at)
 
     return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start)
 
 
-def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapshot]) -> None:
+def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapshot], read_at: float) -> None:
     """Send the candidates' chord, or the first early-stop candidate; ``breakers`` are the
-    snapshots the entry read with its other reads (any provider missing there is read now)."""
+    snapshots the entry read at ``read_at`` with its other reads (any provider missing there is
+    read now). A candidate read CLOSED carries the read's time (it may skip ``acquire``)."""
     key = worker_key(app)
     if spec.quality_threshold is not None:  # early stop: one candidate at a time
         step_canvas(key, spec, Progress(), NextCandidate(0)).apply_async()
         return
     now = time.time()
     missing = {c.provider for c in spec.candidates} - breakers.keys()
+    read = dict.fromkeys(breakers, read_at)
     if missing:  # e.g. a redelivered entry whose stored spec names other providers
         breakers = {**breakers, **rt.breaker.states(sorted(missing), now)}
+        read.update(dict.fromkeys(missing, now))
     progress, send = Progress(), []
     labels = spec.labels()
     for i, candidate in enumerate(spec.candidates):
@@ -207,7 +216,16 @@ def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapsho
     if len(send) < spec.min_responses:
         require_answers(spec, progress, now)  # raises InsufficientResponsesError
     job = spec.job_id
-    header = [call_sig(key, spec, candidate_call(spec, i), candidate_id(job, i)) for i in send]
+    header = [
+        call_sig(
+            key,
+            spec,
+            candidate_call(spec, i),
+            candidate_id(job, i),
+            admission.closed_at(breakers.get(spec.candidates[i].provider), read[spec.candidates[i].provider]),
+        )
+        for i in send
+    ]
     chord(header, hop_sig(key, "quorum.gen_select", job, progress, f"{job}.s")).apply_async()
 
 
@@ -215,9 +233,12 @@ def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapsho
 
 
 @app.task(name="quorum.gen_call", bind=True, base=InternalTask, throws=(QuorumError,))
-def gen_call(self: Task, call: dict[str, Any], deadline: float) -> dict[str, Any]:
+def gen_call(
+    self: Task, call: dict[str, Any], deadline: float, closed_at: float | None = None
+) -> dict[str, Any]:
     """One free-text provider call (candidate, judge, aggregator or escalation); never raises:
-    the outcome, good or bad, is returned so a chord or chain always moves on."""
+    the outcome, good or bad, is returned so a chord or chain always moves on. ``closed_at``
+    (a first candidate call's only): see :mod:`orchestration.breaker.admission`."""
     rt = runtime()
     planned = ProviderCall.model_validate(call)
     attempt = rt.attempt(
@@ -226,6 +247,7 @@ def gen_call(self: Task, call: dict[str, Any], deadline: float) -> dict[str, Any
         label=planned.label,
         task_id=self.request.id,
         deadline=deadline,
+        post=rt.post_call(closed_at=closed_at),
     )
     attempt.worker = self.request.hostname
     return attempt.model_dump(mode="json")

@@ -118,3 +118,14 @@ def test_a_breaker_opened_after_the_entry_refuses_a_call_on_a_stale_read(
     time.sleep(0.5)  # the refused call (had it gone through) would have reached the emulator by now
     assert emulator.requests("claude") == before
     assert breaker.state("claude", time.time()).state is BreakerState.OPEN
+
+
+def test_a_generation_chords_candidates_do_not_acquire(clean: Fleet, emulator, acquires) -> None:
+    three = ["claude", "openai", "gemini"]
+    result = clean.send("quorum.generate", prompt="Write a function that adds two integers", providers=three,
+                        selector="majority", use_cache=False).get(timeout=30)  # fmt: skip
+    assert result["calls"] == 3
+    time.sleep(0.2)  # MONITOR lags the replies a little
+    assert sum(acquires.of(p) for p in three) == 0
+    client = redis.Redis.from_url(clean.redis_url)
+    assert [client.zcard(f"quorum:{{{p}}}:breaker:calls") for p in three] == [1, 1, 1]  # recorded
