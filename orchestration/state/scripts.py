@@ -106,6 +106,15 @@ def run_batch(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     script = _bound.setdefault(redis, {}).get(names)
     if script is None:
         script = _bound[redis][names] = redis.register_script(batch_source(names))
+    keys, argv = _packed(calls)
+    return list(script(keys=keys, args=argv))
+
+
+def _packed(calls: Sequence[ScriptCall]) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``calls`` as one script takes them: a lone call's own; a batch's
+    all keys in order, and each call's key and argument counts ahead of all the arguments."""
+    if len(calls) == 1:
+        return list(calls[0].keys), list(calls[0].args)
     keys: list[str] = []
     head: list[Any] = []
     args: list[Any] = []
@@ -113,7 +122,7 @@ def run_batch(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         head += [len(c.keys), len(c.args)]
         keys += c.keys
         args += c.args
-    return list(script(keys=keys, args=head + args))
+    return keys, head + args
 
 
 # --------------------------------------------------------------------------- pipelined steps
@@ -147,14 +156,7 @@ def script_queued(calls: Sequence[ScriptCall]) -> Queued[list[Any]]:
     if not calls:
         raise ValueError("no script calls")
     source = _calls_source(calls)
-    keys: list[str] = []
-    head: list[Any] = []
-    args: list[Any] = []
-    for c in calls:
-        head += [len(c.keys), len(c.args)]
-        keys += c.keys
-        args += c.args
-    argv = args if len(calls) == 1 else head + args
+    keys, argv = _packed(calls)
 
     def queue(pipe: Any) -> int:
         pipe.evalsha(_sha(source), len(keys), *keys, *argv)
