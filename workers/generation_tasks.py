@@ -59,10 +59,9 @@ from workers.canvas import candidate_id
 from workers.publication import (
     enter,
     load_spec,
-    open_entry,
+    open_job,
     publish_failure,
     publish_success,
-    refuse,
 )
 from workers.requests import InternalTask
 from workers.runtime import Runtime, runtime
@@ -166,23 +165,14 @@ def _hop(task: Task, job_id: str, progress: dict[str, Any], advance: Any) -> Non
 def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public entry of a generation job; the producer's ``AsyncResult(job_id)`` is the answer."""
     rt = runtime()
-    request, invalid = None, None
-    try:
-        request = parse_generation_request(args, kwargs)
-    except QuorumError as e:
-        invalid = e  # refused once the job id is known to be this request's
-    # early stop sends one candidate at a time, without reading the breakers first
-    chord_job = request is not None and request.quality_threshold is None
-    providers = candidate_providers(request, rt.settings) if chord_job and request is not None else []
-    entry = open_entry(self, rt, args, kwargs, providers)
+    entry, spec = open_job(
+        self, rt, args, kwargs,
+        parse=parse_generation_request,
+        # early stop sends one candidate at a time, without reading the breakers first
+        providers=lambda r: candidate_providers(r, rt.settings) if r.quality_threshold is None else [],
+        prepare=lambda r, e: prepare_generate(r, job_id=e.job_id, settings=rt.settings, fleet=e.fleet),
+    )  # fmt: skip
     job_id = entry.job_id
-    try:
-        if invalid is not None:
-            raise invalid
-        assert request is not None
-        spec = prepare_generate(request, job_id=job_id, settings=rt.settings, fleet=entry.fleet)
-    except QuorumError as e:
-        refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.selector, spec.labels())
 
     def start(rt: Runtime, spec: GenerationSpec) -> None:

@@ -34,6 +34,8 @@ from workers.runtime import Runtime
 log = logging.getLogger("quorum.publication")
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+S = TypeVar("S")
 
 #: How much of a result Flower shows (Celery's own default for ``task-succeeded``).
 RESULT_REPR_MAX = 1024
@@ -72,6 +74,36 @@ def open_entry(task: Task, rt: Runtime, args: Any, kwargs: Any, providers: Seque
         log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
         raise Ignore()
     return Entry(job_id, digest, fleet, breakers, read_at)
+
+
+def open_job(
+    task: Task,
+    rt: Runtime,
+    args: Any,
+    kwargs: Any,
+    *,
+    parse: Callable[[Any, Any], R],
+    providers: Callable[[R], Sequence[str]],
+    prepare: Callable[[R, Entry], S],
+) -> tuple[Entry, S]:
+    """A public entry task's opening, the same for every job kind: parse the request, check its
+    job id with the reads of the providers it may call (:func:`open_entry`), then prepare its
+    spec. A request that does not parse or prepare is refused (:func:`refuse`) only once the id
+    is known to be this request's: a forged id must not fail another request's job."""
+    request: R | None = None
+    invalid: QuorumError | None = None
+    try:
+        request = parse(args, kwargs)
+    except QuorumError as e:
+        invalid = e
+    entry = open_entry(task, rt, args, kwargs, providers(request) if request is not None else ())
+    try:
+        if invalid is not None:
+            raise invalid
+        assert request is not None
+        return entry, prepare(request, entry)
+    except QuorumError as e:
+        refuse(rt, entry.job_id, e)
 
 
 def refuse(rt: Runtime, job_id: str, error: QuorumError) -> NoReturn:

@@ -50,10 +50,9 @@ from workers.publication import (
     claim_along,
     enter,
     load_spec,
-    open_entry,
+    open_job,
     publish_failure,
     publish_success,
-    refuse,
 )
 from workers.requests import InternalTask
 from workers.runtime import PostCall, Runtime, runtime
@@ -93,23 +92,13 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     Only this task runs under the job id. It stores the spec and sends the first provider
     call(s); the task that ends the job publishes the answer under the job id."""
     rt = runtime()
-    request, invalid = None, None
-    try:
-        request = parse_request(args, kwargs)
-    except QuorumError as e:
-        invalid = e  # refused once the job id is known to be this request's
-    providers: list[str] = []
-    if request is not None:
-        providers = candidate_providers(request, rt.settings, failover=request.strategy == "failover")
-    entry = open_entry(self, rt, args, kwargs, providers)
+    entry, spec = open_job(
+        self, rt, args, kwargs,
+        parse=parse_request,
+        providers=lambda r: candidate_providers(r, rt.settings, failover=r.strategy == "failover"),
+        prepare=lambda r, e: prepare_extract(r, job_id=e.job_id, settings=rt.settings, fleet=e.fleet),
+    )  # fmt: skip
     job_id = entry.job_id
-    try:
-        if invalid is not None:
-            raise invalid
-        assert request is not None
-        spec = prepare_extract(request, job_id=job_id, settings=rt.settings, fleet=entry.fleet)
-    except QuorumError as e:
-        refuse(rt, job_id, e)
     log.info("job %s: %s over %s", job_id, spec.strategy, [c.label() for c in spec.candidates])
 
     def start(rt: Runtime, spec: ExtractionSpec) -> None:
