@@ -239,9 +239,9 @@ class Runtime:
     ) -> None:
         """Count the job and its total cost once (for the average cost per job), answered or not,
         and under its kind, strategy and outcome (``ok`` when an attempt answered, else ``failed``)."""
+        count = self.job_count(job_id, attempts, kind=kind, strategy=strategy, outcome=outcome)
         try:
-            execute_queued(self.fast_redis, [self.job_count(job_id, attempts, kind=kind, strategy=strategy,
-                                                            outcome=outcome)])  # fmt: skip
+            execute_queued(self.fast_redis, [count])
         except REDIS_ERRORS:
             log.warning("job %s: could not record its cost (Redis unreachable)", job_id)
 
