@@ -68,6 +68,46 @@ def job_kwargs(strategy: str, i: int, text: str) -> dict[str, Any]:
     return {"text": text, "strategy": strategy, "providers": providers, "use_cache": False}
 
 
+class Finished:
+    """Jobs' final states as the workers publish them: the notification ``AsyncResult.get()``
+    waits on (a result is stored with a PUBLISH on its key), so a closed loop learns of an answer
+    when it lands instead of at its next poll. One pattern subscription covers every job (no
+    subscribe per job, so none can come after its answer); a sweep of the outstanding jobs'
+    stored states every ``sweep_s`` is the net for a message missed."""
+
+    def __init__(self, b: Bench, sweep_s: float = 0.5) -> None:
+        self.b, self.sweep_s = b, sweep_s
+        key = b.app.backend.get_key_for_task("-")  # bytes with Celery's key prefix
+        self.prefix = (key.decode() if isinstance(key, bytes) else key)[:-1]
+        self.pubsub = b.redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(f"{self.prefix}*")
+        self.pubsub.get_message(timeout=1.0)  # the subscription's confirmation
+        self.swept = time.monotonic()
+
+    def wait(self, outstanding: set[str], timeout: float) -> list[tuple[str, str]]:
+        """``(job id, final status)`` of the outstanding jobs that finished, after waiting up to
+        ``timeout`` for the first published result."""
+        out: list[tuple[str, str]] = []
+        message = self.pubsub.get_message(timeout=timeout)
+        while message is not None:
+            channel = message["channel"]
+            job = (channel.decode() if isinstance(channel, bytes) else channel)[len(self.prefix) :]
+            if job in outstanding:
+                status = json.loads(message["data"]).get("status")
+                if status in FINISHED:
+                    out.append((job, status))
+            message = self.pubsub.get_message(timeout=0.0)
+        if time.monotonic() - self.swept >= self.sweep_s:
+            self.swept = time.monotonic()
+            found = {j for j, _ in out}
+            ids = [j for j in outstanding if j not in found]
+            out += [(j, s) for j, s in zip(ids, statuses(self.b, ids), strict=True) if s in FINISHED]
+        return out
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
 def statuses(b: Bench, ids: list[str]) -> list[str | None]:
     """The stored status of each job (``SUCCESS``, ``FAILURE``...; None while it has no result)."""
     raw = b.redis.mget([b.app.backend.get_key_for_task(i) for i in ids]) if ids else []

@@ -33,7 +33,7 @@ from typing import Any
 from celery import Celery
 
 from bench.harness import FAKE_KEYS, Bench, quiet_profile
-from bench.load import FINISHED, counts, in_flight, producer_for, set_latency, statuses
+from bench.load import FINISHED, Finished, counts, in_flight, producer_for, set_latency, statuses
 from bench.proc import tree_cpu
 from bench.report import Section, cli
 from bench.stats import fmt, median, ratio, summary_ms, table
@@ -59,8 +59,11 @@ FAILOVER_MS = 20.0  # part 1: fixed provider latency; the down primary answers 5
 LOAD_MS, LOAD_SIGMA = 300.0, 0.25  # part 2
 KILL_MS, KILL_SIGMA = 1000.0, 0.4  # part 3
 IN_FLIGHT = 32  # part 2
+#: part 2, consensus of 3: 48 provider calls in flight, within the worker's threads (a call holds
+#: one for its whole latency), as LiteLLM's process has no such bound
+CONSENSUS_IN_FLIGHT = 16
 WORKER_CONCURRENCY = 64  # ≥ in-flight requests (the job's own extract task needs threads too)
-POLL_S = 0.01
+WAIT_S = 0.05  # part 2: the producer's longest wait for a published result
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
 SKIPPED_MD = (
     "The peer comparison with LiteLLM's Router did not run: LiteLLM is not installed. Install the "
@@ -252,18 +255,23 @@ def _failover(b: Bench, router: Any, emails: list[str], rounds: int, warm: int, 
 # --------------------------------------------------------------------------- 2. throughput
 
 
-def _send(producer: Celery, text: str, order: list[str]) -> str:
-    kwargs = {"text": text, "strategy": "failover", "providers": order, "use_cache": False}
+def _send(producer: Celery, text: str, order: list[str], kind: str = "failover") -> str:
+    """A failover job along ``order``, or a consensus-of-3 job over the three providers."""
+    strategy = "failover" if kind == "failover" else "consensus"
+    kwargs = {"text": text, "strategy": strategy, "providers": order, "use_cache": False}
     return str(producer.send_task("quorum.extract", kwargs=kwargs).id)
 
 
-async def _answered(router: Any, emails: list[str], i: int) -> bool:
-    """Request ``i`` through the Router (primary rotated by :func:`_order`): a usable answer?"""
+async def _answered(router: Any, emails: list[str], i: int, kind: str) -> bool:
+    """Request ``i`` through the Router (primary rotated by :func:`_order`): a usable answer?
+    For ``consensus``: one request to each deployment at once, all three usable."""
+    models = [_order(i)[0]] if kind == "failover" else CHAIN
+    request = litellm_request(emails[i % len(emails)])
     try:
-        response = await router.acompletion(model=_order(i)[0], **litellm_request(emails[i % len(emails)]))
+        responses = await asyncio.gather(*(router.acompletion(model=m, **request) for m in models))
     except Exception:  # counted as failed, never fatal
         return False
-    return litellm_answerer(response) is not None
+    return all(litellm_answerer(r) is not None for r in responses)
 
 
 def _window(
@@ -283,45 +291,48 @@ def _window(
 
 
 def _quorum_load(
-    b: Bench, producer: Celery, emails: list[str], n: int, warm_s: float, window_s: float
+    b: Bench, producer: Celery, emails: list[str], n: int, warm_s: float, window_s: float, kind: str
 ) -> dict[str, Any]:
-    """A closed loop keeping ``n`` jobs outstanding; completions counted over ``window_s`` after
-    ``warm_s``; then drain (sending no more)."""
+    """A closed loop keeping ``n`` jobs outstanding, each answer seen when it is published (as
+    ``AsyncResult.get()`` sees it); completions counted over ``window_s`` after ``warm_s``; then
+    drain (sending no more)."""
     outstanding: dict[str, float] = {}
     done: list[tuple[float, float]] = []  # (finished at, latency s)
     failed = sent = 0
     pid = b.worker_pids()[0]
+    finished = Finished(b)
     t0 = time.monotonic()
     w0, w1 = t0 + warm_s, t0 + warm_s + window_s
     cpu0: float | None = None
     cpu1: float | None = None
-    while True:
-        now = time.monotonic()
-        if now < w1:
-            while len(outstanding) < n:
-                outstanding[_send(producer, emails[sent % len(emails)], _order(sent))] = time.monotonic()
-                sent += 1
-        elif not outstanding or now > w1 + 15:
-            break
-        if cpu0 is None and now >= w0:
-            cpu0 = tree_cpu(pid)
-        if cpu1 is None and now >= w1:
-            cpu1 = tree_cpu(pid)
-        ids = list(outstanding)
-        now = time.monotonic()
-        for job, status in zip(ids, statuses(b, ids), strict=True):
-            if status in FINISHED:
+    try:
+        while True:
+            now = time.monotonic()
+            if now < w1:
+                while len(outstanding) < n:
+                    job = _send(producer, emails[sent % len(emails)], _order(sent), kind)
+                    outstanding[job] = time.monotonic()
+                    sent += 1
+            elif not outstanding or now > w1 + 15:
+                break
+            if cpu0 is None and now >= w0:
+                cpu0 = tree_cpu(pid)
+            if cpu1 is None and now >= w1:
+                cpu1 = tree_cpu(pid)
+            for job, status in finished.wait(set(outstanding), timeout=WAIT_S):
                 started = outstanding.pop(job)
                 if status == "SUCCESS":
+                    now = time.monotonic()
                     done.append((now, now - started))
                 else:
                     failed += 1
-        time.sleep(POLL_S)
+    finally:
+        finished.close()
     return _window(done, w0, w1, failed, len(outstanding), (cpu1 or 0.0) - (cpu0 or 0.0))
 
 
 async def _litellm_load(
-    router: Any, emails: list[str], n: int, warm_s: float, window_s: float
+    router: Any, emails: list[str], n: int, warm_s: float, window_s: float, kind: str
 ) -> dict[str, Any]:
     """``n`` tasks, each sending its next request as soon as the last one returns."""
     done: list[tuple[float, float]] = []
@@ -334,7 +345,7 @@ async def _litellm_load(
         i = k
         while time.monotonic() < w1:
             start = time.monotonic()
-            ok = await _answered(router, emails, i)
+            ok = await _answered(router, emails, i, kind)
             now = time.monotonic()
             if ok:
                 done.append((now, now - start))
@@ -353,9 +364,17 @@ async def _litellm_load(
 
 
 def _throughput(
-    b: Bench, router: Any, emails: list[str], n: int, warm_s: float, window_s: float, rounds: int
+    b: Bench,
+    router: Any,
+    emails: list[str],
+    n: int,
+    warm_s: float,
+    window_s: float,
+    rounds: int,
+    kind: str = "failover",
 ) -> dict[str, Any]:
-    """``rounds`` of each system in alternating order (Q L, L Q, ...)."""
+    """``rounds`` of each system in alternating order (Q L, L Q, ...), ``kind`` (``failover``: one
+    answering call per job; ``consensus``: three calls per job) at ``n`` jobs in flight."""
     set_latency(b, LOAD_MS, LOAD_SIGMA)
     producer = producer_for(b)
     loop = asyncio.new_event_loop()  # one for every round: the Router's async clients live in it
@@ -364,16 +383,17 @@ def _throughput(
         for r in range(rounds):
             for system in SYSTEMS if r % 2 == 0 else SYSTEMS[::-1]:  # ABBA
                 if system == "quorum":
-                    runs[system].append(_quorum_load(b, producer, emails, n, warm_s, window_s))
+                    runs[system].append(_quorum_load(b, producer, emails, n, warm_s, window_s, kind))
                 else:
                     runs[system].append(
-                        loop.run_until_complete(_litellm_load(router, emails, n, warm_s, window_s))
+                        loop.run_until_complete(_litellm_load(router, emails, n, warm_s, window_s, kind))
                     )
     finally:
         producer.close()
         loop.close()
     samples = {s: [v for x in rs for v in x["samples_ms"]] for s, rs in runs.items()}
     out: dict[str, Any] = {
+        "kind": kind,
         "in_flight": n,
         "latency_ms": LOAD_MS,
         "sigma": LOAD_SIGMA,
@@ -573,9 +593,11 @@ def run(full: bool = False) -> Section:
         router = litellm.Router(**router_config(b.emulator.url))
         failover = _failover(b, router, emails, rounds, warm=3, seed=3)
         throughput = _throughput(b, router, emails, IN_FLIGHT, warm, window, load_rounds)
+        n = CONSENSUS_IN_FLIGHT
+        consensus = _throughput(b, router, emails, n, warm, window, load_rounds, "consensus")
         kill = _kill(b, emails, m, kill_after=KILL_MS / 1000)
     version = _version("litellm")
-    return _section(failover, throughput, kill, version, full)
+    return _section(failover, throughput, consensus, kill, version, full)
 
 
 def _version(dist: str) -> str:
@@ -609,9 +631,8 @@ def _fo_row(name: str, s: dict[str, Any]) -> list[Any]:
 
 def _load_row(name: str, s: dict[str, Any]) -> list[Any]:
     rounds = ", ".join(fmt(r["jobs_s"]) for r in s["runs"])
-    cpu_ms = 1000 * s["cpu_s_per_s"] / s["jobs_s"] if s["jobs_s"] else float("nan")
     return [f"{name}", f"{fmt(s['jobs_s'])} ({rounds})", s["latency"]["median_ms"], s["latency"]["p95_ms"],
-            fmt(s["cpu_s_per_s"], 2), cpu_ms, f"{s['failed']}/{s['unfinished']}"]  # fmt: skip
+            fmt(s["cpu_s_per_s"], 2), cpu_ms_per_job(s), f"{s['failed']}/{s['unfinished']}"]  # fmt: skip
 
 
 def _kill_row(name: str, s: dict[str, Any], before: int) -> list[Any]:
@@ -619,8 +640,13 @@ def _kill_row(name: str, s: dict[str, Any], before: int) -> list[Any]:
             s["provider_calls"], s["failed"], s["unanswered"]]  # fmt: skip
 
 
-def _section(failover: dict[str, Any], load: dict[str, Any], kill: dict[str, Any], version: str,
-             full: bool) -> Section:  # fmt: skip
+def cpu_ms_per_job(s: dict[str, Any]) -> float:
+    """A load run's CPU per job: CPU seconds per second ÷ jobs per second, in ms."""
+    return 1000 * s["cpu_s_per_s"] / s["jobs_s"] if s["jobs_s"] else float("nan")
+
+
+def _section(failover: dict[str, Any], load: dict[str, Any], consensus: dict[str, Any], kill: dict[str, Any],
+             version: str, full: bool) -> Section:  # fmt: skip
     r = failover["ratio"]
     fo_md = table(FO_HEADS, [
         _fo_row(NAMES["quorum"], failover["quorum"]), _fo_row(NAMES["litellm"], failover["litellm"]),
@@ -630,6 +656,19 @@ def _section(failover: dict[str, Any], load: dict[str, Any], kill: dict[str, Any
     bad = {k: v for k, v in failover["anomalies"].items() if v}
     load_md = table(LOAD_HEADS, [_load_row("Quorum (1 worker, threads)", load["quorum"]),
                                  _load_row("LiteLLM Router (asyncio)", load["litellm"])])  # fmt: skip
+    cons_md = table(LOAD_HEADS, [
+        _load_row("Quorum consensus of 3 (1 worker, threads)", consensus["quorum"]),
+        _load_row("LiteLLM Router, 3 requests at once (asyncio)", consensus["litellm"]),
+    ])  # fmt: skip
+    cpu = {
+        "failover_quorum_ms": cpu_ms_per_job(load["quorum"]),
+        "failover_litellm_ms": cpu_ms_per_job(load["litellm"]),
+        "consensus_quorum_ms": cpu_ms_per_job(consensus["quorum"]),
+        "consensus_litellm_ms": cpu_ms_per_job(consensus["litellm"]),
+    }
+    cpu["failover_ratio"] = ratio(cpu["failover_quorum_ms"], cpu["failover_litellm_ms"])
+    cpu["consensus_ratio"] = ratio(cpu["consensus_quorum_ms"], cpu["consensus_litellm_ms"])
+    cpu["consensus_vs_3_requests"] = ratio(cpu["consensus_quorum_ms"], 3 * cpu["failover_litellm_ms"])
     kq, kl = kill["quorum"], kill["litellm"]
     kill_md = table(KILL_HEADS, [_kill_row(NAMES["quorum"], kq, kq["answered_before_kill"]),
                                  _kill_row(NAMES["litellm"], kl, kl["answered"])])  # fmt: skip
@@ -668,7 +707,20 @@ def _section(failover: dict[str, Any], load: dict[str, Any], kill: dict[str, Any
         f"Throughput ratio Quorum/LiteLLM: **×{_x(load['ratio'])}**. A Quorum job here is two Celery "
         "tasks through Redis (extract, call) with task events, results in Redis and the answer "
         "validated; a LiteLLM request is one coroutine. Latency under load includes queueing: at a "
-        "fixed number in flight, latency ≈ in-flight / jobs/s.\n\n"
+        "fixed number in flight, latency ≈ in-flight / jobs/s. The producer learns of each answer "
+        "when it is published (the notification `AsyncResult.get()` waits on), not by polling.\n\n"
+        f"**2b. Consensus of 3 at {consensus['in_flight']} jobs in flight** ({3 * consensus['in_flight']} "
+        "provider calls, within the worker's threads), same providers and windows. Quorum: "
+        "`strategy=consensus` over the three providers (a chord: entry, three calls, the merge; "
+        "early quorum as shipped, so a job may be answered after two agreeing calls while the third "
+        "still runs and is still counted); LiteLLM: the same request to the three deployments at once "
+        "(`asyncio.gather` of three `acompletion`), no merge.\n\n"
+        f"{cons_md}\n\n"
+        f"CPU per job, same run: failover **{fmt(cpu['failover_quorum_ms'], 2)} vs "
+        f"{fmt(cpu['failover_litellm_ms'], 2)} ms (×{_x(cpu['failover_ratio'])})**; consensus of 3 "
+        f"**{fmt(cpu['consensus_quorum_ms'], 2)} vs {fmt(cpu['consensus_litellm_ms'], 2)} ms "
+        f"(×{_x(cpu['consensus_ratio'])})** against LiteLLM's three requests at the same load, "
+        f"×{_x(cpu['consensus_vs_3_requests'])} against 3 × LiteLLM's CPU per failover request.\n\n"
         f"**3. SIGKILL mid-flight.** {kq['sent']} requests at once, providers at {KILL_MS:.0f} ms "
         f"(sigma {KILL_SIGMA}), the process SIGKILLed {kill['kill_after_s']:g} s after sending. "
         "LiteLLM: the Router runs in a child process; its in-flight requests die with it (nothing "
@@ -688,7 +740,8 @@ def _section(failover: dict[str, Any], load: dict[str, Any], kill: dict[str, Any
         "builds `{api_base}/models/...` without an API version, so its Gemini `api_base` ends in "
         "`/v1beta` (Google's SDK, used by Quorum, adds it itself; same emulator route)."
     )
-    data = {"litellm_version": version, "failover": failover, "throughput": load, "kill": kill, "full": full}
+    data = {"litellm_version": version, "failover": failover, "throughput": load, "consensus": consensus,
+            "cpu_per_job": cpu, "kill": kill, "full": full}  # fmt: skip
     return Section("peer", "Peer: Quorum vs LiteLLM Router", md, data)
 
 
