@@ -15,11 +15,15 @@ from typing import Any
 
 from celery import Celery, chord
 from celery.canvas import Signature
+from celery.result import AsyncResult
 
 from workers.signing import signed
 
 MODE_FAILOVER = "failover"
 MODE_CHORD = "chord"
+#: Chord bodies a worker runs in its own process (:class:`InlineBody`); any other task named by
+#: an inline body's dict is sent as a message, as Celery would.
+INLINE_BODIES = frozenset({"quorum.merge"})
 
 
 def text_repr(text: str) -> str:
@@ -50,6 +54,30 @@ def candidate_id(job_id: str, index: int) -> str:
 def merge_id(job_id: str) -> str:
     """Task id of a job's chord body (the job id itself belongs to the entry task only)."""
     return f"{job_id}.m"
+
+
+@Signature.register_type(name="quorum_inline")
+class InlineBody(Signature):
+    """A chord body run by the worker whose header task completes the chord, in that task's
+    thread, the way Celery runs an errback (``Task.__call__``, no message): a consensus job's
+    merge costs no task of its own (no publish, receive, ack or task events, and the header
+    results are not copied into a message). The chord stays Celery's: the header tasks, their
+    count and the claim on the body's dispatch (:mod:`workers.backend`) are unchanged, and the
+    header task that completes the chord is acked only after its body ran, so a worker that dies
+    meanwhile hands that header task back; its next run takes the claim over and runs the body."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], app: Celery | None = None) -> InlineBody:
+        return cls(d, app=app)
+
+    def apply_async(
+        self, args: Any = None, kwargs: Any = None, route_name: Any = None, **options: Any
+    ) -> AsyncResult:
+        if self.task not in INLINE_BODIES:  # only Quorum's own bodies run in the worker's process
+            return super().apply_async(args, kwargs, route_name=route_name, **options)
+        args, kwargs, _ = self._merge(args, kwargs, options)
+        self.type(*args, **kwargs)
+        return self.AsyncResult(self.id)
 
 
 def call_sig(app: Celery, key: bytes, job_id: str, index: int, label: str, **state: Any) -> Signature:
@@ -103,20 +131,15 @@ def consensus_chord(
     skipped: list[dict[str, Any]],
     closed_at: Mapping[int, float | None] | None = None,
 ) -> Signature:
-    """A chord: one provider call per ``(index, label)``, then the merge under its own id;
-    ``closed_at``: by index, when the entry read that candidate's breaker CLOSED."""
+    """A chord: one provider call per ``(index, label)``, then the merge, run by the worker that
+    completes the chord (:class:`InlineBody`; signed, like an errback, for no task id, its own
+    id ``<job>.m`` is Celery's name for the body); ``closed_at``: by index, when the entry read
+    that candidate's breaker CLOSED."""
     closed = closed_at or {}
     header = [
         call_sig(app, key, job_id, i, label, mode=MODE_CHORD, hop=0, skipped=skipped, closed_at=closed.get(i))
         for i, label in calls
     ]
-    body = signed(
-        app,
-        key,
-        "quorum.merge",
-        {"job_id": job_id, "skipped": skipped},
-        task_id=merge_id(job_id),
-        argsrepr=f"({job_id!r},)",
-        ignore_result=True,
-    )
-    return chord(header, body)
+    body = signed(app, key, "quorum.merge", {"job_id": job_id, "skipped": skipped}, ignore_result=True)
+    body.set(task_id=merge_id(job_id))
+    return chord(header, InlineBody({**body, "subtask_type": "quorum_inline"}, app=app))

@@ -43,7 +43,7 @@ from orchestration.state.accuracy import queue_grades, queue_grades_once
 from orchestration.state.job_records import add_answer
 from orchestration.state.scripts import Queued, execute_queued
 from workers.app import app
-from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt
+from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
 from workers.events import BufferTaskEvents
 from workers.job_errors import as_job_error
 from workers.publication import (
@@ -251,10 +251,34 @@ def _weights(rt: Runtime, job: ExtractionSpec) -> tuple[dict[tuple[str, str], fl
 
 @app.task(name="quorum.merge", bind=True, base=InternalTask, throws=(QuorumError,))
 def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list[dict[str, Any]]) -> None:
-    """Chord body (its own id): merge or select, grade the providers, publish under the job id."""
+    """Chord body, run by the worker whose call completed the chord (``InlineBody``): merge or
+    select, grade the providers, publish under the job id. It never raises: an unexpected error
+    ends the job with a typed one (a raising body would leave the job unanswered)."""
     rt = runtime()
-    job = load_spec(rt, ExtractionSpec, job_id)
-    by, hostname = f"body:{self.request.id}", self.request.hostname
+    worker_task = app.current_worker_task  # the chord's last call, whose thread runs this body
+    hostname = self.request.hostname or getattr(getattr(worker_task, "request", None), "hostname", None)
+    by = f"body:{merge_id(job_id)}"
+    try:
+        job = load_spec(rt, ExtractionSpec, job_id)
+    except Ignore:
+        return  # no spec (expired, or never stored): nothing to answer
+    try:
+        _merge(rt, job, outcomes, skipped, by, hostname)
+    except Exception as e:
+        log.exception("job %s: the chord body failed", job_id)
+        error = as_job_error(e, job_id)
+        publish_failure(app, rt, job_id, error, by=by, hostname=hostname, strategy=job.strategy)
+
+
+def _merge(
+    rt: Runtime,
+    job: ExtractionSpec,
+    outcomes: list[dict[str, Any]],
+    skipped: list[dict[str, Any]],
+    by: str,
+    hostname: str | None,
+) -> None:
+    job_id = job.job_id
     history = [Attempt.model_validate(a) for a in skipped] + [Attempt.model_validate(o) for o in outcomes]
     accuracy, priors = _weights(rt, job)
     try:
