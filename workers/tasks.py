@@ -38,7 +38,7 @@ from orchestration.extraction import (
 )
 from orchestration.models import Attempt
 from orchestration.providers import preload
-from orchestration.state import cache, read_weights
+from orchestration.state import RecentWeights, cache
 from orchestration.state.accuracy import queue_grades, queue_grades_once
 from orchestration.state.job_records import add_answer
 from orchestration.state.scripts import Queued, execute_queued
@@ -243,9 +243,13 @@ def _maybe_publish_early(
         log.warning("job %s: early quorum check failed", job.job_id, exc_info=True)
 
 
+#: This process's consensus weights, each read at most once a second (RecentWeights).
+_recent_weights = RecentWeights()
+
+
 def _weights(rt: Runtime, job: ExtractionSpec) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
     providers = sorted({c.provider for c in job.candidates})
-    accuracy = read_weights(rt.fast_redis, rt.prefix, providers, job.fields)
+    accuracy = _recent_weights.read(rt.fast_redis, rt.prefix, providers, job.fields, time.monotonic())
     return accuracy, {p: rt.settings.providers[p].weight for p in providers}
 
 

@@ -4,7 +4,7 @@ consensus accuracy, the fleet setting, the result cache (:mod:`.cache`), per-job
 (:mod:`.job_records`) and the remembered output mode; all keys under one prefix, each
 provider's sharing a hash tag (:mod:`.keys`)."""
 
-from orchestration.state.accuracy import laplace_accuracy, read_weights, record_accuracy
+from orchestration.state.accuracy import RecentWeights, laplace_accuracy, read_weights, record_accuracy
 from orchestration.state.budget import BudgetGate, BudgetStatus, budget_status
 from orchestration.state.costs import (
     CostTotals,
@@ -32,6 +32,7 @@ __all__ = [
     "ProviderKeys",
     "QualityGate",
     "RateLimitGate",
+    "RecentWeights",
     "RedisModeMemory",
     "budget_status",
     "call_record",

@@ -14,6 +14,7 @@ warning in the log.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,34 @@ def read_weights(
         for p, row in zip(providers, rows[len(providers) :], strict=True)
     }
     return {(p, f): laplace_accuracy(c, t) * valid[p] for (p, f), (c, t) in counts.items()}
+
+
+class RecentWeights:
+    """:func:`read_weights` at most once per ``ttl_s`` per (providers, fields) in one process.
+    A weight moves by one grade per consensus job, so a copy under a second old merges as well as
+    a fresh one, and a busy worker's merges (an early-quorum check and the chord body of each
+    job) stop costing a round trip each. Bounded: the oldest entries go first."""
+
+    def __init__(self, ttl_s: float = 1.0, max_entries: int = 256) -> None:
+        self.ttl_s, self._max = ttl_s, max_entries
+        self._entries: dict[tuple[str, ...], tuple[float, dict[tuple[str, str], float]]] = {}
+        self._lock = threading.Lock()
+
+    def read(
+        self, redis: Redis, prefix: str, providers: Sequence[str], fields: Sequence[str], now: float
+    ) -> dict[tuple[str, str], float]:
+        """The weights of ``providers`` × ``fields``, read from Redis if this process's copy is
+        older than ``ttl_s`` (``now``: a monotonic clock)."""
+        key = (prefix, *providers, "", *fields)
+        entry = self._entries.get(key)
+        if entry is not None and now - entry[0] < self.ttl_s:
+            return entry[1]
+        weights = read_weights(redis, prefix, providers, fields)
+        with self._lock:
+            if len(self._entries) >= self._max:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = (now, weights)
+        return weights
 
 
 def record_accuracy(

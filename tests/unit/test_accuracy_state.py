@@ -7,7 +7,7 @@ import pytest
 
 from orchestration.extraction import accuracy_updates
 from orchestration.extraction.consensus import merge
-from orchestration.state import read_weights, record_accuracy
+from orchestration.state import RecentWeights, read_weights, record_accuracy
 from orchestration.state.accuracy import accuracy_key, read_counts
 
 P = "quorum:"
@@ -106,3 +106,22 @@ def test_feedback_loop_with_consensus(r: fakeredis.FakeRedis) -> None:
     w = read_weights(r, P, ["openai", "claude", "gemini"], ["name"])
     assert w[("openai", "name")] == pytest.approx(6 / 7)
     assert w[("gemini", "name")] == pytest.approx(1 / 7)
+
+
+def test_recent_weights_are_read_once_per_ttl_per_providers_and_fields(r: fakeredis.FakeRedis) -> None:
+    recent = RecentWeights(ttl_s=1.0)
+    first = recent.read(r, "q:", ["a", "b"], ["name"], now=100.0)
+    record_accuracy(r, "q:", [("a", "name", True)] * 5)
+    assert recent.read(r, "q:", ["a", "b"], ["name"], now=100.9) == first  # this process's copy
+    other = recent.read(r, "q:", ["a"], ["name"], now=100.9)  # other providers: read now
+    assert other[("a", "name")] > first[("a", "name")]
+    fresh = recent.read(r, "q:", ["a", "b"], ["name"], now=101.0)  # a second old: read again
+    assert fresh == read_weights(r, "q:", ["a", "b"], ["name"])
+    assert fresh[("a", "name")] == other[("a", "name")]
+
+
+def test_recent_weights_stay_bounded(r: fakeredis.FakeRedis) -> None:
+    recent = RecentWeights(max_entries=2)
+    for field in ("x", "y", "z"):
+        recent.read(r, "q:", ["a"], [field], now=1.0)
+    assert len(recent._entries) == 2
