@@ -40,7 +40,7 @@ from orchestration.models import Attempt
 from orchestration.providers import preload
 from orchestration.state import RecentWeights, cache
 from orchestration.state.accuracy import queue_grades, queue_grades_once
-from orchestration.state.job_records import add_answer
+from orchestration.state.job_records import queue_add_answer
 from orchestration.state.scripts import Queued, execute_queued
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
@@ -172,8 +172,10 @@ def call(
     job = load_spec(rt, ExtractionSpec, job_id)
     candidate = job.candidates[index]
     label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
-    # A failover hop's post-call records wait for its publication guard: one round trip for both.
-    post = rt.post_call(defer=mode == MODE_FAILOVER, closed_at=closed_at)
+    early = mode != MODE_FAILOVER and job.strategy == "consensus" and job.early_quorum
+    # A failover hop's post-call records wait for its publication guard, an early-quorum chord
+    # call's for its answer: one round trip for both.
+    post = rt.post_call(defer=mode == MODE_FAILOVER or early, closed_at=closed_at)
     try:
         attempt = rt.attempt(
             candidate,
@@ -191,8 +193,8 @@ def call(
                 raise error
             history = [Attempt.model_validate(a) for a in attempts or []] + [attempt]
             _finish(rt, job, history, self.request, post)
-        elif job.strategy == "consensus" and job.early_quorum:
-            _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname)
+        elif early:
+            _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname, post)
     finally:
         post.flush()  # the records go out whatever happened (nothing left once flushed)
     return attempt.model_dump(mode="json")
@@ -221,11 +223,20 @@ def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: A
 
 
 def _maybe_publish_early(
-    rt: Runtime, job: ExtractionSpec, attempt: Attempt, skipped: list[dict[str, Any]], hostname: str | None
+    rt: Runtime,
+    job: ExtractionSpec,
+    attempt: Attempt,
+    skipped: list[dict[str, Any]],
+    hostname: str | None,
+    post: PostCall,
 ) -> None:
-    """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it."""
+    """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it.
+    The call's answer rides with its post-call records (one round trip), or goes alone when they
+    went without it (e.g. the breaker degraded)."""
     try:
-        so_far, published = add_answer(rt.redis, rt.prefix, job.job_id, attempt, with_publisher=True)
+        step = queue_add_answer(rt.prefix, job.job_id, attempt)
+        ran = post.flush(step)
+        so_far, published = ran[0] if ran else execute_queued(rt.redis, [step])[0]
         if published is not None:
             return  # answered already: nothing to merge early
         if not early_pending(job, so_far):

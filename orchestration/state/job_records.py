@@ -12,7 +12,7 @@ import zlib
 from typing import Any, Literal, overload
 
 from orchestration.models import Attempt
-from orchestration.state.scripts import Queued
+from orchestration.state.scripts import Queued, ScriptCall, execute_queued, script_queued
 
 #: How long per-job coordination keys live at least; longer than any deadline.
 JOB_KEY_TTL_S = 3600
@@ -151,20 +151,24 @@ def add_answer(
 ) -> list[Attempt] | tuple[list[Attempt], str | None]:
     """Record one header task's outcome; return every outcome recorded so far (atomically), and
     with ``with_publisher`` who published the job's result (:func:`published_by`), read in the
-    same transaction (all keys carry the job's hash tag)."""
-    key = _key(prefix, job_id, "answers")
-    pipe = redis.pipeline(transaction=True)
-    pipe.rpush(key, attempt.model_dump_json())
-    pipe.expire(key, JOB_KEY_TTL_S)
-    pipe.lrange(key, 0, -1)
-    if with_publisher:
-        pipe.get(_key(prefix, job_id, "published"))
-    replies = pipe.execute()
-    answers = _dedupe([Attempt.model_validate_json(item) for item in replies[2]])
-    if not with_publisher:
-        return answers
-    by = replies[3]
-    return answers, by.decode() if isinstance(by, bytes) else by
+    same step (all keys carry the job's hash tag)."""
+    answers, by = execute_queued(redis, [queue_add_answer(prefix, job_id, attempt)])[0]
+    return (answers, by) if with_publisher else answers
+
+
+def queue_add_answer(prefix: str, job_id: str, attempt: Attempt) -> Queued[tuple[list[Attempt], str | None]]:
+    """:func:`add_answer` (with the publisher) as one script for a round trip shared with other
+    steps (e.g. a chord call's post-call records); safe to repeat (the outcomes are deduplicated
+    by task id)."""
+    keys = [_key(prefix, job_id, "answers"), _key(prefix, job_id, "published")]
+    call = script_queued([ScriptCall("answer.lua", keys, [attempt.model_dump_json(), JOB_KEY_TTL_S])])
+
+    def parse(replies: list[Any]) -> tuple[list[Attempt], str | None]:
+        items, by = call.parse(replies)[0]
+        answers = _dedupe([Attempt.model_validate_json(item) for item in items])
+        return answers, by.decode() if isinstance(by, bytes) else by
+
+    return Queued(call.queue, parse, call.scripts)
 
 
 def _dedupe(attempts: list[Attempt]) -> list[Attempt]:

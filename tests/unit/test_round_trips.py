@@ -1,8 +1,9 @@
 """Steps that share one Redis round trip (``scripts.Queued``): the entry's reads (job-id check,
-fleet setting, breakers), a failover hop's post-call records with its publication guard, and a
-job's answer with its count. Each test counts the round trips on a real Valkey (one write of
-commands to the socket is one round trip) and checks that every step of the shared trip took
-effect, so a step dropped from the pipeline fails here."""
+fleet setting, breakers), a failover hop's post-call records with its publication guard, an
+early-quorum chord call's records with its answer, and a job's answer with its count. Each test
+counts the round trips on a real Valkey (one write of commands to the socket is one round trip)
+and checks that every step of the shared trip took effect, so a step dropped from the pipeline
+fails here."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from redis.connection import Connection, ConnectionPool
 from orchestration.attempts import AttemptDeps, run_attempt
 from orchestration.breaker import BreakerState, ResilientBreaker, fast_fail_client
 from orchestration.config import BreakerConfig, Settings
-from orchestration.models import Candidate, ProviderResult
+from orchestration.models import Attempt, Candidate, ProviderResult
 from orchestration.state import FleetSetting, read_health, write_fleet
 from orchestration.state import job_records as jobs
 from orchestration.state.costs import queue_record_job, totals
@@ -108,13 +109,14 @@ def test_a_degraded_breaker_not_yet_due_reads_nothing_from_redis(counted: redis.
 # --------------------------------------------------------------------------- post-call
 
 
-def _attempt(client: redis.Redis, breaker: ResilientBreaker, post: PostCall, task_id: str) -> None:
+def _attempt(client: redis.Redis, breaker: ResilientBreaker, post: PostCall, task_id: str) -> Attempt:
     answer = ProviderResult(provider="openai", model="gpt", fields={}, tokens_in=100, tokens_out=10)
     deps = AttemptDeps(settings=Settings(), provider=lambda name: None, gates=[post.gate()], recorder=post,
                        clock=lambda: NOW)  # fmt: skip
     attempt = run_attempt(Candidate(provider="openai"), lambda provider, timeout: answer, label="openai",
                           task_id=task_id, deadline=NOW + 30, deps=deps)  # fmt: skip
     assert attempt.ok
+    return attempt
 
 
 def test_the_post_call_records_and_the_guard_share_one_round_trip(counted: redis.Redis) -> None:
@@ -205,9 +207,9 @@ def test_an_answer_and_the_jobs_count_share_one_round_trip(valkey_url: str) -> N
 # --------------------------------------------------------------------------- consensus
 
 
-def test_an_answer_is_recorded_and_the_publisher_read_in_one_transaction(counted: redis.Redis) -> None:
-    from orchestration.models import Attempt
-
+def test_an_answer_is_recorded_and_the_publisher_read_in_one_step(counted: redis.Redis) -> None:
+    jobs.add_answer(counted, PX, "warm", Attempt(provider="openai", label="openai"))  # loads the script
+    trips()
     answer = Attempt(provider="openai", label="openai", task_id="job-6.c0")
     so_far, by = jobs.add_answer(counted, PX, "job-6", answer, with_publisher=True)
     assert trips() == 1 and [a.task_id for a in so_far] == ["job-6.c0"] and by is None
@@ -216,6 +218,110 @@ def test_an_answer_is_recorded_and_the_publisher_read_in_one_transaction(counted
     so_far, by = jobs.add_answer(counted, PX, "job-6", answer.model_copy(update={"task_id": "job-6.c1"}),
                                  with_publisher=True)  # fmt: skip
     assert trips() == 1 and len(so_far) == 2 and by == "early"
+    # a redelivered header task records again: one outcome per task id, its last
+    again = answer.model_copy(update={"label": "openai#2"})
+    so_far = jobs.add_answer(counted, PX, "job-6", again)
+    assert sorted((a.task_id, a.label) for a in so_far) == [("job-6.c0", "openai#2"), ("job-6.c1", "openai")]
+    assert counted.ttl(f"{PX}job:{{job-6}}:answers") > 0
+
+
+def test_a_chord_calls_post_call_records_and_its_answer_share_one_round_trip(counted: redis.Redis) -> None:
+    breaker = ResilientBreaker(counted, PX, STRICT)
+    warm = PostCall(counted, PX, breaker, defer=True)  # loads the scripts (NOSCRIPT the first time)
+    _attempt(counted, breaker, warm, "warm.c0")
+    warm.flush(jobs.queue_add_answer(PX, "warm", Attempt(provider="openai", label="openai")))
+    trips()
+    post = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, post, "job-8.c0")
+    assert trips() == 1  # the breaker's acquire only: the records wait for the answer
+    trips()
+
+    first = Attempt(provider="openai", label="openai", task_id="job-8.c0")
+    ran = post.flush(jobs.queue_add_answer(PX, "job-8", first))
+    assert trips() == 1
+    assert len(ran) == 1
+    so_far, by = ran[0]
+    assert [a.task_id for a in so_far] == ["job-8.c0"] and by is None
+    assert read_health(counted, PX, "openai").successes == 2
+    assert totals(counted, PX, ["openai"])["openai"].calls == 2
+
+    # the next call of the chord sees both answers, and who published early
+    jobs.claim_publication(counted, PX, "job-8", "early")
+    other = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, other, "job-8.c1")
+    trips()
+    second = first.model_copy(update={"task_id": "job-8.c1", "label": "openai#2"})
+    ((so_far, by),) = other.flush(jobs.queue_add_answer(PX, "job-8", second))
+    assert trips() == 1
+    assert [a.task_id for a in so_far] == ["job-8.c0", "job-8.c1"] and by == "early"
+    assert read_health(counted, PX, "openai").successes == 3
+
+    counted.script_flush()  # a restarted Redis: the scripts come back, the answer is recorded once
+    last = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, last, "job-8.c2")
+    ((so_far, _),) = last.flush(
+        jobs.queue_add_answer(PX, "job-8", first.model_copy(update={"task_id": "job-8.c2"}))
+    )
+    assert [a.task_id for a in so_far] == ["job-8.c0", "job-8.c1", "job-8.c2"]
+    assert counted.llen(f"{PX}job:{{job-8}}:answers") == 3
+    assert read_health(counted, PX, "openai").successes == 4
+
+
+def _chord_job(valkey_url: str, job_id: str) -> tuple[Any, Any]:
+    """A runtime on the session's Valkey and a consensus job of three (early quorum on)."""
+    from orchestration.extraction import parse_request, prepare_extract
+    from workers.runtime import build_runtime
+
+    settings = Settings(redis_url=valkey_url)
+    request = parse_request(
+        (), {"text": "hello", "strategy": "consensus", "providers": ["openai", "claude", "gemini"]}
+    )
+    job = prepare_extract(request, job_id=job_id, settings=settings, fleet=FleetSetting(), now=NOW)
+    assert job.early_quorum and job.strategy == "consensus"
+    return build_runtime(settings), job
+
+
+def _answers(client: redis.Redis, job_id: str) -> list[str | None]:
+    """The task ids of the outcomes recorded for ``job_id``'s chord, as stored."""
+    return [
+        Attempt.model_validate_json(raw).task_id
+        for raw in client.lrange(f"{PX}job:{{{job_id}}}:answers", 0, -1)
+    ]
+
+
+def test_an_early_quorum_chord_call_sends_its_records_with_its_answer(
+    counted: redis.Redis, valkey_url: str
+) -> None:
+    from workers.tasks import _maybe_publish_early
+
+    rt, job = _chord_job(valkey_url, "job-10")
+    rt.redis = rt.fast_redis = counted  # every round trip of the call is counted
+    breaker = ResilientBreaker(counted, PX, STRICT)
+    warm = PostCall(counted, PX, breaker, defer=True)  # loads the scripts (NOSCRIPT the first time)
+    warm.flush(jobs.queue_add_answer(PX, "warm", _attempt(counted, breaker, warm, "warm.c0")))
+    post = PostCall(counted, PX, breaker, defer=True)
+    attempt = _attempt(counted, breaker, post, "job-10.c0")
+    trips()
+    _maybe_publish_early(rt, job, attempt, [], "w1", post)
+    assert trips() == 1  # the records and the answer; one answer of three: nothing more to read
+    assert _answers(counted, "job-10") == ["job-10.c0"]
+    assert read_health(counted, PX, "openai").successes == 2
+    trips()
+    assert post.flush() == [] and trips() == 0  # the call's own flush finds nothing left
+
+
+def test_an_early_quorum_chord_call_whose_records_went_alone_sends_its_answer_itself(valkey_url: str) -> None:
+    from workers.tasks import _maybe_publish_early
+
+    rt, job = _chord_job(valkey_url, "job-11")
+    rt.redis.delete(f"{PX}job:{{job-11}}:answers")
+    gone = fast_fail_client("redis://127.0.0.1:1/0", timeout_s=0.1)
+    breaker = ResilientBreaker(gone, PX, STRICT)
+    post = PostCall(gone, PX, breaker, defer=True)
+    attempt = _attempt(gone, breaker, post, "job-11.c0")
+    _maybe_publish_early(rt, job, attempt, [], "w1", post)
+    assert breaker.degraded  # the records went without the answer
+    assert _answers(rt.redis, "job-11") == ["job-11.c0"]
 
 
 def test_the_chord_bodys_guard_count_and_grades_marker_share_one_round_trip(counted: redis.Redis) -> None:
