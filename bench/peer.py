@@ -262,7 +262,7 @@ def _send(producer: Celery, text: str, order: list[str], kind: str = "failover")
     return str(producer.send_task("quorum.extract", kwargs=kwargs).id)
 
 
-async def _answered(router: Any, emails: list[str], i: int, kind: str) -> bool:
+async def _answered(router: Any, emails: list[str], i: int, kind: str = "failover") -> bool:
     """Request ``i`` through the Router (primary rotated by :func:`_order`): a usable answer?
     For ``consensus``: one request to each deployment at once, all three usable."""
     models = [_order(i)[0]] if kind == "failover" else CHAIN
