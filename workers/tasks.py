@@ -293,6 +293,8 @@ def _merge(
     by: str,
     hostname: str | None,
 ) -> None:
+    """Merge or select over every outcome, then publish the answer, or (published early) only
+    grade the providers: the grades need the merge of all the answers, the answer does not."""
     job_id = job.job_id
     history = [Attempt.model_validate(a) for a in skipped] + [Attempt.model_validate(o) for o in outcomes]
     accuracy, priors = _weights(rt, job)
@@ -301,8 +303,6 @@ def _merge(
     except QuorumError as e:
         publish_failure(app, rt, job_id, e, by=by, hostname=hostname, strategy=job.strategy)
         return
-    result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
-    _cache_store(rt, job, result)
     grades = None
     if job.strategy == "consensus":
         responses = responses_from_attempts([a for a in history if a.ok])
@@ -324,7 +324,13 @@ def _merge(
         grades = None  # nothing to grade, or a run of this body graded already
     if isinstance(claimed, Exception):
         claimed = None  # claim on its own (and raise there)
-    stored = publish_success(app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=grades)
+    stored = False
+    if claimed is not False:  # answered early (or by an earlier run): no answer to build or cache
+        result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
+        _cache_store(rt, job, result)  # cached first: a producer re-sending at once finds it
+        stored = publish_success(
+            app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=grades
+        )
     if not stored and grades is not None:
         _send_grades(rt, job_id, grades)
 
