@@ -1,5 +1,6 @@
-"""Celery tasks. Public API: ``quorum.extract``; ``quorum.call``, ``quorum.merge`` and the
-``quorum.failover_next`` errback are internal (signed by the sending worker, refused unsigned).
+"""Celery tasks. Public API: ``quorum.extract``; ``quorum.call``, the ``quorum.merge`` chord
+body and the ``quorum.failover_next`` errback are internal (signed by the sending worker, refused
+unsigned); the last two run inline, in the worker of the call that ends their step.
 Task bodies stay thin: validation, planning, merging and bookkeeping live in ``orchestration``;
 this module only moves messages. A job's spec lives in Redis; messages carry the job id."""
 
