@@ -23,7 +23,7 @@ MODE_FAILOVER = "failover"
 MODE_CHORD = "chord"
 #: Chord bodies a worker runs in its own process (:class:`InlineBody`); any other task named by
 #: an inline body's dict is sent as a message, as Celery would.
-INLINE_BODIES = frozenset({"quorum.merge"})
+INLINE_BODIES = frozenset({"quorum.merge", "quorum.gen_select", "quorum.gen_round"})
 
 
 def text_repr(text: str) -> str:
@@ -78,6 +78,16 @@ class InlineBody(Signature):
         args, kwargs, _ = self._merge(args, kwargs, options)
         self.type(*args, **kwargs)
         return self.AsyncResult(self.id)
+
+
+def inline_body(
+    app: Celery, key: bytes, task: str, kwargs: dict[str, Any], task_id: str, **options: Any
+) -> Signature:
+    """A chord body the completing call runs (:class:`InlineBody`): signed for no task id, as
+    it runs without one (like an errback); ``task_id`` is Celery's name for the body."""
+    body = signed(app, key, task, kwargs, ignore_result=True, **options)
+    body.set(task_id=task_id)
+    return InlineBody({**body, "subtask_type": "quorum_inline"}, app=app)
 
 
 def call_sig(app: Celery, key: bytes, job_id: str, index: int, label: str, **state: Any) -> Signature:
@@ -140,6 +150,5 @@ def consensus_chord(
         call_sig(app, key, job_id, i, label, mode=MODE_CHORD, hop=0, skipped=skipped, closed_at=closed.get(i))
         for i, label in calls
     ]
-    body = signed(app, key, "quorum.merge", {"job_id": job_id, "skipped": skipped}, ignore_result=True)
-    body.set(task_id=merge_id(job_id))
-    return chord(header, InlineBody({**body, "subtask_type": "quorum_inline"}, app=app))
+    body = inline_body(app, key, "quorum.merge", {"job_id": job_id, "skipped": skipped}, merge_id(job_id))
+    return chord(header, body)

@@ -26,6 +26,7 @@ from typing import Any
 
 from celery import Task, chain, chord
 from celery.canvas import Signature
+from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
 from orchestration.breaker import BreakerSnapshot, admission
@@ -55,7 +56,8 @@ from orchestration.generation import (
 from orchestration.models import Attempt
 from orchestration.state import cache
 from workers.app import app
-from workers.canvas import candidate_id
+from workers.canvas import candidate_id, inline_body
+from workers.job_errors import as_job_error
 from workers.publication import (
     enter,
     load_spec,
@@ -63,7 +65,7 @@ from workers.publication import (
     publish_failure,
     publish_success,
 )
-from workers.requests import InternalTask
+from workers.requests import InternalTask, hostname_of
 from workers.runtime import Runtime, runtime
 from workers.signing import signed, worker_key
 
@@ -104,6 +106,13 @@ def hop_sig(key: bytes, name: str, job_id: str, progress: Progress, task_id: str
     )
 
 
+def body_sig(key: bytes, name: str, job_id: str, progress: Progress, task_id: str) -> Signature:
+    """A chord body of the job (``gen_select``, ``gen_round``): run by the call that completes the
+    chord, in its worker (``InlineBody``), under ``task_id`` as Celery's name for it."""
+    kwargs = {"job_id": job_id, "progress": progress.model_dump(mode="json")}
+    return inline_body(app, key, name, kwargs, task_id, argsrepr=f"({job_id!r},)")
+
+
 def step_canvas(
     key: bytes, spec: GenerationSpec, progress: Progress, step: JudgeRound | FollowUp | NextCandidate
 ) -> Any:
@@ -112,7 +121,7 @@ def step_canvas(
     if isinstance(step, JudgeRound):
         round_ = len(progress.rounds)
         header = [call_sig(key, spec, c, f"{job}.r{round_}.j{i}") for i, c in enumerate(step.calls)]
-        return chord(header, hop_sig(key, "quorum.gen_round", job, progress, f"{job}.r{round_}"))
+        return chord(header, body_sig(key, "quorum.gen_round", job, progress, f"{job}.r{round_}"))
     if isinstance(step, FollowUp):
         suffix = "agg" if step.call.role == "aggregate" else "esc"
         follow = call_sig(key, spec, step.call, f"{job}.{suffix}")
@@ -121,8 +130,10 @@ def step_canvas(
     return chain(first, hop_sig(key, "quorum.gen_step", job, progress, f"{job}.st{step.index}"))
 
 
-def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress, step: Step) -> None:
-    """Publish a final result, or send the canvas of the next step."""
+def _carry_on(
+    rt: Runtime, spec: GenerationSpec, progress: Progress, step: Step, by: str, hostname: str | None
+) -> None:
+    """Publish a final result (as ``by``), or send the canvas of the next step."""
     if not isinstance(step, Done):
         step_canvas(worker_key(app), spec, progress, step).apply_async()
         return
@@ -130,30 +141,33 @@ def _carry_on(task: Task, rt: Runtime, spec: GenerationSpec, progress: Progress,
     if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
         key = spec.cache_key(rt.prefix, rt.settings)
         cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
-    request = task.request
     attempts = progress.attempts + progress.extra
     count = rt.job_count(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
-    if publish_success(
-        app, rt, spec.job_id, result, by=f"gen:{request.id}", hostname=request.hostname, also=count
-    ):
+    if publish_success(app, rt, spec.job_id, result, by=by, hostname=hostname, also=count):
         log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
 
 
-def _hop(task: Task, job_id: str, progress: dict[str, Any], advance: Any) -> None:
+def _hop(task: Task, job_id: str, progress: dict[str, Any], advance: Any, body_id: str | None = None) -> None:
     """Run one hop: load the spec, ``advance(spec, progress)`` to the next step, carry on; a typed
-    error ends the job with that error under the job id."""
+    error ends the job with that error under the job id. ``body_id``: a chord body's id (it runs
+    inline, without a request id of its own). It never raises: an unexpected error ends the job
+    with a typed one (a chord body run inline that raised would leave the job unanswered)."""
     rt = runtime()
-    spec, prog = load_spec(rt, GenerationSpec, job_id), Progress.model_validate(progress)
+    by, hostname = f"gen:{task.request.id or body_id}", hostname_of(task)
     try:
+        spec = load_spec(rt, GenerationSpec, job_id)
+    except Ignore:
+        return  # no spec (expired, or never stored): nothing to answer
+    try:
+        prog = Progress.model_validate(progress)
         step = advance(spec, prog)
-    except QuorumError as e:
-        request = task.request
-        by = f"gen:{request.id}"
-        publish_failure(
-            app, rt, job_id, e, by=by, hostname=request.hostname, kind="generate", strategy=spec.selector
-        )
-        return
-    _carry_on(task, rt, spec, prog, step)
+        _carry_on(rt, spec, prog, step, by, hostname)
+    except Exception as e:
+        if not isinstance(e, QuorumError):
+            log.exception("job %s: %s failed", job_id, task.name)
+        error = e if isinstance(e, QuorumError) else as_job_error(e, job_id)
+        strategy = spec.selector
+        publish_failure(app, rt, job_id, error, by=by, hostname=hostname, kind="generate", strategy=strategy)
 
 
 # --------------------------------------------------------------------------- public entry
@@ -216,7 +230,7 @@ def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapsho
         )
         for i in send
     ]
-    chord(header, hop_sig(key, "quorum.gen_select", job, progress, f"{job}.s")).apply_async()
+    chord(header, body_sig(key, "quorum.gen_select", job, progress, f"{job}.s")).apply_async()
 
 
 # --------------------------------------------------------------------------- provider call
@@ -254,15 +268,17 @@ def gen_select(self: Task, outcomes: list[dict[str, Any]], job_id: str, progress
         prog.attempts += [Attempt.model_validate(o) for o in outcomes]
         return after_candidates(spec, prog)
 
-    _hop(self, job_id, progress, advance)
+    _hop(self, job_id, progress, advance, body_id=f"{job_id}.s")
 
 
 @app.task(name="quorum.gen_round", bind=True, base=InternalTask, throws=(QuorumError,))
 def gen_round(self: Task, verdicts: list[dict[str, Any]], job_id: str, progress: dict[str, Any]) -> None:
     """Judge chord body: apply a round's verdicts, then the next round or the end."""
-    _hop(
-        self, job_id, progress, lambda s, p: after_round(s, p, [Attempt.model_validate(v) for v in verdicts])
-    )
+
+    def advance(spec: GenerationSpec, prog: Progress) -> Step:
+        return after_round(spec, prog, [Attempt.model_validate(v) for v in verdicts])
+
+    _hop(self, job_id, progress, advance, body_id=f"{job_id}.r{len(progress.get('rounds') or [])}")
 
 
 @app.task(name="quorum.gen_finish", bind=True, base=InternalTask, throws=(QuorumError,))

@@ -91,6 +91,15 @@ class RedactedRequest(ReprOnlyRequest):
         self._request_dict["kwargsrepr"] = self._kwargsrepr
 
 
+def hostname_of(task: Task) -> str | None:
+    """The worker's name for a task's events: its request's, or, for a chord body or an errback
+    Celery runs inline (no request of its own), that of the worker task it runs inside."""
+    if task.request.hostname:
+        return str(task.request.hostname)
+    outer = task.app.current_worker_task
+    return getattr(getattr(outer, "request", None), "hostname", None)
+
+
 class QuorumTask(Task):
     """Base of every Quorum task: inspection shows representations only, and a job that fails
     gets its error payload stored beside its result before the failure. A job's entry task ends

@@ -55,7 +55,7 @@ from workers.publication import (
     publish_failure,
     publish_success,
 )
-from workers.requests import InternalTask
+from workers.requests import InternalTask, hostname_of
 from workers.runtime import PostCall, Runtime, runtime
 from workers.signing import RequireFleetSecret, worker_key
 
@@ -271,8 +271,7 @@ def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list
     select, grade the providers, publish under the job id. It never raises: an unexpected error
     ends the job with a typed one (a raising body would leave the job unanswered)."""
     rt = runtime()
-    worker_task = app.current_worker_task  # the chord's last call, whose thread runs this body
-    hostname = self.request.hostname or getattr(getattr(worker_task, "request", None), "hostname", None)
+    hostname = hostname_of(self)
     by = f"body:{merge_id(job_id)}"
     try:
         job = load_spec(rt, ExtractionSpec, job_id)

@@ -18,6 +18,7 @@ from orchestration.generation import (
 )
 from orchestration.models import Attempt, ProviderResult
 from orchestration.state import FleetSetting
+from workers.canvas import InlineBody
 from workers.generation_tasks import step_canvas
 from workers.signing import valid
 
@@ -61,9 +62,12 @@ def test_judge_round_is_a_chord_whose_body_has_its_own_id():
     assert canvas.body.kwargs["job_id"] == "job-9" and "spec" not in canvas.body.kwargs
     canvas.freeze()
     assert canvas.body.id == "job-9.r0"
+    # the body runs inline in the judge call that completes the chord, without a task id: signed for none
+    assert isinstance(canvas.body, InlineBody) and valid(KEY, "quorum.gen_round", None, canvas.body.kwargs)
+    assert not signed_ok(canvas.body)  # nor can its arguments be replayed under its id
     for sig in [*header, canvas.body]:
-        assert signed_ok(sig)
         assert "NIGHTJAR" not in reprs(sig) and "answer" not in reprs(sig)
+    assert all(signed_ok(sig) for sig in header)
 
 
 def test_follow_up_and_next_candidate_are_signed_chains_with_ids_of_their_own():
