@@ -28,11 +28,14 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+from uuid import uuid4
 
 from celery import states
 from celery._state import task_join_will_block
 from celery.backends.base import BackendStoreError
 from celery.backends.redis import RedisBackend
+from celery.canvas import maybe_signature
+from celery.exceptions import ChordError
 from celery.result import GroupResult
 from celery.utils.functional import _regen
 from kombu.utils.encoding import bytes_to_str
@@ -62,12 +65,15 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
 
-#: Celery 5.7's ``CHORD_PART_RETURN_LUA`` (celery/backends/redis.py), one step changed: the
-#: claim. The member that wins it is also recorded in the chord's ``.d`` set (as ``claim:`` +
-#: member, where Celery keeps the members already counted), and a later run of that member finds
-#: itself there and takes the claim over: its earlier run is what the claim was waiting for.
-#: Everything else (counting each member once, the ``done`` marker, expiries, the reply) is
-#: Celery's. tests/unit/test_result_backend.py fails when Celery's script changes.
+#: Celery 5.7's ``CHORD_PART_RETURN_LUA`` (celery/backends/redis.py), one step changed and one
+#: added. The claim: the member that wins it is also recorded in the chord's ``.d`` set (as
+#: ``claim:`` + member, where Celery keeps the members already counted), and a later run of that
+#: member finds itself there and takes the claim over: its earlier run is what the claim was
+#: waiting for. Added: asked (``ARGV[9]`` = 1), a member that claims also gets whether the
+#: header's group was saved and the header results (Celery reads both in round trips of their
+#: own). Everything else (counting each member once, the ``done`` marker, expiries, the reply
+#: Celery's caller unpacks) is Celery's. tests/unit/test_result_backend.py fails when Celery's
+#: script changes.
 CHORD_PART_RETURN_LUA = """
 local jkey, tkey, skey, dkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local tid, value, ordered, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -118,6 +124,15 @@ if size and readycount == tonumber(size) + tonumber(totaldiff or 0) then
     end
 end
 
+if claimed == 1 and ARGV[9] == '1' then
+    local results
+    if ordered == '1' then
+        results = redis.call('ZRANGE', jkey, 0, -1)
+    else
+        results = redis.call('LRANGE', jkey, 0, -1)
+    end
+    return {readycount, totaldiff, size, claimed, redis.call('EXISTS', gkey), results}
+end
 return {readycount, totaldiff, size, claimed}
 """
 
@@ -191,6 +206,60 @@ class ResultBackend(RedisBackend):
             raise AssertionError("unreachable")
 
         return self.ensure(both, ())
+
+    def on_chord_part_return(
+        self, request: Any, state: str, result: Any, propagate: Any = None, **kwargs: Any
+    ) -> None:
+        """Celery's, with the completing member's reads in the round trip that counts it: once
+        the script claims the body, it also returns the header results and whether the header's
+        group was saved, where Celery read the group (``GroupResult.restore``), then the results,
+        then extended the claim for the publish, three more round trips per chord. There is no
+        join to wait for, so the claim is taken for the publish at once. A header whose group was
+        saved (nested groups; Quorum sends none) is left to Celery's method, which counts the
+        member again (a no-op) and takes the claim over (:data:`CHORD_PART_RETURN_LUA`)."""
+        tid, gid, group_index = request.id, request.group, request.group_index
+        if not gid or not tid:
+            return
+        jkey, tkey, skey, dkey, ckey = (
+            self.get_key_for_group(gid, s) for s in (".j", ".t", ".s", ".d", ".c")
+        )
+        callback = maybe_signature(request.chord, app=self.app)
+        claim_expires = max(5, int((self.app.conf.result_chord_join_timeout or 5.0) * 2))
+        if callback is not None:
+            claim_expires = self._chord_publish_claim_expires(claim_expires, callback)
+        token = uuid4().hex
+        encoded = self.encode([1, tid, state, self.encode_result(result, state)])
+        reply = self._chord_part_return_script(
+            keys=[jkey, tkey, skey, dkey, self.get_key_for_group(gid), ckey],
+            args=[tid, encoded, 1 if self._chord_zset else 0, "+inf" if group_index is None else group_index,
+                  self.chord_expires or 0, self._chord_result_expires, claim_expires, token, 1],
+            client=self.client,
+        )  # fmt: skip
+        if reply[0] == -1 or not reply[3] or callback is None:
+            return  # the chord is done, or incomplete, or this member did not claim its body
+        if reply[4]:
+            super().on_chord_part_return(request, state, result, propagate=propagate, **kwargs)
+            return
+        try:
+            results = [self._unpack_chord_result(packed, self.decode) for packed in reply[5]]
+        except Exception as exc:  # a header task failed (ChordError), or a result does not decode
+            log.exception("Chord %r raised: %r", gid, exc)
+            error = exc if isinstance(exc, ChordError) else ChordError(f"Join error: {exc!r}")
+            try:
+                self.chord_error_from_stack(callback, error)
+            finally:
+                self.client.delete(skey)  # a late copy of a header task fails the chord no more
+            return
+        try:
+            self.app.amqp._retry_publish(callback.delay, results)
+        except Exception as exc:
+            log.exception("Chord callback for %r raised: %r", gid, exc)
+            self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
+        finally:
+            done_expires = int(max(claim_expires * 2, 300))
+            keys = [ckey, jkey, tkey, skey, dkey]
+            if not self._chord_cleanup_script(keys=keys, args=[token, done_expires], client=self.client):
+                log.warning("Chord callback claim for %r was lost before cleanup; left for expiry", gid)
 
     def mark_as_done(
         self,

@@ -1,17 +1,19 @@
 """Steps that share one Redis round trip (``scripts.Queued``): the entry's reads (job-id check,
 fleet setting, breakers), a failover hop's post-call records with its publication guard, an
-early-quorum chord call's records with its answer, and a job's answer with its count. Each test
+early-quorum chord call's records with its answer, a job's answer with its count, and the count
+of the call that completes a chord with the chord's results and claim. Each test
 counts the round trips on a real Valkey (one write of commands to the socket is one round trip)
 and checks that every step of the shared trip took effect, so a step dropped from the pipeline
 fails here."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
 from celery import states
+from celery.canvas import Signature
 from redis.connection import Connection, ConnectionPool
 
 from orchestration.attempts import AttemptDeps, run_attempt
@@ -202,6 +204,89 @@ def test_an_answer_and_the_jobs_count_share_one_round_trip(valkey_url: str) -> N
     finally:
         results.client = client
     assert client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"2"
+
+
+# --------------------------------------------------------------------------- chord completion
+
+
+class _Recorded(Signature):
+    """A chord body that records what it is called with instead of running (the test's own type)."""
+
+    calls: ClassVar[list[tuple[Any, ...]]] = []
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], app: Any = None) -> _Recorded:
+        return cls(d, app=app)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> None:
+        type(self).calls.append(tuple(args or ()))
+
+
+Signature.register_type(name="test_recorded")(_Recorded)
+
+
+def test_the_call_that_completes_a_chord_reads_its_results_with_its_count(valkey_url: str) -> None:
+    """The completing member's count, the header results and the claim come back in the round
+    trip that stores its result; then the body runs, then Celery's clean-up: two round trips
+    (Celery made five: count, the group's saved result, the results, the claim's extension,
+    the clean-up). The body gets the results in header order; a repeat of a member counts once."""
+    from celery.app.task import Context
+
+    results = app_module.create_app(Settings(redis_url=valkey_url)).backend
+    results.client.flushall()
+    body = {"task": "quorum.merge", "args": [], "kwargs": {}, "options": {}, "subtask_type": "test_recorded"}
+    group, _Recorded.calls = "job-12-grp", []
+
+    def done(i: int, group: str = group) -> None:
+        request = Context(id=f"job-12.c{i}", group=group, group_index=i, chord=body, ignore_result=False)
+        results.mark_as_done(f"job-12.c{i}", {"answer": i}, request=request)
+
+    results.set_chord_size("warm-grp", 1)
+    done(0, "warm-grp")  # loads the scripts
+    results.set_chord_size(group, 3)
+    _Recorded.calls = []
+    done(2)
+    done(0)
+    done(0)  # redelivered: counted once
+    assert _Recorded.calls == []
+    client = results.client
+    results.client = redis.Redis(
+        connection_pool=ConnectionPool.from_url(valkey_url, connection_class=CountingConnection)
+    )
+    try:
+        results.client.ping()
+        trips()
+        done(1)
+        assert trips() == 2
+    finally:
+        results.client = client
+    assert _Recorded.calls == [([{"answer": 0}, {"answer": 1}, {"answer": 2}],)]
+    assert client.get(results.get_key_for_group(group, ".c")) == b"done"  # cleaned up: never sent again
+    done(1)
+    assert len(_Recorded.calls) == 1
+
+
+def test_a_chord_whose_group_was_saved_completes_celerys_way(valkey_url: str) -> None:
+    """A header with a saved group (nested groups: Quorum sends none) is joined by Celery's own
+    method: the member is counted once, the claim taken over, the body sent once."""
+    from celery.app.task import Context
+    from celery.result import AsyncResult, GroupResult
+
+    results = app_module.create_app(Settings(redis_url=valkey_url)).backend
+    results.client.flushall()
+    body = {"task": "quorum.merge", "args": [], "kwargs": {}, "options": {}, "subtask_type": "test_recorded"}
+    group, _Recorded.calls = "job-13-grp", []
+    members = [AsyncResult(f"job-13.c{i}", app=results.app) for i in range(2)]
+    results.set_chord_size(group, 2)
+    results.save_group(group, GroupResult(group, members, app=results.app))
+    for i in range(2):
+        request = Context(id=f"job-13.c{i}", group=group, group_index=i, chord=body, ignore_result=False)
+        results.mark_as_done(f"job-13.c{i}", {"answer": i}, request=request)
+    assert _Recorded.calls == [([{"answer": 0}, {"answer": 1}],)]
+    joined = results.get_key_for_group(group, ".j")
+    assert results.client.get(
+        results.get_key_for_group(group, ".c")
+    ) == b"done" and not results.client.exists(joined)
 
 
 # --------------------------------------------------------------------------- consensus
