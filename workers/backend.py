@@ -16,7 +16,9 @@ Celery stores a result in two round trips: it reads the task's key first and lea
 SUCCESS alone (a redelivered task must not overwrite it), then writes and publishes. Here the
 same rule runs as one script (:data:`STORE_LUA`), which also closes the gap between the read and
 the write. A chord header task's result and its chord count (``on_chord_part_return``) then go
-out together, in one pipelined round trip instead of two (a consensus-of-3 job saves three).
+out together, in one pipelined round trip instead of two (a consensus-of-3 job saves three),
+and the call that completes the chord gets the header results and its claim back in that same
+round trip (Celery read the saved group, the results and extended the claim in three more).
 A job's count can ride with its answer (``store_result(..., also=...)``), and a chord's size
 goes out in one round trip. A worker sending a chord no longer subscribes to its header tasks'
 results (Celery did, for a barrier no worker waits on: 3 channels per consensus job, never
