@@ -57,12 +57,11 @@ from orchestration.models import Attempt
 from orchestration.state import cache
 from workers.app import app
 from workers.canvas import candidate_id, inline_body
-from workers.job_errors import as_job_error
 from workers.publication import (
+    ending_typed,
     enter,
     load_spec,
     open_job,
-    publish_failure,
     publish_success,
 )
 from workers.requests import InternalTask, hostname_of
@@ -158,16 +157,9 @@ def _hop(task: Task, job_id: str, progress: dict[str, Any], advance: Any, body_i
         spec = load_spec(rt, GenerationSpec, job_id)
     except Ignore:
         return  # no spec (expired, or never stored): nothing to answer
-    try:
+    with ending_typed(app, rt, job_id, by=by, hostname=hostname, kind="generate", strategy=spec.selector):
         prog = Progress.model_validate(progress)
-        step = advance(spec, prog)
-        _carry_on(rt, spec, prog, step, by, hostname)
-    except Exception as e:
-        if not isinstance(e, QuorumError):
-            log.exception("job %s: %s failed", job_id, task.name)
-        error = e if isinstance(e, QuorumError) else as_job_error(e, job_id)
-        strategy = spec.selector
-        publish_failure(app, rt, job_id, error, by=by, hostname=hostname, kind="generate", strategy=strategy)
+        _carry_on(rt, spec, prog, advance(spec, prog), by, hostname)
 
 
 # --------------------------------------------------------------------------- public entry

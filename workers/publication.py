@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -213,6 +214,29 @@ def load_spec(rt: Runtime, model: type[M], job_id: str) -> M:
     spec = model.model_validate_json(raw)
     _specs.put(job_id, spec, _spec_expiry(spec), now)
     return spec
+
+
+@contextmanager
+def ending_typed(
+    app: Celery,
+    rt: Runtime,
+    job_id: str,
+    *,
+    by: str,
+    hostname: str | None,
+    kind: str = "extract",
+    strategy: str | None = None,
+) -> Iterator[None]:
+    """Run a step that must not raise (a chord body Celery runs inline, where a raised error would
+    leave the job unanswered): whatever it raises ends the job with a typed error, a Quorum error
+    as raised, anything else logged and mapped by ``as_job_error``."""
+    try:
+        yield
+    except Exception as e:
+        if not isinstance(e, QuorumError):
+            log.exception("job %s: %s failed unexpectedly", job_id, by)
+        error = as_job_error(e, job_id)
+        publish_failure(app, rt, job_id, error, by=by, hostname=hostname, kind=kind, strategy=strategy)
 
 
 def _event(app: Celery, hostname: str | None, type_: str, job_id: str, **fields: Any) -> None:

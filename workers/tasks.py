@@ -49,6 +49,7 @@ from workers.events import BufferTaskEvents
 from workers.job_errors import as_job_error
 from workers.publication import (
     claim_along,
+    ending_typed,
     enter,
     load_spec,
     open_job,
@@ -277,12 +278,8 @@ def merge(self: Task, outcomes: list[dict[str, Any]], job_id: str, skipped: list
         job = load_spec(rt, ExtractionSpec, job_id)
     except Ignore:
         return  # no spec (expired, or never stored): nothing to answer
-    try:
+    with ending_typed(app, rt, job_id, by=by, hostname=hostname, strategy=job.strategy):
         _merge(rt, job, outcomes, skipped, by, hostname)
-    except Exception as e:
-        log.exception("job %s: the chord body failed", job_id)
-        error = as_job_error(e, job_id)
-        publish_failure(app, rt, job_id, error, by=by, hostname=hostname, strategy=job.strategy)
 
 
 def _merge(
