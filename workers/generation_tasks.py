@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from celery import Task, chain, chord
+from celery import Task, chain
 from celery.canvas import Signature
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
@@ -56,7 +56,7 @@ from orchestration.generation import (
 from orchestration.models import Attempt
 from orchestration.state import cache
 from workers.app import app
-from workers.canvas import candidate_id, inline_body
+from workers.canvas import FlatChord, candidate_id, inline_body
 from workers.publication import (
     ending_typed,
     enter,
@@ -120,7 +120,7 @@ def step_canvas(
     if isinstance(step, JudgeRound):
         round_ = len(progress.rounds)
         header = [call_sig(key, spec, c, f"{job}.r{round_}.j{i}") for i, c in enumerate(step.calls)]
-        return chord(header, body_sig(key, "quorum.gen_round", job, progress, f"{job}.r{round_}"))
+        return FlatChord(header, body_sig(key, "quorum.gen_round", job, progress, f"{job}.r{round_}"))
     if isinstance(step, FollowUp):
         suffix = "agg" if step.call.role == "aggregate" else "esc"
         follow = call_sig(key, spec, step.call, f"{job}.{suffix}")
@@ -222,7 +222,7 @@ def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapsho
         )
         for i in send
     ]
-    chord(header, body_sig(key, "quorum.gen_select", job, progress, f"{job}.s")).apply_async()
+    FlatChord(header, body_sig(key, "quorum.gen_select", job, progress, f"{job}.s")).apply_async()
 
 
 # --------------------------------------------------------------------------- provider call
