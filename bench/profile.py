@@ -36,8 +36,10 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("pydantic validate/dump", ("pydantic",)),
     ("logging", ("logging/__init__.py", "celery/utils/log.py")),
     ("message MAC (hmac, hashlib)", ("hmac.py", "workers/signing.py")),
+    # py-spy names a frame by its last two path parts ("genai/models.py"); the SDKs ship their
+    # own forks of httpx and httpcore ("httpx2/", "httpcore2/"); google-genai retries by tenacity.
     ("provider SDK + HTTP (openai, anthropic, google-genai, httpx, httpcore)",
-     ("openai/", "anthropic/", "google/genai", "httpx/", "httpcore/", "h11/", "ssl.py")),
+     ("openai/", "anthropic/", "genai/", "httpx", "httpcore", "h11/", "ssl.py", "tenacity/")),
     ("Redis client (redis-py: commands, replies, sockets)", ("redis/",)),
     ("Celery task events (Flower)", ("celery/events/",)),
     ("Celery/kombu: receive, ack, publish, result backend", ("celery/", "kombu/", "billiard/", "amqp/",
