@@ -238,9 +238,12 @@ def _maybe_publish_early(
     try:
         step = queue_add_answer(rt.prefix, job.job_id, attempt)
         ran = post.flush(step)
-        so_far, published = ran[0] if ran else execute_queued(rt.redis, [step])[0]
+        answers, published = ran[0] if ran else execute_queued(rt.redis, [step])[0]
         if published is not None:
             return  # answered already: nothing to merge early
+        if not job.min_responses <= answers.recorded < len(job.candidates):
+            return  # too few answers yet, or (counted before parsing) all in: the body answers
+        so_far = answers.attempts
         if not early_pending(job, so_far):
             return  # too few answers yet, or all in: no weights to read
         accuracy, priors = _weights(rt, job)

@@ -153,22 +153,42 @@ def add_answer(
     with ``with_publisher`` who published the job's result (:func:`published_by`), read in the
     same step (all keys carry the job's hash tag)."""
     answers, by = execute_queued(redis, [queue_add_answer(prefix, job_id, attempt)])[0]
-    return (answers, by) if with_publisher else answers
+    return (answers.attempts, by) if with_publisher else answers.attempts
 
 
-def queue_add_answer(prefix: str, job_id: str, attempt: Attempt) -> Queued[tuple[list[Attempt], str | None]]:
+def queue_add_answer(prefix: str, job_id: str, attempt: Attempt) -> Queued[tuple[Answers, str | None]]:
     """:func:`add_answer` (with the publisher) as one script for a round trip shared with other
     steps (e.g. a chord call's post-call records); safe to repeat (the outcomes are deduplicated
     by task id)."""
     keys = [_key(prefix, job_id, "answers"), _key(prefix, job_id, "published")]
     call = script_queued([ScriptCall("answer.lua", keys, [attempt.model_dump_json(), JOB_KEY_TTL_S])])
 
-    def parse(replies: list[Any]) -> tuple[list[Attempt], str | None]:
+    def parse(replies: list[Any]) -> tuple[Answers, str | None]:
         items, by = call.parse(replies)[0]
-        answers = _dedupe([Attempt.model_validate_json(item) for item in items])
-        return answers, by.decode() if isinstance(by, bytes) else by
+        return Answers(items), by.decode() if isinstance(by, bytes) else by
 
     return Queued(call.queue, parse, call.scripts)
+
+
+class Answers:
+    """A job's outcomes recorded so far, parsed on first use: most chord calls only need how
+    many were recorded (too few for a quorum yet, or all in), not the outcomes themselves."""
+
+    def __init__(self, raw: list[bytes]) -> None:
+        self._raw = raw
+        self._attempts: list[Attempt] | None = None
+
+    @property
+    def recorded(self) -> int:
+        """Outcomes recorded, a redelivered task's twice: an upper bound on :attr:`attempts`."""
+        return len(self._raw)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """One outcome per task id, oldest first (parsed once)."""
+        if self._attempts is None:
+            self._attempts = _dedupe([Attempt.model_validate_json(item) for item in self._raw])
+        return self._attempts
 
 
 def _dedupe(attempts: list[Attempt]) -> list[Attempt]:

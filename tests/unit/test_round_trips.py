@@ -325,8 +325,8 @@ def test_a_chord_calls_post_call_records_and_its_answer_share_one_round_trip(cou
     ran = post.flush(jobs.queue_add_answer(PX, "job-8", first))
     assert trips() == 1
     assert len(ran) == 1
-    so_far, by = ran[0]
-    assert [a.task_id for a in so_far] == ["job-8.c0"] and by is None
+    answers, by = ran[0]
+    assert answers.recorded == 1 and [a.task_id for a in answers.attempts] == ["job-8.c0"] and by is None
     assert read_health(counted, PX, "openai").successes == 2
     assert totals(counted, PX, ["openai"])["openai"].calls == 2
 
@@ -336,18 +336,18 @@ def test_a_chord_calls_post_call_records_and_its_answer_share_one_round_trip(cou
     _attempt(counted, breaker, other, "job-8.c1")
     trips()
     second = first.model_copy(update={"task_id": "job-8.c1", "label": "openai#2"})
-    ((so_far, by),) = other.flush(jobs.queue_add_answer(PX, "job-8", second))
+    ((answers, by),) = other.flush(jobs.queue_add_answer(PX, "job-8", second))
     assert trips() == 1
-    assert [a.task_id for a in so_far] == ["job-8.c0", "job-8.c1"] and by == "early"
+    assert [a.task_id for a in answers.attempts] == ["job-8.c0", "job-8.c1"] and by == "early"
     assert read_health(counted, PX, "openai").successes == 3
 
     counted.script_flush()  # a restarted Redis: the scripts come back, the answer is recorded once
     last = PostCall(counted, PX, breaker, defer=True)
     _attempt(counted, breaker, last, "job-8.c2")
-    ((so_far, _),) = last.flush(
+    ((answers, _),) = last.flush(
         jobs.queue_add_answer(PX, "job-8", first.model_copy(update={"task_id": "job-8.c2"}))
     )
-    assert [a.task_id for a in so_far] == ["job-8.c0", "job-8.c1", "job-8.c2"]
+    assert [a.task_id for a in answers.attempts] == ["job-8.c0", "job-8.c1", "job-8.c2"]
     assert counted.llen(f"{PX}job:{{job-8}}:answers") == 3
     assert read_health(counted, PX, "openai").successes == 4
 
@@ -443,3 +443,13 @@ def test_the_entry_reads_the_breakers_its_first_step_may_need() -> None:
     assert providers(strategy="consensus", providers=["gemini", "claude"]) == ["gemini", "claude"]
     assert providers(providers=["gemini", "claude"]) == ["gemini", "claude"]  # the fleet may say either
     assert providers() == enabled  # the fleet's order decides: every enabled provider
+
+
+def test_recorded_answers_are_counted_without_parsing_and_parsed_once() -> None:
+    """A chord call with too few answers for a quorum, or the last one in, only counts them."""
+    first = Attempt(provider="openai", label="openai", task_id="job-9.c0")
+    again = first.model_copy(update={"label": "openai#2"})
+    assert jobs.Answers([b"{not json", b"{nor this"]).recorded == 2  # never parsed
+    answers = jobs.Answers([first.model_dump_json().encode(), again.model_dump_json().encode()])
+    assert answers.recorded == 2 and [a.label for a in answers.attempts] == ["openai#2"]
+    assert answers.attempts is answers.attempts
