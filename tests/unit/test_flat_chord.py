@@ -30,7 +30,7 @@ def _noop(self: Any, **kwargs: Any) -> None:
 def app(valkey_url: str) -> Celery:
     app = app_module.create_app(Settings(redis_url=valkey_url))
     for name in ("quorum.extract", "quorum.call", "quorum.merge"):  # registered, as in a worker
-        app.task(name=name, bind=True, time_limit=600)(_noop)
+        app.task(name=name, bind=True, time_limit=600, shared=False)(_noop)  # this app only
     app.backend.client.flushall()
     return app
 
