@@ -15,10 +15,10 @@ answered once. Selected by ``workers.app`` as ``workers.backend:ResultBackend+re
 Celery stores a result in two round trips: it reads the task's key first and leaves a stored
 SUCCESS alone (a redelivered task must not overwrite it), then writes and publishes. Here the
 same rule runs as one script (:data:`STORE_LUA`), which also closes the gap between the read and
-the write. A chord header task's result and its chord count (``on_chord_part_return``) then go
-out together, in one pipelined round trip instead of two (a consensus-of-3 job saves three),
-and the call that completes the chord gets the header results and its claim back in that same
-round trip (Celery read the saved group, the results and extended the claim in three more).
+the write. Quorum's chord header tasks store no result of their own (``ignore_result``: their
+outcome goes into the chord's results only), and the call that completes the chord gets the
+header results and its claim back in the round trip that counts it (Celery read the saved
+group, the results and extended the claim in three more).
 A job's count can ride with its answer (``store_result(..., also=...)``), and a chord's size
 goes out in one round trip. A worker sending a chord no longer subscribes to its header tasks'
 results (Celery did, for a barrier no worker waits on: 3 channels per consensus job, never
@@ -28,7 +28,6 @@ read, never left).
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 from uuid import uuid4
 
@@ -42,7 +41,6 @@ from celery.result import GroupResult
 from celery.utils.functional import _regen
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
-from redis.exceptions import NoScriptError
 
 from orchestration.state.scripts import Queued, execute_queued
 
@@ -141,13 +139,8 @@ return {readycount, totaldiff, size, claimed}
 
 class ResultBackend(RedisBackend):
     """Celery's Redis result backend; a chord header task that claimed the body's dispatch and
-    runs again (its worker died) takes the claim over instead of leaving the body unsent; a
-    header task's result rides with its chord count."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: A chord header task's result on its way out with its chord count (per thread).
-        self._held = threading.local()
+    runs again (its worker died) takes the claim over instead of leaving the body unsent; the
+    completing header task reads the chord with its count."""
 
     def add_pending_result(self, result: Any, weak: bool = False, start_drainer: bool = True) -> Any:
         """Celery's, except for a group's barrier in a worker: sending a chord subscribed to
@@ -178,36 +171,14 @@ class ResultBackend(RedisBackend):
         self.ensure(both, ())
 
     @cached_property
-    def _chord_part_script(self) -> Any:
+    def _chord_part_return_script(self) -> Any:
+        """Quorum's chord count (:data:`CHORD_PART_RETURN_LUA`), where Celery's method and ours
+        both look for it: Celery's own path (a saved group) takes a dead member's claim over too."""
         return self.client.register_script(CHORD_PART_RETURN_LUA)
 
     @cached_property
     def _store_script(self) -> Any:
         return self.client.register_script(STORE_LUA)
-
-    def _chord_part_return_script(self, keys: list[Any], args: list[Any], client: Any) -> Any:
-        """The chord count (Celery's call, our script); a held result goes in the same round trip,
-        first, as Celery would have stored it. Both steps are safe to repeat (a retry after a lost
-        reply: a member is counted once, its claim taken over), so the pair retries like a store."""
-        held, self._held.store = getattr(self._held, "store", None), None
-        if held is None:
-            return self._chord_part_script(keys=keys, args=args, client=client)
-
-        def both() -> Any:
-            for first in (True, False):  # evalsha in a plain pipeline: no SCRIPT EXISTS round trip
-                pipe = client.pipeline(transaction=False)
-                pipe.evalsha(self._store_script.sha, len(held[0]), *held[0], *held[1])
-                pipe.evalsha(self._chord_part_script.sha, len(keys), *keys, *args)
-                try:
-                    return pipe.execute()[1]
-                except NoScriptError:  # a restarted or flushed Redis: load both, run again
-                    if not first:
-                        raise
-                    client.script_load(STORE_LUA)
-                    client.script_load(CHORD_PART_RETURN_LUA)
-            raise AssertionError("unreachable")
-
-        return self.ensure(both, ())
 
     def on_chord_part_return(
         self, request: Any, state: str, result: Any, propagate: Any = None, **kwargs: Any
@@ -262,26 +233,6 @@ class ResultBackend(RedisBackend):
             keys = [ckey, jkey, tkey, skey, dkey]
             if not self._chord_cleanup_script(keys=keys, args=[token, done_expires], client=self.client):
                 log.warning("Chord callback claim for %r was lost before cleanup; left for expiry", gid)
-
-    def mark_as_done(
-        self,
-        task_id: Any,
-        result: Any,
-        request: Any = None,
-        store_result: bool = True,
-        state: str = states.SUCCESS,
-    ) -> None:
-        """Celery's: store the result, then count a chord header task; both in one round trip."""
-        if not (store_result and request is not None and request.chord and not request.ignore_result):
-            super().mark_as_done(task_id, result, request=request, store_result=store_result, state=state)
-            return
-        self._held.store = self._store_call(task_id, self.encode_result(result, state), state, None, request)
-        try:
-            self.on_chord_part_return(request, state, result)
-        finally:
-            held, self._held.store = getattr(self._held, "store", None), None
-            if held is not None:  # Celery did not count it (no group or task id): store alone
-                self.ensure(lambda: self._store_script(keys=held[0], args=held[1]), ())
 
     def _store_call(
         self, task_id: Any, result: Any, state: str, traceback: Any, request: Any

@@ -134,9 +134,11 @@ def call_sig(app: Celery, key: bytes, job_id: str, index: int, label: str, **sta
         {"job_id": job_id, "index": index, **state},
         task_id=task_id,
         argsrepr=f"({job_id!r}, {label!r}, {mode})",
-        # A failover hop publishes the job's answer itself or hands its error to its errback:
-        # storing its outcome as well would cost two more Redis round trips nobody reads.
-        ignore_result=mode == MODE_FAILOVER,
+        # Nobody reads a call's stored outcome: a failover hop publishes the job's answer itself
+        # or hands its error to its errback, and a chord call's outcome goes into its chord's
+        # results (Celery counts a header task whose result is ignored all the same). Storing it
+        # too cost an encode and a write per call, and a key per call for a day.
+        ignore_result=True,
     )
 
 

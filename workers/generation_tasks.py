@@ -89,6 +89,7 @@ def call_sig(
         kwargs,
         task_id=task_id,
         argsrepr=f"({spec.job_id!r}, {call.role}, {call.label!r})",
+        ignore_result=True,  # its outcome goes into its chord's results or its chain's next message
     )
 
 

@@ -42,6 +42,17 @@ def test_consensus_merges_three_answers_field_by_field(clean, emulator):
     assert result["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in result["attempts"]))
 
 
+def test_chord_calls_leave_no_result_of_their_own(clean, emulator):
+    """A chord call's outcome reaches the merge through the chord's results only: no
+    ``celery-task-meta-<job>.c<i>`` (nobody read them; each was a write and a key for a day)."""
+    quiet(emulator)
+    job = chord_job(clean, early_quorum=False)
+    result = job.get(timeout=30)
+    assert sorted(a["provider"] for a in result["attempts"]) == THREE
+    assert clean.redis.exists(f"celery-task-meta-{job.id}")
+    assert sorted(clean.redis.scan_iter(f"celery-task-meta-{job.id}.*")) == []
+
+
 def test_one_of_three_failing_still_merges(clean, emulator):
     quiet(emulator)
     emulator.configure("gemini", error_rate=1.0, errors={"server": 1})

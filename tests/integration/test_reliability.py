@@ -302,14 +302,15 @@ def _stored(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def _attempt_of(meta: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The attempt a ``quorum.call`` task returned (or raised, in failover mode)."""
-    if meta is None:
-        return None
-    if meta["status"] == "SUCCESS":
-        return meta["result"]  # type: ignore[no-any-return]
-    details = (meta["result"].get("exc_message") or [None, {}])[-1]
-    return details.get("attempt") if isinstance(details, dict) else None
+def _recorded_answers(client: redis.Redis, prefix: str, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Every chord call outcome an early-quorum job recorded (its answers list), by task id: the
+    late calls of a job answered early are listed there, not in the answer."""
+    out: dict[str, dict[str, Any]] = {}
+    for job_id in job_ids:
+        for raw in client.lrange(f"{prefix}job:{{{job_id}}}:answers", 0, -1):
+            attempt = json.loads(raw)
+            out[attempt["task_id"]] = attempt
+    return out
 
 
 def _after_redelivery(task_id: str, redelivered: set[str]) -> bool:
@@ -464,9 +465,9 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
     redelivered = {t for t, n in _deliveries(fleet).items() if n > 1}
     ledger = totals(client, prefix, PROVIDERS)
     seen_all: set[str] = set()
-    # A chord call's outcome is stored under its own id; a failover hop's is not (its link gets
-    # it directly), so it is read from the attempts of the job's answer.
-    answered_attempts = {
+    # No call's outcome is stored under its own id: each is read from the attempts of the job's
+    # answer or, for a late call of a job answered early, from the job's answers list.
+    answered_attempts = _recorded_answers(client, prefix, outcomes) | {
         a["task_id"]: a
         for o in outcomes.values()
         if isinstance(o, dict)
@@ -476,7 +477,7 @@ def test_worker_sigkilled_mid_flight_loses_nothing_and_counts_costs_once(fresh: 
     for p in PROVIDERS:
         seen = _seen_attempts(client, prefix, p)
         seen_all |= seen
-        attempts = {t: _attempt_of(_stored(client, t)) or answered_attempts.get(t) for t in seen}
+        attempts = {t: answered_attempts.get(t) for t in seen}
         # A redelivered failover hop may have no stored outcome: when the chain's other run
         # answered first (the publication guard kept that answer), no answer lists it, yet its
         # call was billed and is counted; so may a later hop that the dead run's errback sent
