@@ -156,12 +156,16 @@ def add_answer(
     return (answers.attempts, by) if with_publisher else answers.attempts
 
 
-def queue_add_answer(prefix: str, job_id: str, attempt: Attempt) -> Queued[tuple[Answers, str | None]]:
+def queue_add_answer(
+    prefix: str, job_id: str, attempt: Attempt, keep_s: int = 0
+) -> Queued[tuple[Answers, str | None]]:
     """:func:`add_answer` (with the publisher) as one script for a round trip shared with other
     steps (e.g. a chord call's post-call records); safe to repeat (the outcomes are deduplicated
-    by task id)."""
+    by task id). The outcomes are kept ``keep_s`` (a worker passes its results' expiry: the late
+    calls of a job answered early are listed here only), and at least :data:`JOB_KEY_TTL_S`."""
     keys = [_key(prefix, job_id, "answers"), _key(prefix, job_id, "published")]
-    call = script_queued([ScriptCall("answer.lua", keys, [attempt.model_dump_json(), JOB_KEY_TTL_S])])
+    ttl = max(JOB_KEY_TTL_S, keep_s)
+    call = script_queued([ScriptCall("answer.lua", keys, [attempt.model_dump_json(), ttl])])
 
     def parse(replies: list[Any]) -> tuple[Answers, str | None]:
         items, by = call.parse(replies)[0]

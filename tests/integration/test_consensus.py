@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -113,3 +114,21 @@ def test_early_quorum_answers_before_the_slow_third_provider(clean, emulator):
     assert result["early"]
     assert sorted(a["provider"] for a in result["attempts"]) == ["claude", "openai"]
     assert emulator.stats()["gemini"]["in_flight"] == 1  # still running when the answer came
+
+
+def test_a_late_call_of_a_job_answered_early_keeps_its_outcome_as_long_as_the_answer(clean, emulator):
+    """The answer lists the calls it was built from; the late call's outcome (its tokens and
+    cost, for an operator reconciling the ledger) stays in the job's answers list, kept as long
+    as results are (no call stores a result of its own)."""
+    quiet(emulator)
+    emulator.configure("gemini", latency_median_ms=1500, latency_sigma=0)
+    job = chord_job(clean, email=EMAILS[3])
+    assert job.get(timeout=30)["early"]
+    key = f"{clean.settings.key_prefix}job:{{{job.id}}}:answers"
+    until = time.monotonic() + 20
+    while clean.redis.llen(key) < 3 and time.monotonic() < until:
+        time.sleep(0.05)
+    late = [json.loads(raw) for raw in clean.redis.lrange(key, 0, -1)]
+    gemini = [a for a in late if a["provider"] == "gemini"]
+    assert len(gemini) == 1 and gemini[0]["ok"] and gemini[0]["task_id"].startswith(f"{job.id}.c")
+    assert clean.redis.ttl(key) > 3600  # the results' expiry (a day by default), not an hour
