@@ -236,7 +236,7 @@ def _maybe_publish_early(
     The call's answer rides with its post-call records (one round trip), or goes alone when they
     went without it (e.g. the breaker degraded)."""
     try:
-        step = queue_add_answer(rt.prefix, job.job_id, attempt, keep_s=rt.settings.result_expires_s)
+        step = queue_add_answer(rt.prefix, job.job_id, attempt, ttl_s=rt.settings.result_expires_s)
         ran = post.flush(step)
         answers, published = ran[0] if ran else execute_queued(rt.redis, [step])[0]
         if published is not None:

@@ -157,14 +157,14 @@ def add_answer(
 
 
 def queue_add_answer(
-    prefix: str, job_id: str, attempt: Attempt, keep_s: int = 0
+    prefix: str, job_id: str, attempt: Attempt, ttl_s: int = JOB_KEY_TTL_S
 ) -> Queued[tuple[Answers, str | None]]:
     """:func:`add_answer` (with the publisher) as one script for a round trip shared with other
     steps (e.g. a chord call's post-call records); safe to repeat (the outcomes are deduplicated
-    by task id). The outcomes are kept ``keep_s`` (a worker passes its results' expiry: the late
+    by task id). The outcomes are kept ``ttl_s`` (a worker passes its results' expiry: the late
     calls of a job answered early are listed here only), and at least :data:`JOB_KEY_TTL_S`."""
     keys = [_key(prefix, job_id, "answers"), _key(prefix, job_id, "published")]
-    ttl = max(JOB_KEY_TTL_S, keep_s)
+    ttl = max(JOB_KEY_TTL_S, ttl_s)
     call = script_queued([ScriptCall("answer.lua", keys, [attempt.model_dump_json(), ttl])])
 
     def parse(replies: list[Any]) -> tuple[Answers, str | None]:
