@@ -5,6 +5,7 @@ the report."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,3 +93,14 @@ def test_without_litellm_the_report_says_so_at_the_top(
     top = report.split("\n## ", 1)[0]  # everything before the first section
     assert "peer comparison with LiteLLM's Router did not run" in top
     assert 'pip install -e ".[bench]"' in top
+
+
+def test_cpu_per_job_pools_every_round_not_the_window() -> None:
+    """CPU per job is all the rounds' CPU over all their answers: a round whose window caught few
+    answers (its jobs finished just after the edge) does not inflate it."""
+    runs = [
+        {"run_cpu_s": 1.0, "run_answered": 100, "cpu_s_per_s": 0.9, "jobs_s": 20.0},
+        {"run_cpu_s": 3.0, "run_answered": 300, "cpu_s_per_s": 0.9, "jobs_s": 40.0},
+    ]
+    assert peer.cpu_ms_per_job({"runs": runs}) == pytest.approx(10.0)
+    assert math.isnan(peer.cpu_ms_per_job({"runs": [{"run_cpu_s": 0.5, "run_answered": 0}]}))
