@@ -54,10 +54,11 @@ from orchestration.generation import (
     require_answers,
 )
 from orchestration.models import Attempt
-from orchestration.state import cache
+from orchestration.state.scripts import queued_all
 from workers.app import app
 from workers.canvas import FlatChord, candidate_id, inline_body
 from workers.publication import (
+    cache_along,
     ending_typed,
     enter,
     load_spec,
@@ -138,12 +139,10 @@ def _carry_on(
         step_canvas(worker_key(app), spec, progress, step).apply_async()
         return
     result = step.result.model_dump(mode="json")
-    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
-        key = spec.cache_key(rt.prefix, rt.settings)
-        cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
     attempts = progress.attempts + progress.extra
     count = rt.job_count(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
-    if publish_success(app, rt, spec.job_id, result, by=by, hostname=hostname, also=count):
+    also = queued_all(count, cache_along(rt, spec, result))
+    if publish_success(app, rt, spec.job_id, result, by=by, hostname=hostname, also=also):
         log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
 
 

@@ -254,6 +254,16 @@ def claim_along(rt: Runtime, job_id: str, by: str) -> Queued[bool]:
     return jobs.queue_claim_publication(rt.prefix, job_id, by, rt.settings.result_expires_s)
 
 
+def cache_along(rt: Runtime, spec: Any, result: dict[str, Any]) -> Queued[None] | None:
+    """The job's answer for the result cache, as a write that rides with the answer itself
+    (``publish_success(..., also=...)``: cached by the publisher only, in the same round trip);
+    None when the job or the fleet does not cache."""
+    ttl = rt.settings.orchestration.cache_ttl_s
+    if not spec.use_cache or ttl <= 0:
+        return None
+    return cache.queue_store(spec.cache_key(rt.prefix, rt.settings), result, ttl)
+
+
 def publish_success(
     app: Celery,
     rt: Runtime,

@@ -39,15 +39,16 @@ from orchestration.extraction import (
 )
 from orchestration.models import Attempt
 from orchestration.providers import preload
-from orchestration.state import RecentWeights, cache
+from orchestration.state import RecentWeights
 from orchestration.state.accuracy import queue_grades, queue_grades_once
 from orchestration.state.job_records import queue_add_answer
-from orchestration.state.scripts import Queued, execute_queued
+from orchestration.state.scripts import Queued, execute_queued, queued_all
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
 from workers.events import BufferTaskEvents
 from workers.job_errors import as_job_error
 from workers.publication import (
+    cache_along,
     claim_along,
     ending_typed,
     enter,
@@ -203,14 +204,13 @@ def call(
 
 
 def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any, post: PostCall) -> None:
-    """A failover hop succeeded: cache its answer, publish it under the job id (once), count the job.
-    Cached first (as the chord body does): a producer that re-sends the same job as soon as it has
-    the answer finds it in the cache. The guard rides with the call's post-call records, the job's
-    count with its answer (one round trip each); a hop whose guard another run holds stores nothing."""
+    """A failover hop succeeded: publish its answer under the job id (once), count the job, cache
+    the answer. The guard rides with the call's post-call records, the job's count and cache entry
+    with its answer (one round trip each); a hop whose guard another run holds stores nothing."""
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
-    _cache_store(rt, job, result)
     by = f"call:{request.id}"
+    also = queued_all(rt.job_count(job.job_id, history, strategy=job.strategy), cache_along(rt, job, result))
     ran = post.flush(claim_along(rt, job.job_id, by))
     publish_success(
         app,
@@ -220,7 +220,7 @@ def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: A
         by=by,
         hostname=request.hostname,
         claimed=ran[0] if ran else None,  # None: the records went without it; claim on its own
-        also=rt.job_count(job.job_id, history, strategy=job.strategy),
+        also=also,
     )
 
 
@@ -252,8 +252,8 @@ def _maybe_publish_early(
         history = [Attempt.model_validate(a) for a in skipped] + so_far
         fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
         result = build_result(job, history, fields, chosen=chosen, early=True).model_dump(mode="json")
-        if publish_success(app, rt, job.job_id, result, by="early", hostname=hostname):
-            _cache_store(rt, job, result)
+        also = cache_along(rt, job, result)
+        if publish_success(app, rt, job.job_id, result, by="early", hostname=hostname, also=also):
             log.info("job %s: early quorum after %d answers", job.job_id, len(so_far))
     except Exception:  # early quorum is an optimisation: the chord body still answers
         log.warning("job %s: early quorum check failed", job.job_id, exc_info=True)
@@ -327,9 +327,9 @@ def _merge(
     stored = False
     if claimed is not False:  # answered early (or by an earlier run): no answer to build or cache
         result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
-        _cache_store(rt, job, result)  # cached first: a producer re-sending at once finds it
+        also = queued_all(grades, cache_along(rt, job, result))
         stored = publish_success(
-            app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=grades
+            app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=also
         )
     if not stored and grades is not None:
         _send_grades(rt, job_id, grades)
@@ -341,12 +341,6 @@ def _send_grades(rt: Runtime, job_id: str, grades: Queued[None]) -> None:
         execute_queued(rt.fast_redis, [grades])
     except RedisError as e:
         log.warning("job %s: accuracy update dropped (%s)", job_id, e)
-
-
-def _cache_store(rt: Runtime, job: ExtractionSpec, result: dict[str, Any]) -> None:
-    if job.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
-        key = job.cache_key(rt.prefix, rt.settings)
-        cache.store(rt.redis, key, result, rt.settings.orchestration.cache_ttl_s)
 
 
 # --------------------------------------------------------------------------- failover hops

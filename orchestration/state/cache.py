@@ -4,7 +4,6 @@ not), kept for the configured TTL; hits and misses are counted for ``quorum stat
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -15,6 +14,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from orchestration.config import Settings
+from orchestration.state.scripts import Queued
 
 
 def _normalise_input(text: str) -> str:
@@ -60,12 +60,18 @@ def lookup(redis: Redis, prefix: str, key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def store(redis: Redis, key: str, result: dict[str, Any], ttl_s: int) -> None:
-    """Keep an answer for ``ttl_s`` seconds (0 disables caching); failures are ignored."""
+def queue_store(key: str, result: dict[str, Any], ttl_s: int) -> Queued[None] | None:
+    """Keep an answer for ``ttl_s`` seconds, as a write that rides in another step's round trip
+    (with the job's answer); None when caching is off (``ttl_s`` 0). Safe to repeat."""
     if ttl_s <= 0:
-        return
-    with contextlib.suppress(RedisError):
-        redis.set(key, json.dumps(result, separators=(",", ":")), ex=ttl_s)
+        return None
+    value = json.dumps(result, separators=(",", ":"))
+
+    def queue(pipe: Any) -> int:
+        pipe.set(key, value, ex=ttl_s)
+        return 1
+
+    return Queued(queue, lambda replies: None)
 
 
 def hit_rate(redis: Redis, prefix: str) -> tuple[int, int]:

@@ -197,3 +197,27 @@ def execute_queued(redis: Redis, items: Sequence[Queued[Any]], *, raise_on_error
                 out.append(item.parse(part))
         return out
     raise AssertionError("unreachable")
+
+
+def queued_all(*items: Queued[Any] | None) -> Queued[list[Any]] | None:
+    """``items`` (the Nones left out) as one step for a round trip that takes one, e.g. a job's
+    count and its cache entry riding with its answer; their results in order. None when every
+    item is None."""
+    present = [item for item in items if item is not None]
+    if not present:
+        return None
+    counts: list[int] = []
+
+    def queue(pipe: Any) -> int:
+        counts[:] = [item.queue(pipe) for item in present]
+        return sum(counts)
+
+    def parse(replies: list[Any]) -> list[Any]:
+        out, at = [], 0
+        for item, count in zip(present, counts, strict=True):
+            out.append(item.parse(replies[at : at + count]))
+            at += count
+        return out
+
+    scripts = tuple(dict.fromkeys(s for item in present for s in item.scripts))
+    return Queued(queue, parse, scripts)

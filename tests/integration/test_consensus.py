@@ -10,6 +10,7 @@ import pytest
 from orchestration.breaker import RedisBreaker
 from orchestration.data import load_emails
 from orchestration.errors import InsufficientResponsesError
+from orchestration.state.job_records import published_by
 from workers.job_errors import job_error
 
 pytestmark = pytest.mark.integration
@@ -105,6 +106,35 @@ def test_cache_hit_makes_no_provider_request(clean, emulator):
     }
     bypass = chord_job(clean, use_cache=False, email=EMAILS[2]).get(timeout=30)
     assert not bypass["cached"] and sum(emulator.requests(p) for p in THREE) > sum(before.values())
+
+
+@pytest.mark.parametrize(
+    ("strategy", "early_quorum", "publisher"),
+    [
+        ("failover", True, "call"),
+        ("consensus", True, "early"),
+        ("consensus", False, "body"),
+        ("best_match", True, "body"),
+    ],
+)
+def test_each_publisher_caches_the_answer_it_publishes(clean, emulator, strategy, early_quorum, publisher):
+    """The cache entry rides with the answer in its publisher's round trip: whichever task
+    publishes (the failover call, the early-quorum call, the chord body), the same job sent
+    again is answered from the cache with the published fields and no provider request."""
+    quiet(emulator)
+    email = EMAILS[4]
+    first_job = chord_job(clean, strategy, email=email, use_cache=True, early_quorum=early_quorum)
+    first = first_job.get(timeout=30)
+    assert not first["cached"]
+    assert published_by(clean.redis, clean.settings.key_prefix, first_job.id).split(":")[0] == publisher
+    time.sleep(0.5)  # a job answered early: its third call ends before the providers are counted
+    before = {p: emulator.requests(p) for p in THREE}
+    second = chord_job(clean, strategy, email=email, use_cache=True, early_quorum=early_quorum).get(
+        timeout=30
+    )
+    assert second["cached"] and second["attempts"] == []
+    assert {p: emulator.requests(p) for p in THREE} == before
+    assert second["fields"] == first["fields"]
 
 
 def test_early_quorum_answers_before_the_slow_third_provider(clean, emulator):

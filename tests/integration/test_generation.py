@@ -241,3 +241,15 @@ def test_judge_that_starts_failing_mid_tournament(clean, emulator):
     errors = [[e["error"]["type"] for e in r["judge_errors"]] for r in rounds]
     assert errors == [[], ["ServerError"], ["ServerError"]]
     assert result["chosen"] == rounds[-1]["winners"][0] and result["calls"] == 9
+
+
+def test_the_published_answer_is_cached_with_it(clean, emulator):
+    """A generation job's answer goes into the cache in the round trip that publishes it: the
+    same prompt again is answered from the cache, the same choice, no provider request."""
+    clean_answers(emulator)
+    first = gen(clean, selector="majority", use_cache=True).get(timeout=30)
+    assert not first["cached"]
+    before = requests(emulator)
+    second = gen(clean, selector="majority", use_cache=True).get(timeout=30)
+    assert second["cached"] and second["calls"] == 0 and requests(emulator) == before
+    assert (second["chosen"], second["text"]) == (first["chosen"], first["text"])

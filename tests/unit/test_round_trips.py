@@ -8,6 +8,7 @@ fails here."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import pytest
@@ -20,11 +21,11 @@ from orchestration.attempts import AttemptDeps, run_attempt
 from orchestration.breaker import BreakerState, ResilientBreaker, fast_fail_client
 from orchestration.config import BreakerConfig, Settings
 from orchestration.models import Attempt, Candidate, ProviderResult
-from orchestration.state import FleetSetting, read_health, write_fleet
+from orchestration.state import FleetSetting, cache, read_health, write_fleet
 from orchestration.state import job_records as jobs
 from orchestration.state.costs import queue_record_job, totals
 from orchestration.state.fleet import queue_read_fleet
-from orchestration.state.scripts import execute_queued
+from orchestration.state.scripts import execute_queued, queued_all
 from workers import app as app_module
 from workers.runtime import PostCall
 
@@ -204,6 +205,38 @@ def test_an_answer_and_the_jobs_count_share_one_round_trip(valkey_url: str) -> N
     finally:
         results.client = client
     assert client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"2"
+
+
+def test_an_answer_its_count_and_its_cache_entry_share_one_round_trip(valkey_url: str) -> None:
+    results = app_module.create_app(Settings(redis_url=valkey_url)).backend
+    results.client.flushall()
+    client = results.client
+    pool = ConnectionPool.from_url(valkey_url, connection_class=CountingConnection)
+    results.client = redis.Redis(connection_pool=pool)
+    try:
+        results.client.ping()
+        results.store_result("job-6", {"warm": 1}, states.SUCCESS)  # loads the store script
+        trips()
+        count = queue_record_job(PX, "job-7", 1000, kind="extract", strategy="consensus", outcome="ok")
+        also = queued_all(count, None, cache.queue_store(f"{PX}cache:k", {"answer": 7}, 60))
+        results.store_result("job-7", {"answer": 7}, states.SUCCESS, also=also)
+        assert trips() == 1
+    finally:
+        results.client = client
+    assert results.get_task_meta("job-7", cache=False)["result"] == {"answer": 7}
+    assert client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"1"
+    assert json.loads(client.get(f"{PX}cache:k")) == {"answer": 7} and 0 < client.ttl(f"{PX}cache:k") <= 60
+
+
+def test_queued_steps_combined_keep_their_own_results_in_order(counted: redis.Redis) -> None:
+    assert queued_all(None, None) is None
+    assert cache.queue_store(f"{PX}cache:off", {"a": 1}, 0) is None  # caching off: nothing to send
+    first = jobs.queue_claim_publication(PX, "job-8", "early")
+    both = queued_all(first, cache.queue_store(f"{PX}cache:k2", {"b": 2}, 30), queue_read_fleet(PX))
+    assert both is not None
+    claimed, stored, fleet = execute_queued(counted, [both])[0]
+    assert claimed is True and stored is None and isinstance(fleet, FleetSetting)
+    assert jobs.published_by(counted, PX, "job-8") == "early"
 
 
 # --------------------------------------------------------------------------- chord completion
