@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery, chord
 from celery._state import _set_task_join_will_block, _task_stack, task_join_will_block
+from redis.connection import Connection
 
 from orchestration.config import Settings
 from workers import app as app_module
-from workers.canvas import FlatChord, consensus_chord
+from workers.canvas import FlatChord, consensus_chord, failover_attempt, send_canvas
+from workers.transport import Channel, Transport
 
 KEY = b"k" * 32
 CALLS = [(0, "claude:claude-sonnet-4-6"), (1, "openai:gpt-4.1-mini"), (2, "gemini:gemini-2.5-flash")]
@@ -102,8 +105,7 @@ def test_a_flat_chord_sends_what_celerys_chord_sends_from_a_producer(app: Celery
     (celery_msgs, celery_keys), (flat_msgs, flat_keys) = _both(app)
     assert flat_msgs == celery_msgs and flat_keys == celery_keys
     assert [m["headers"]["root_id"] for m in flat_msgs] == ["job1.c0", "job1.c1", "job1.c2"]
-    for i in range(3):
-        app.backend.result_consumer.cancel_for(f"job1.c{i}")
+    app.backend.result_consumer.cancel_for("job1.m")
 
 
 def test_what_a_flat_chord_does_not_handle_goes_through_celery(app: Celery, in_a_worker: None) -> None:
@@ -113,3 +115,83 @@ def test_what_a_flat_chord_does_not_handle_goes_through_celery(app: Celery, in_a
     messages, keys = _sent(app, lambda: sig.apply_async(countdown=30))
     assert keys == {"size": b"3"}
     assert [m["headers"]["eta"] is not None for m in messages] == [True, True, True]
+
+
+class _CountingConnection(Connection):
+    """A broker connection that counts its writes: one write of packed commands is one round trip."""
+
+    writes = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).writes += 1
+        super().send_packed_command(command, check_health)
+
+
+class _CountingChannel(Channel):
+    connection_class = _CountingConnection
+
+
+class CountingTransport(Transport):
+    """Quorum's transport on counting connections (this test's own, named by the app's config)."""
+
+    Channel = _CountingChannel
+
+
+def test_a_flat_chords_header_and_its_sent_events_go_out_in_one_round_trip(app: Celery) -> None:
+    """The header's messages and their ``task-sent`` events are one pipelined write (kombu's
+    publish batch), not one round trip each; every message still arrives, in order."""
+    app.conf.broker_transport = f"{__name__}:CountingTransport"
+    consensus_chord(app, KEY, "job0", CALLS, []).apply_async()  # connects and declares the queue
+    app.backend.result_consumer.cancel_for("job0.m")
+    sig = consensus_chord(app, KEY, "job1", CALLS, [])
+    _CountingConnection.writes = 0
+    messages, keys = _sent(app, sig.apply_async)
+    assert _CountingConnection.writes == 1
+    assert keys == {"size": b"3"}
+    assert [m["headers"]["id"] for m in messages] == ["job1.c0", "job1.c1", "job1.c2"]
+    app.backend.result_consumer.cancel_for("job1.m")
+
+
+def test_a_failover_hop_and_its_sent_event_go_out_in_one_round_trip(app: Celery, in_a_worker: None) -> None:
+    app.conf.broker_transport = f"{__name__}:CountingTransport"
+    send_canvas(app, failover_attempt(app, KEY, "job1", 0, "claude", 0, []))  # connects, declares
+    _CountingConnection.writes = 0
+    send_canvas(app, failover_attempt(app, KEY, "job1", 1, "openai", 1, []))
+    assert _CountingConnection.writes == 1
+    queued = [json.loads(raw) for raw in app.backend.client.lrange("quorum", 0, -1)]
+    assert [m["headers"]["id"] for m in queued] == ["job1.h1", "job1.h0"]  # newest first (LPUSH)
+    assert all(json.loads(base64.b64decode(m["body"]))[2]["errbacks"] for m in queued)  # with errbacks
+
+
+class _NoPipelineConnection(Connection):
+    """A broker connection that loses every write packed in more than one chunk (as a Redis going
+    away mid-write would): a chord's batch (six commands, ~7.5 kB) fails, a lone message's LPUSH
+    or event's PUBLISH (one chunk under redis-py's 6 kB packing cutoff) goes through."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if isinstance(command, list) and len(command) > 1:
+            raise redis.ConnectionError("lost mid-write (test)")
+        super().send_packed_command(command, check_health)
+
+
+class _NoPipelineChannel(Channel):
+    connection_class = _NoPipelineConnection
+
+
+class NoPipelineTransport(Transport):
+    """Quorum's transport on connections that lose pipelined writes (this test's own)."""
+
+    Channel = _NoPipelineChannel
+
+
+def test_a_header_whose_batch_failed_is_sent_again_message_by_message(
+    app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.conf.broker_transport = f"{__name__}:NoPipelineTransport"
+    sig = consensus_chord(app, KEY, "job1", CALLS, [])
+    messages, keys = _sent(app, sig.apply_async)
+    assert [m["headers"]["id"] for m in messages] == ["job1.c0", "job1.c1", "job1.c2"]
+    assert {m["headers"]["group"] for m in messages} == {"<group>"}  # one group, as sent first
+    assert keys == {"size": b"3"}
+    assert "sending its messages one by one" in caplog.text
+    app.backend.result_consumer.cancel_for("job1.m")
