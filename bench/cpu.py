@@ -38,17 +38,20 @@ def _batch(b: Bench, producer: Celery, pid: int, log: LogTail, strategy: str, n:
     load = Load(b, producer, strategy, backlog=IN_FLIGHT, cap=n)
     before = b.emulator.stats()
     log.read()  # what came before this batch
+    stats0 = b.redis.info("stats")
     t0, cpu0 = time.monotonic(), tree_cpu(pid)
     while load.sent < n:
         load.step()
     load.drain(60.0)
     time.sleep(SETTLE_S)
     t1, cpu1 = time.monotonic(), tree_cpu(pid)
+    stats1 = b.redis.info("stats")
     after = b.emulator.stats()
     return {
         "strategy": strategy, "jobs": load.done, "failed": load.failed, "unfinished": len(load.outstanding),
         "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "tasks": len(_RECEIVED.findall(log.read())),
         "calls": {p: after[p]["requests"] - before[p]["requests"] for p in THREE},
+        "redis": {k: stats1[k] - stats0[k] for k in ("total_reads_processed", "total_commands_processed")},
     }  # fmt: skip
 
 
@@ -143,10 +146,13 @@ def _figures(rows: list[dict[str, Any]], per_call: dict[str, float], idle: float
         tasks.append(r["tasks"] / jobs)
         idle_share.append(idle * r["wall_s"] * 1000 / jobs)
     n_calls = [sum(r["calls"].values()) / max(r["jobs"], 1) for r in rows]
+    reads = [r["redis"]["total_reads_processed"] / max(r["jobs"], 1) for r in rows]
+    commands = [r["redis"]["total_commands_processed"] / max(r["jobs"], 1) for r in rows]
     return {
         "batches": len(rows), "jobs": sum(r["jobs"] for r in rows),
         "failed": sum(r["failed"] for r in rows), "unfinished": sum(r["unfinished"] for r in rows),
         "calls_per_job": median(n_calls), "tasks_per_job": median(tasks),
+        "redis_reads_per_job": median(reads), "redis_commands_per_job": median(commands),
         "worker_ms": {"median": median(worker), "p95": p95(worker)},
         "calls_ms": {"median": median(calls), "p95": p95(calls)},
         "orchestration_ms": {"median": median(orch), "p95": p95(orch)},
@@ -178,13 +184,15 @@ def _section(
     figs = {s: _figures([r for r in rows if r["strategy"] == s], per_call, idle) for s in STRATEGIES}
     main_rows = [
         [STRATEGIES[s], f["jobs"], f"{f['batches']} × {f['jobs'] // max(f['batches'], 1)}",
-         fmt(f["calls_per_job"]), fmt(f["tasks_per_job"]), f["worker_ms"]["median"], f["worker_ms"]["p95"],
+         fmt(f["calls_per_job"]), fmt(f["tasks_per_job"]), fmt(f["redis_reads_per_job"], 1),
+         fmt(f["redis_commands_per_job"], 1), f["worker_ms"]["median"], f["worker_ms"]["p95"],
          f["calls_ms"]["median"], f["orchestration_ms"]["median"], f["orchestration_ms"]["p95"],
          f"{verdict(f['met'])} (≤ {TARGET_MS:g} ms)"]
         for s, f in figs.items()
     ]  # fmt: skip
     main_md = table(
-        ["job", "jobs", "batches", "provider calls/job", "Celery tasks/job", "worker CPU ms/job median",
+        ["job", "jobs", "batches", "provider calls/job", "Celery tasks/job", "Redis reads/job",
+         "Redis commands/job", "worker CPU ms/job median",
          "worker CPU ms/job p95", "of which provider calls ms", "orchestration CPU ms/job median",
          "orchestration p95", "target (median)"],
         main_rows, digits=2,
@@ -206,7 +214,12 @@ def _section(
         "(`Provider.extract` through the real SDK, schema validation of the answer included) with "
         "the same texts, schema and parameters, called directly and one at a time after a warm-up "
         f"(median over batches of `time.process_time()`; {_thread_note(direct)}). "
-        "*Orchestration* = worker − provider calls, per batch; median and p95 over the batches.\n\n"
+        "*Orchestration* = worker − provider calls, per batch; median and p95 over the batches. "
+        "*Redis reads/job*: the reads Valkey processed over a batch (`INFO stats` "
+        "`total_reads_processed`: a pipelined write arrives as one), by every client (the worker, "
+        "the producer, task events, heartbeats) ÷ jobs, about the round trips a job costs; "
+        "*commands/job* likewise (`total_commands_processed`). Unlike CPU time, neither depends on "
+        "how busy the machine is.\n\n"
         + main_md
         + "\n\nCPU of one direct provider call (per batch of calls):\n\n"
         + call_md

@@ -32,14 +32,15 @@ INLINE_BODIES = frozenset({"quorum.merge", "quorum.gen_select", "quorum.gen_roun
 log = logging.getLogger("quorum.canvas")
 
 
-def send_batched(app: Celery, send: Callable[[Producer], Any], producer: Producer | None = None) -> None:
-    """Run ``send(producer)`` with its messages and their ``task-sent`` events going out in one
-    pipelined write (kombu's publish batch), not a round trip each (a chord of three: six). A
+def send_batched(app: Celery, send: Callable[[Producer], Any]) -> None:
+    """Run ``send(producer)`` with its messages (and, sent from a producer, their ``task-sent``
+    events; a worker buffers those) going out in one pipelined write (kombu's publish batch), not
+    a round trip each: a chord of three is one ``LPUSH`` round trip in a worker, not three. A
     batch whose write failed (kombu cannot say what arrived: ``BatchPublishError``) is sent again
     message by message, with the publish retry policy that rides out a Redis restart. A message
     may then arrive twice, as a redelivered one does: a call counts once by its task id, and the
     job is answered once behind its publication guard."""
-    with app.producer_or_acquire(producer) as p:
+    with app.producer_or_acquire() as p:
         try:
             with p.batch():
                 send(p)
@@ -47,16 +48,6 @@ def send_batched(app: Celery, send: Callable[[Producer], Any], producer: Produce
         except BatchPublishError as e:
             log.warning("a batched send failed (%s); sending its messages one by one", e.__cause__ or e)
         send(p)
-
-
-def send_canvas(app: Celery, sig: Signature) -> None:
-    """Send a job's next task (a call with its errback, a chain's first task) and its ``task-sent``
-    event in one round trip (:func:`send_batched`). A :class:`FlatChord` batches its header itself
-    (sent again after a failed batch, its header keeps its group)."""
-    if isinstance(sig, FlatChord):
-        sig.apply_async()
-        return
-    send_batched(app, lambda producer: sig.apply_async(producer=producer))
 
 
 def text_repr(text: str) -> str:

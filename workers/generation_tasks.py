@@ -56,7 +56,7 @@ from orchestration.generation import (
 from orchestration.models import Attempt
 from orchestration.state.scripts import queued_all
 from workers.app import app
-from workers.canvas import FlatChord, candidate_id, inline_body, send_canvas
+from workers.canvas import FlatChord, candidate_id, inline_body
 from workers.publication import (
     cache_along,
     ending_typed,
@@ -136,7 +136,7 @@ def _carry_on(
 ) -> None:
     """Publish a final result (as ``by``), or send the canvas of the next step."""
     if not isinstance(step, Done):
-        send_canvas(app, step_canvas(worker_key(app), spec, progress, step))
+        step_canvas(worker_key(app), spec, progress, step).apply_async()
         return
     result = step.result.model_dump(mode="json")
     attempts = progress.attempts + progress.extra
@@ -193,7 +193,7 @@ def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapsho
     read now). A candidate read CLOSED carries the read's time (it may skip ``acquire``)."""
     key = worker_key(app)
     if spec.quality_threshold is not None:  # early stop: one candidate at a time
-        send_canvas(app, step_canvas(key, spec, Progress(), NextCandidate(0)))
+        step_canvas(key, spec, Progress(), NextCandidate(0)).apply_async()
         return
     now = time.time()
     missing = {c.provider for c in spec.candidates} - breakers.keys()

@@ -44,7 +44,7 @@ from orchestration.state.accuracy import queue_grades, queue_grades_once
 from orchestration.state.job_records import queue_add_answer
 from orchestration.state.scripts import Queued, execute_queued, queued_all
 from workers.app import app
-from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id, send_canvas
+from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
 from workers.events import BufferTaskEvents
 from workers.job_errors import as_job_error
 from workers.publication import (
@@ -124,10 +124,9 @@ def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapsho
         skipped = [a.model_dump(mode="json") for a in step.skipped]
         label = spec.candidates[step.index].label()
         closed = admission.closed_at(breakers.get(spec.candidates[step.index].provider), read_at)
-        first = failover_attempt(
+        failover_attempt(
             app, key, spec.job_id, step.index, label, 0, skipped, step.countdown, closed_at=closed
-        )
-        send_canvas(app, first)
+        ).apply_async()
         return
     now = time.time()
     missing = {c.provider for c in spec.candidates} - breakers.keys()
@@ -372,10 +371,9 @@ def failover_next(
         if isinstance(step, Send):
             label = job.candidates[step.index].label()
             dumped = [a.model_dump(mode="json") for a in history]
-            hop_sig = failover_attempt(
+            failover_attempt(
                 app, worker_key(app), job_id, step.index, label, hop + 1, dumped, step.countdown
-            )
-            send_canvas(app, hop_sig)
+            ).apply_async()
             return
         error = step.error
     except Exception as e:  # an errback that raises is only logged by Celery: never hang the job

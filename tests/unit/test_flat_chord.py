@@ -18,7 +18,7 @@ from redis.connection import Connection
 
 from orchestration.config import Settings
 from workers import app as app_module
-from workers.canvas import FlatChord, consensus_chord, failover_attempt, send_canvas
+from workers.canvas import FlatChord, consensus_chord
 from workers.transport import Channel, Transport
 
 KEY = b"k" * 32
@@ -150,17 +150,6 @@ def test_a_flat_chords_header_and_its_sent_events_go_out_in_one_round_trip(app: 
     assert keys == {"size": b"3"}
     assert [m["headers"]["id"] for m in messages] == ["job1.c0", "job1.c1", "job1.c2"]
     app.backend.result_consumer.cancel_for("job1.m")
-
-
-def test_a_failover_hop_and_its_sent_event_go_out_in_one_round_trip(app: Celery, in_a_worker: None) -> None:
-    app.conf.broker_transport = f"{__name__}:CountingTransport"
-    send_canvas(app, failover_attempt(app, KEY, "job1", 0, "claude", 0, []))  # connects, declares
-    _CountingConnection.writes = 0
-    send_canvas(app, failover_attempt(app, KEY, "job1", 1, "openai", 1, []))
-    assert _CountingConnection.writes == 1
-    queued = [json.loads(raw) for raw in app.backend.client.lrange("quorum", 0, -1)]
-    assert [m["headers"]["id"] for m in queued] == ["job1.h1", "job1.h0"]  # newest first (LPUSH)
-    assert all(json.loads(base64.b64decode(m["body"]))[2]["errbacks"] for m in queued)  # with errbacks
 
 
 class _NoPipelineConnection(Connection):
