@@ -159,7 +159,7 @@ def store_spec(rt: Runtime, spec: M, digest: str) -> M:
     """Store the job's spec once (TTL: its deadline plus a margin). A redelivered entry gets the
     spec stored the first time (same deadline); another request with this id is ignored."""
     job_id: str = spec.job_id  # type: ignore[attr-defined]
-    ttl = int(spec.deadline - time.time()) + jobs.SPEC_MARGIN_S  # type: ignore[attr-defined]
+    ttl = jobs.spec_ttl_s(spec.deadline, time.time())  # type: ignore[attr-defined]
     try:
         held = jobs.store_spec(rt.redis, rt.prefix, job_id, digest, spec.model_dump_json(), ttl)
     except KeyError:

@@ -14,7 +14,6 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
-from redis.exceptions import RedisError
 
 from orchestration.attempts import extraction
 from orchestration.breaker import BreakerSnapshot, admission
@@ -40,8 +39,8 @@ from orchestration.extraction import (
 from orchestration.models import Attempt
 from orchestration.providers import preload
 from orchestration.state import RecentWeights
-from orchestration.state.accuracy import queue_grades, queue_grades_once
-from orchestration.state.job_records import queue_add_answer
+from orchestration.state.accuracy import queue_grades
+from orchestration.state.job_records import JOB_KEY_TTL_S, queue_add_answer, spec_ttl_s
 from orchestration.state.scripts import Queued, execute_queued, queued_all
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
@@ -303,44 +302,29 @@ def _merge(
     except QuorumError as e:
         publish_failure(app, rt, job_id, e, by=by, hostname=hostname, strategy=job.strategy)
         return
-    grades = None
-    if job.strategy == "consensus":
-        responses = responses_from_attempts([a for a in history if a.ok])
-        grades = queue_grades(rt.prefix, accuracy_updates(responses, fields))
-    # One round trip for the guard, the job's count and the grades' once-marker; the grades then
-    # ride with the answer (or go alone when published early: the late answers only update
-    # health, cost and accuracy).
+    # One round trip for the guard, the job's count and the grades (each provider's once per
+    # job, by a marker its script takes: the grades need the merge of all the answers, the
+    # answer does not, so they go even when the job was answered early).
     steps: list[Queued[Any]] = [
         claim_along(rt, job_id, by),
         rt.job_count(job_id, history, strategy=job.strategy),
     ]
-    if grades is not None:
-        steps.append(queue_grades_once(rt.prefix, job_id))
+    if job.strategy == "consensus":
+        responses = responses_from_attempts([a for a in history if a.ok])
+        ttl = max(JOB_KEY_TTL_S, spec_ttl_s(job.deadline, time.time()))
+        grades = queue_grades(rt.prefix, accuracy_updates(responses, fields), once=job_id, once_ttl_s=ttl)
+        if grades is not None:
+            steps.append(grades)
     claimed, *records = execute_queued(rt.redis, steps, raise_on_error=False)
     for value in records:
         if isinstance(value, Exception):
             log.warning("job %s: a record of the chord body failed: %s", job_id, value)
-    if not (grades is not None and records[-1] is True):
-        grades = None  # nothing to grade, or a run of this body graded already
     if isinstance(claimed, Exception):
         claimed = None  # claim on its own (and raise there)
-    stored = False
     if claimed is not False:  # answered early (or by an earlier run): no answer to build or cache
         result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
-        also = queued_all(grades, cache_along(rt, job, result))
-        stored = publish_success(
-            app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=also
-        )
-    if not stored and grades is not None:
-        _send_grades(rt, job_id, grades)
-
-
-def _send_grades(rt: Runtime, job_id: str, grades: Queued[None]) -> None:
-    """The consensus grades alone (best effort, like every accuracy update)."""
-    try:
-        execute_queued(rt.fast_redis, [grades])
-    except RedisError as e:
-        log.warning("job %s: accuracy update dropped (%s)", job_id, e)
+        also = cache_along(rt, job, result)
+        publish_success(app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=also)
 
 
 # --------------------------------------------------------------------------- failover hops

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from orchestration.state.keys import ProviderKeys, provider_key
-from orchestration.state.scripts import Queued
+from orchestration.state.scripts import Queued, ScriptCall, execute_queued, queued_all, script_queued
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Lowest answer validity a provider's weight is scaled by (it never drops to nothing).
 _MIN_VALIDITY = 0.05
-#: How long an idempotency marker of :func:`record` lives, in seconds.
-_ONCE_TTL_S = 7 * 86_400
+#: How long a ``once`` marker of :func:`queue_grades` lives by default, in seconds (a job's merge
+#: passes its spec's lifetime: once the spec is gone, no run of the merge can grade again).
+_ONCE_TTL_S = 86_400
 
 
 def accuracy_key(prefix: str, provider: str) -> str:
@@ -152,63 +153,47 @@ def record_accuracy(
     once: str | None = None,
     once_ttl_s: int = _ONCE_TTL_S,
 ) -> bool:
-    """Add (provider, field, correct) grades with pipelined HINCRBY; False if nothing written.
-
-    ``once`` (e.g. the job id) makes a redelivered merge task count its grades only once: a
-    ``SET NX`` marker is taken first, so a crash between marker and counts loses the grades
-    rather than double-counting them.
-    """
-    grades = queue_grades(prefix, updates)
+    """Add (provider, field, correct) grades in one round trip; False if nothing was written
+    (nothing to grade, graded already under ``once``, or Redis unreachable: logged)."""
+    grades = queue_grades(prefix, updates, once=once, once_ttl_s=once_ttl_s)
     if grades is None:
         return False
     try:
-        if once is not None and not redis.set(_once_key(prefix, once), 1, nx=True, ex=once_ttl_s):
-            return False
-        pipe = redis.pipeline(transaction=False)
-        grades.queue(pipe)
-        pipe.execute()
+        return bool(execute_queued(redis, [grades])[0])
     except RedisError as e:
         log.warning("accuracy update dropped (%s)", e)
         return False
-    return True
 
 
-def _once_key(prefix: str, once: str) -> str:
-    return f"{prefix}accuracy:once:{once}"
-
-
-def queue_grades(prefix: str, updates: Iterable[tuple[str, str, bool]]) -> Queued[None] | None:
-    """The counter increments of :func:`record_accuracy` (without its ``once`` marker), to send
-    in another step's round trip; None when there is nothing to grade."""
-    totals: Counter[tuple[str, str]] = Counter()
-    correct: Counter[tuple[str, str]] = Counter()
+def queue_grades(
+    prefix: str,
+    updates: Iterable[tuple[str, str, bool]],
+    *,
+    once: str | None = None,
+    once_ttl_s: int = _ONCE_TTL_S,
+) -> Queued[bool] | None:
+    """The grades as one script per provider (its counters live in its own slot), to send in
+    another step's round trip: True when any provider's were counted; None when there is nothing
+    to grade. ``once`` (the job id) counts them once per job: each provider's marker lives beside
+    its counters and is taken in the script that adds them, so a redelivered merge counts
+    nothing twice and needs no round trip of its own to learn whether it may grade."""
+    counts: dict[str, Counter[str]] = {}
     for provider, field, ok in updates:
-        totals[provider, field] += 1
-        correct[provider, field] += int(bool(ok))
-    if not totals:
+        by_field = counts.setdefault(provider, Counter())
+        by_field[f"{field}:total"] += 1
+        by_field[f"{field}:correct"] += int(bool(ok))
+    if not counts:
         return None
-
-    def queue(pipe: Any) -> int:
-        n = 0
-        for (provider, field), total in sorted(totals.items()):
-            key = accuracy_key(prefix, provider)
-            pipe.hincrby(key, f"{field}:total", total)
-            n += 1
-            if correct[provider, field]:
-                pipe.hincrby(key, f"{field}:correct", correct[provider, field])
-                n += 1
-        return n
-
-    return Queued(queue, lambda replies: None)
-
-
-def queue_grades_once(prefix: str, once: str, once_ttl_s: int = _ONCE_TTL_S) -> Queued[bool]:
-    """:func:`record_accuracy`'s ``once`` marker (``SET NX``) for another step's round trip: True
-    when this run may send the grades (:func:`queue_grades`), False when a run already did."""
-    key = _once_key(prefix, once)
-
-    def queue(pipe: Any) -> int:
-        pipe.set(key, 1, nx=True, ex=once_ttl_s)
-        return 1
-
-    return Queued(queue, lambda replies: bool(replies[0]))
+    steps = []
+    for provider, by_field in sorted(counts.items()):
+        keys = [accuracy_key(prefix, provider)]
+        if once is not None:
+            keys.append(provider_key(prefix, provider, f"accuracy:once:{once}"))
+        args: list[Any] = [once_ttl_s]
+        for name, n in sorted(by_field.items()):
+            if n:
+                args += [name, n]
+        steps.append(script_queued([ScriptCall("grades.lua", keys, args)]))
+    every = queued_all(*steps)
+    assert every is not None
+    return Queued(every.queue, lambda replies: any(r[0] == 1 for r in every.parse(replies)), every.scripts)

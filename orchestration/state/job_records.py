@@ -94,6 +94,12 @@ def queue_held_by_other(prefix: str, job_id: str, digest: str) -> Queued[bool]:
     return Queued(queue, parse)
 
 
+def spec_ttl_s(deadline: float, now: float) -> int:
+    """How long a job's spec is kept: until its deadline plus :data:`SPEC_MARGIN_S`. What a run
+    of the job's tasks marks as done need not outlive it (with the spec gone, no task runs)."""
+    return int(deadline - now) + SPEC_MARGIN_S
+
+
 def load_spec(redis: Any, prefix: str, job_id: str) -> str | None:
     """A job's spec (JSON), or None once it expired."""
     raw = redis.get(spec_key(prefix, job_id))

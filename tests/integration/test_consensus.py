@@ -137,6 +137,27 @@ def test_each_publisher_caches_the_answer_it_publishes(clean, emulator, strategy
     assert second["fields"] == first["fields"]
 
 
+def test_a_job_answered_early_still_grades_every_provider_once(clean, emulator):
+    """The chord body grades with all three answers (in the round trip that tries its guard),
+    even though the job was answered after two: each provider's field counts go up by one."""
+    from orchestration.state.accuracy import read_counts
+
+    quiet(emulator)
+    fields = sorted(EMAILS[5].labels)
+    job = chord_job(clean, email=EMAILS[5])
+    assert job.get(timeout=30)["early"]
+    prefix = clean.settings.key_prefix
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        counts = read_counts(clean.redis, prefix, THREE, fields)
+        if all(total == 1 for _, total in counts.values()):
+            break
+        time.sleep(0.1)
+    assert {key: total for key, (_, total) in counts.items()} == {(p, f): 1 for p in THREE for f in fields}
+    time.sleep(0.5)
+    assert read_counts(clean.redis, prefix, THREE, fields) == counts  # graded once
+
+
 def test_early_quorum_answers_before_the_slow_third_provider(clean, emulator):
     quiet(emulator)
     emulator.configure("gemini", latency_median_ms=8000, latency_sigma=0)

@@ -64,9 +64,11 @@ def test_read_and_record_are_one_round_trip_each(
         return pipe
 
     monkeypatch.setattr(fakeredis.FakeRedis, "pipeline", counting)
+    record_accuracy(r, P, [("a", "x", True)])  # loads the script (NOSCRIPT, then again)
+    calls.clear()
     record_accuracy(r, P, [("a", "x", True), ("b", "x", False), ("c", "y", True)])
     read_weights(r, P, ["a", "b", "c"], ["x", "y"])
-    assert calls == [5, 6]  # 3 totals + 2 corrects; per provider one HMGET of accuracy, one of health
+    assert calls == [3, 6]  # one script per provider; per provider one HMGET of accuracy, one of health
 
 
 def test_record_once_ignores_redelivery(r: fakeredis.FakeRedis) -> None:
@@ -75,7 +77,7 @@ def test_record_once_ignores_redelivery(r: fakeredis.FakeRedis) -> None:
     assert not record_accuracy(r, P, ups, once="job-1")
     assert record_accuracy(r, P, ups, once="job-2")
     assert read_counts(r, P, ["openai"], ["name"]) == {("openai", "name"): (2, 2)}
-    assert 0 < r.ttl("quorum:accuracy:once:job-1") <= 7 * 86_400
+    assert 0 < r.ttl("quorum:{openai}:accuracy:once:job-1") <= 86_400  # in the provider's slot
 
 
 def test_nothing_to_record(r: fakeredis.FakeRedis) -> None:

@@ -443,22 +443,24 @@ def test_an_early_quorum_chord_call_whose_records_went_alone_sends_its_answer_it
     assert _answers(rt.redis, "job-11") == ["job-11.c0"]
 
 
-def test_the_chord_bodys_guard_count_and_grades_marker_share_one_round_trip(counted: redis.Redis) -> None:
-    from orchestration.state.accuracy import queue_grades, queue_grades_once, read_counts
+def test_the_chord_bodys_guard_count_and_grades_share_one_round_trip(counted: redis.Redis) -> None:
+    from orchestration.state.accuracy import queue_grades, read_counts
 
-    execute_queued(counted, [queue_record_job(PX, "warm", 1)])  # loads the ledger script
-    trips()
-    grades = queue_grades(PX, [("openai", "date", True), ("claude", "date", False)])
-    assert grades is not None and queue_grades(PX, []) is None
+    updates = [("openai", "date", True), ("claude", "date", False)]
+    execute_queued(counted, [queue_record_job(PX, "warm", 1), queue_grades(PX, updates, once="warm")])
+    trips()  # the scripts are loaded
+    assert queue_grades(PX, []) is None
     steps = [jobs.queue_claim_publication(PX, "job-7", "body:job-7.m"), queue_record_job(PX, "job-7", 5),
-             queue_grades_once(PX, "job-7")]  # fmt: skip
+             queue_grades(PX, updates, once="job-7", once_ttl_s=600)]  # fmt: skip
     assert execute_queued(counted, steps) == [True, True, True]
     assert trips() == 1
-    execute_queued(counted, [grades])
     counts = read_counts(counted, PX, ["openai", "claude"], ["date"])
-    assert counts == {("openai", "date"): (1, 1), ("claude", "date"): (0, 1)}
+    assert counts == {("openai", "date"): (2, 2), ("claude", "date"): (0, 2)}  # warm-up's and job-7's
+    marker = f"{PX}{{openai}}:accuracy:once:job-7"  # beside the counters, in the provider's slot
+    assert 0 < counted.ttl(marker) <= 600
     # the body run again (redelivered): its guard still holds, nothing is counted or graded twice
     assert execute_queued(counted, steps) == [True, False, False]
+    assert read_counts(counted, PX, ["openai", "claude"], ["date"]) == counts
 
 
 def test_the_entry_reads_the_breakers_its_first_step_may_need() -> None:
