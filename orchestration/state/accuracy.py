@@ -195,5 +195,6 @@ def queue_grades(
                 args += [name, n]
         steps.append(script_queued([ScriptCall("grades.lua", keys, args)]))
     every = queued_all(*steps)
-    assert every is not None
+    if every is None:  # no provider to grade (not reached: ``counts`` is not empty)
+        return None
     return Queued(every.queue, lambda replies: any(r[0] == 1 for r in every.parse(replies)), every.scripts)
