@@ -33,8 +33,10 @@ log = logging.getLogger("quorum.canvas")
 
 
 def send_batched(app: Celery, send: Callable[[Producer], Any]) -> None:
-    """Run ``send(producer)`` with its messages and their ``task-sent`` events going out in one
-    pipelined write (kombu's publish batch), not a round trip each (a chord of three: six). A
+    """Run ``send(producer)`` with its messages going out in one pipelined write (kombu's publish
+    batch), not a round trip each: a chord of three sent by a worker is one ``LPUSH`` round trip,
+    not three (from a producer, whose sends announce themselves, their ``task-sent`` events go
+    in the same write: one, not six). A
     batch whose write failed (kombu cannot say what arrived: ``BatchPublishError``) is sent again
     message by message, with the publish retry policy that rides out a Redis restart. A message
     may then arrive twice, as a redelivered one does: a call counts once by its task id, and the
