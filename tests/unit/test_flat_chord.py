@@ -138,8 +138,9 @@ class CountingTransport(Transport):
 
 
 def test_a_flat_chords_header_and_its_sent_events_go_out_in_one_round_trip(app: Celery) -> None:
-    """The header's messages and their ``task-sent`` events are one pipelined write (kombu's
-    publish batch), not one round trip each; every message still arrives, in order."""
+    """Sent from a producer, the header's messages and their ``task-sent`` events are one
+    pipelined write (kombu's publish batch), not six; every message still arrives, in order. (A
+    worker sends no ``task-sent`` events: its batch is the three messages.)"""
     app.conf.broker_transport = f"{__name__}:CountingTransport"
     consensus_chord(app, KEY, "job0", CALLS, []).apply_async()  # connects and declares the queue
     app.backend.result_consumer.cancel_for("job0.m")
