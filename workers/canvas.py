@@ -36,11 +36,10 @@ def send_batched(app: Celery, send: Callable[[Producer], Any]) -> None:
     """Run ``send(producer)`` with its messages going out in one pipelined write (kombu's publish
     batch), not a round trip each: a chord of three sent by a worker is one ``LPUSH`` round trip,
     not three (from a producer, whose sends announce themselves, their ``task-sent`` events go
-    in the same write: one, not six). A
-    batch whose write failed (kombu cannot say what arrived: ``BatchPublishError``) is sent again
-    message by message, with the publish retry policy that rides out a Redis restart. A message
-    may then arrive twice, as a redelivered one does: a call counts once by its task id, and the
-    job is answered once behind its publication guard."""
+    in the same write: one, not six). A batch whose write failed (kombu cannot say what arrived:
+    ``BatchPublishError``) is sent again message by message, with the publish retry policy that
+    rides out a Redis restart. A message may then arrive twice, as a redelivered one does: a
+    call counts once by its task id, and the job is answered once behind its publication guard."""
     with app.producer_or_acquire() as p:
         try:
             with p.batch():
