@@ -15,7 +15,7 @@ from bench.harness import Bench, quiet_profile
 from bench.report import Section, cli
 from bench.stats import fmt, median, pct, table
 from emulator.generation import assess
-from workers.canvas import candidate_id
+from emulator.prompts import parse_generation_prompt
 
 CHEAP_DEFECTS = {"syntax": 0.12, "missing_requirement": 0.15, "refusal": 0.04, "empty": 0.02}
 STRONG_DEFECTS = {"syntax": 0.02, "missing_requirement": 0.03, "refusal": 0.0, "empty": 0.0}
@@ -69,22 +69,37 @@ def defect_free(text: str | None, job: dict[str, Any]) -> bool:
     return text is not None and not assess(text, job["requirements"], job["language"]).problems
 
 
-def candidate_texts(b: Bench, result: dict[str, Any]) -> list[str]:
-    """The answers of the candidates that answered, read from their provider-call task results
-    (their ids derive from the job id); the job's result only carries their scores."""
+#: (provider, task, temperature) → the free-text answer the emulator served that call.
+Served = dict[tuple[str, str, float | None], str]
+
+
+def served_answers(b: Bench) -> Served:
+    """Every candidate answer the emulator served so far, by provider, task and temperature; a
+    later answer to the same key replaces an earlier one (each row re-asks the same tasks)."""
+    served: Served = {}
+    for provider in sorted({c["provider"] for c in CANDIDATES}):
+        for entry in b.emulator.answers(provider):
+            task = parse_generation_prompt(entry["prompt"])[0]
+            served[(provider, task, entry["temperature"])] = entry["text"]
+    return served
+
+
+def candidate_texts(served: Served, job: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The answers of the candidates that answered, as the emulator served them (Quorum stores
+    no result per provider call; the job's result carries the candidates' scores only)."""
     texts = []
-    for i, summary in enumerate(result["candidates"][: len(CANDIDATES)]):
+    for candidate, summary in zip(CANDIDATES, result["candidates"], strict=False):
         if summary["ok"]:
-            attempt = b.app.AsyncResult(candidate_id(result["job_id"], i)).get(timeout=10)
-            texts.append((attempt.get("result") or {}).get("text") or "")
+            temperature = (candidate.get("params") or {}).get("temperature")
+            texts.append(served.get((candidate["provider"], job["prompt"], temperature), ""))
     return texts
 
 
-def grade(b: Bench, job: dict[str, Any], seconds: float, result: Any) -> dict[str, Any]:
+def grade(served: Served, job: dict[str, Any], seconds: float, result: Any) -> dict[str, Any]:
     """One job's figures: chosen defect-free, expected random pick, best possible, calls, cost."""
     if not isinstance(result, dict):
         return {"failed": type(result).__name__, "seconds": seconds}
-    texts = candidate_texts(b, result)
+    texts = candidate_texts(served, job, result)
     good = [defect_free(t, job) for t in texts]
     return {
         "chosen_ok": defect_free(result["text"], job),
@@ -135,7 +150,8 @@ def run(full: bool = False) -> Section:
         for row, extra in ROWS.items():
             kwargs = [{**base, **t, **extra} for t in tasks]
             results = b.run_many(kwargs, in_flight=IN_FLIGHT)
-            graded = [grade(b, t, s, r) for t, (s, r) in zip(tasks, results, strict=True)]
+            served = served_answers(b)
+            graded = [grade(served, t, s, r) for t, (s, r) in zip(tasks, results, strict=True)]
             figures[row] = summarise(graded)
     return _section(figures, len(tasks), full)
 

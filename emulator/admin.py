@@ -54,6 +54,11 @@ class EmulatorHandle:
         """Faults served by ``provider``, by kind."""
         return dict(self.stats().get(provider, {}).get("errors", {}))
 
+    def answers(self, provider: str) -> list[dict[str, Any]]:
+        """The free-text answers ``provider`` served, oldest first (the last
+        ``emulator.state.ANSWER_LOG``): ``{"prompt", "temperature", "text"}`` each."""
+        return self._json("GET", f"/_admin/answers/{provider}")["answers"]  # type: ignore[no-any-return]
+
     def set_down(self, provider: str, down: bool = True) -> None:
         """Take ``provider`` down (every request gets a 503) or bring it back up."""
         self._json("POST", f"/_admin/providers/{provider}/{'down' if down else 'up'}")

@@ -167,6 +167,8 @@ class Emulator:
             tokens_out, truncated = call.max_tokens, True
             if isinstance(content, str):
                 content = content[: call.max_tokens * 4]
+        if call.schema is None:  # what the caller got, as sent (after any cut)
+            state.answers.append({"prompt": call.user, "temperature": call.temperature, "text": content})
         tokens_in = estimate_tokens(f"{call.system}\n{call.user}")
         return Reply(content, tokens_in, tokens_out, truncated)
 
@@ -188,7 +190,8 @@ class _ProviderRoute:
 
 
 def _admin_routes(emu: Emulator) -> list[Route]:
-    """``/_admin/*``: health, stats, reset, down/up switches and profile overrides.
+    """``/_admin/*``: health, stats, free-text answers served, reset, down/up switches and profile
+    overrides.
 
     A provider the emulator does not know (not in its profile, not one of Quorum's default
     provider names or a wire's default name, never served) is a 404: a typo in a switch must
@@ -206,6 +209,12 @@ def _admin_routes(emu: Emulator) -> list[Route]:
 
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse(emu.state.stats())
+
+    async def served(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        if (missing := unknown(name)) is not None:
+            return missing
+        return JSONResponse({"provider": name, "answers": list(emu.state.get(name).answers)})
 
     async def reset(request: Request) -> JSONResponse:
         emu.state.reset()
@@ -239,6 +248,7 @@ def _admin_routes(emu: Emulator) -> list[Route]:
     return [
         Route("/_admin/health", health, methods=["GET"]),
         Route("/_admin/stats", stats, methods=["GET"]),
+        Route("/_admin/answers/{name}", served, methods=["GET"]),
         Route("/_admin/reset", reset, methods=["POST"]),
         Route("/_admin/providers/{name}/{action:str}", switch, methods=["POST"]),
         Route("/_admin/providers/{name}", provider, methods=["GET", "PUT"]),

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.profile import EmulatorProfile, ProviderProfile, merge
+
+#: How many free-text answers each provider keeps for ``GET /_admin/answers/{name}`` (oldest
+#: dropped first): enough for a benchmark's rounds, bounded for a long-running emulator.
+ANSWER_LOG = 5000
 
 
 @dataclass
@@ -26,6 +30,9 @@ class ProviderState:
     requests: int = 0
     in_flight: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    #: The free-text answers served, oldest first: what a benchmark grades candidates by
+    #: (Quorum stores no result per provider call).
+    answers: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=ANSWER_LOG))
 
     def stats(self) -> dict[str, Any]:
         """The JSON shape of ``GET /_admin/stats`` for this provider."""

@@ -162,6 +162,28 @@ def test_generation_is_free_text(emu: EmulatorHandle) -> None:
         assert text is not None and "parse ISO dates" in text and "handle time zones" in text
 
 
+def test_free_text_answers_are_logged_as_served(emu: EmulatorHandle) -> None:
+    """``GET /_admin/answers/{p}`` returns each free-text answer the SDK got, with its prompt and
+    temperature (what a benchmark grades candidates by); extraction answers are not logged."""
+    prompt = generation_prompt("Write a date helper.", ["parse ISO dates"], "python")
+    client = oai(emu)
+    got = [
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}], **extra)
+        .choices[0]
+        .message.content
+        for extra in ({}, {"temperature": 0.7})
+    ]
+    extract_openai(emu)
+    log = emu.answers(OPENAI)
+    served = [(e["prompt"], e["temperature"], e["text"]) for e in log]
+    assert served == [(prompt, None, got[0]), (prompt, 0.7, got[1])]
+    assert emu.answers(CLAUDE) == []
+    with pytest.raises(httpx.HTTPStatusError, match="404"):
+        emu.answers("no-such-provider")
+    emu.reset()
+    assert emu.answers(OPENAI) == []
+
+
 def test_gemini_v1beta_and_unprefixed_aliases(emu: EmulatorHandle) -> None:
     body = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
     with httpx.Client(base_url=emu.url, timeout=5) as http:
