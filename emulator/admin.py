@@ -55,8 +55,9 @@ class EmulatorHandle:
         return dict(self.stats().get(provider, {}).get("errors", {}))
 
     def answers(self, provider: str) -> list[dict[str, Any]]:
-        """The free-text answers ``provider`` served, oldest first (the last
-        ``emulator.state.ANSWER_LOG``): ``{"prompt", "temperature", "text"}`` each."""
+        """The free-text replies ``provider`` drew, oldest first (the last
+        ``emulator.state.ANSWER_LOG``; a request its caller gave up on is there too):
+        ``{"prompt", "temperature", "text"}`` each."""
         return self._json("GET", f"/_admin/answers/{provider}")["answers"]  # type: ignore[no-any-return]
 
     def set_down(self, provider: str, down: bool = True) -> None:

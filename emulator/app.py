@@ -167,7 +167,7 @@ class Emulator:
             tokens_out, truncated = call.max_tokens, True
             if isinstance(content, str):
                 content = content[: call.max_tokens * 4]
-        if call.schema is None:  # what the caller got, as sent (after any cut)
+        if call.schema is None:  # the reply's text, after any cut (logged even if the caller leaves)
             state.answers.append({"prompt": call.user, "temperature": call.temperature, "text": content})
         tokens_in = estimate_tokens(f"{call.system}\n{call.user}")
         return Reply(content, tokens_in, tokens_out, truncated)
