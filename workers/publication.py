@@ -155,20 +155,30 @@ def _spec_expiry(spec: BaseModel) -> float:
     return float(spec.deadline) + jobs.SPEC_MARGIN_S  # type: ignore[attr-defined]
 
 
-def store_spec(rt: Runtime, spec: M, digest: str) -> M:
-    """Store the job's spec once (TTL: its deadline plus a margin). A redelivered entry gets the
-    spec stored the first time (same deadline); another request with this id is ignored."""
+def store_spec(
+    rt: Runtime, spec: M, digest: str, cache_key: str | None = None
+) -> tuple[M, dict[str, Any] | None, bool]:
+    """Store the job's spec once (TTL: its deadline plus a margin) and, with ``cache_key``, look
+    its answer up in the result cache, in one round trip. Returns the spec, the cached answer
+    (None on a miss, or when the cache cannot say) and whether this run stored the spec. A
+    redelivered entry gets the spec stored the first time (same deadline); another request with
+    this id is ignored."""
     job_id: str = spec.job_id  # type: ignore[attr-defined]
     ttl = jobs.spec_ttl_s(spec.deadline, time.time())  # type: ignore[attr-defined]
+    steps: list[Queued[Any]] = [jobs.queue_store_spec(rt.prefix, job_id, digest, spec.model_dump_json(), ttl)]
+    if cache_key is not None:
+        steps.append(cache.queue_lookup(rt.prefix, cache_key))
     try:
-        held = jobs.store_spec(rt.redis, rt.prefix, job_id, digest, spec.model_dump_json(), ttl)
+        held, *looked = execute_queued(rt.redis, steps, raise_on_error=False)
     except KeyError:
         log.error("refused job %s: the job id is already used by another request", job_id)
         raise Ignore() from None
-    if held is not None:
-        spec = type(spec).model_validate_json(held)
-    _specs.put(job_id, spec, _spec_expiry(spec), time.time())
-    return spec
+    if isinstance(held, Exception):
+        raise held
+    hit = looked[0] if looked and not isinstance(looked[0], Exception) else None
+    if held is None:
+        return spec, hit, True
+    return type(spec).model_validate_json(held), hit, False
 
 
 def enter(
@@ -180,18 +190,26 @@ def enter(
     cached: Callable[[dict[str, Any], M], dict[str, Any]],
     start: Callable[[Runtime, M], None],
 ) -> dict[str, Any]:
-    """The tail of a public entry, whatever the job's kind: answer from the cache (``cached``
-    re-issues a hit for this job), or store the spec and ``start`` the job, whose last task
-    publishes the answer under the job id (``Ignore`` here); a typed error on the way fails the job,
-    and so does a send that Redis did not take within the workers' outage grace (as
-    ``RedisUnavailableError``, once: some of the job's tasks may have gone out)."""
-    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:  # type: ignore[attr-defined]
-        hit = cache.lookup(rt.redis, rt.prefix, spec.cache_key(rt.prefix, rt.settings))  # type: ignore[attr-defined]
-        if hit is not None:
-            if not claim(rt, job_id, "cache"):
-                raise Ignore()
-            return cached(hit, spec)
-    spec = store_spec(rt, spec, digest)
+    """The tail of a public entry, whatever the job's kind: store the spec and look the answer up
+    in the cache (one round trip). A hit is claimed, counted and the spec this run stored
+    dropped (one more); ``cached`` re-issues it for this job. Otherwise ``start`` the job, whose
+    last task publishes the answer under the job id (``Ignore`` here); a typed error on the way
+    fails the job, and so does a send that Redis did not take within the workers' outage grace
+    (as ``RedisUnavailableError``, once: some of the job's tasks may have gone out)."""
+    caching = spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0  # type: ignore[attr-defined]
+    key = spec.cache_key(rt.prefix, rt.settings) if caching else None  # type: ignore[attr-defined]
+    spec, hit, fresh = store_spec(rt, spec, digest, key)
+    if hit is not None:
+        steps: list[Queued[Any]] = [claim_along(rt, job_id, "cache"), cache.queue_count_hit(rt.prefix)]
+        if fresh:
+            steps.append(jobs.queue_drop_spec(rt.prefix, job_id))
+        claimed, *_ = execute_queued(rt.redis, steps, raise_on_error=False)
+        if isinstance(claimed, Exception):
+            raise claimed
+        if not claimed:
+            raise Ignore()
+        return cached(hit, spec)
+    _specs.put(job_id, spec, _spec_expiry(spec), time.time())
     try:
         start(rt, spec)
     except QuorumError as e:

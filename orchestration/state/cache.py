@@ -11,7 +11,6 @@ import unicodedata
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from orchestration.config import Settings
 from orchestration.state.scripts import Queued
@@ -50,14 +49,37 @@ def _stats(prefix: str) -> str:
     return f"{prefix}stats:cache"
 
 
-def lookup(redis: Redis, prefix: str, key: str) -> dict[str, Any] | None:
-    """The cached answer, counting the hit or miss; None on a miss or when Redis cannot say."""
-    try:
-        raw = redis.get(key)
-        redis.hincrby(_stats(prefix), "hits" if raw else "misses", 1)
-    except RedisError:
-        return None
-    return json.loads(raw) if raw else None
+def queue_lookup(prefix: str, key: str) -> Queued[dict[str, Any] | None]:
+    """The cached answer (None on a miss, or for an entry that is not an answer), as commands for
+    a round trip shared with the entry's spec store. The lookup is counted as a miss at once;
+    :func:`queue_count_hit` turns it into a hit, with the hit's other writes (so a lookup costs
+    no round trip of its own)."""
+
+    def queue(pipe: Any) -> int:
+        pipe.get(key)
+        pipe.hincrby(_stats(prefix), "misses", 1)
+        return 2
+
+    def parse(replies: list[Any]) -> dict[str, Any] | None:
+        try:
+            hit = json.loads(replies[0]) if replies[0] else None
+        except ValueError:  # not an answer this code wrote: a miss (the job's answer replaces it)
+            return None
+        return hit if isinstance(hit, dict) else None
+
+    return Queued(queue, parse)
+
+
+def queue_count_hit(prefix: str) -> Queued[None]:
+    """A lookup of :func:`queue_lookup` that found its answer: one miss less, one hit more."""
+    stats = _stats(prefix)
+
+    def queue(pipe: Any) -> int:
+        pipe.hincrby(stats, "misses", -1)
+        pipe.hincrby(stats, "hits", 1)
+        return 2
+
+    return Queued(queue, lambda replies: None)
 
 
 def queue_store(key: str, result: dict[str, Any], ttl_s: int) -> Queued[None] | None:

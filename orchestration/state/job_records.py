@@ -56,14 +56,41 @@ def store_spec(redis: Any, prefix: str, job_id: str, digest: str, spec: str, ttl
     the spec already stored under this id by the same request (a redelivered entry), or raise
     ``KeyError`` when another request holds the id. ``redis`` must return bytes (no
     ``decode_responses``), like the workers' state client."""
+    (held,) = execute_queued(redis, [queue_store_spec(prefix, job_id, digest, spec, ttl_s)])
+    return held  # type: ignore[no-any-return]
+
+
+def queue_store_spec(prefix: str, job_id: str, digest: str, spec: str, ttl_s: int) -> Queued[str | None]:
+    """:func:`store_spec` as one command for a round trip shared with other steps (the entry's
+    cache lookup); its result raises ``KeyError`` as :func:`store_spec` does."""
+    key = spec_key(prefix, job_id)
     record = digest.encode() + b"\n" + zlib.compress(spec.encode("utf-8", "surrogatepass"), 1)
-    old = redis.set(spec_key(prefix, job_id), record, nx=True, ex=max(ttl_s, 1), get=True)
-    if old is None:
-        return None
-    held, stored = _record(old)
-    if held != digest:
-        raise KeyError(job_id)
-    return stored
+
+    def queue(pipe: Any) -> int:
+        pipe.set(key, record, nx=True, ex=max(ttl_s, 1), get=True)
+        return 1
+
+    def parse(replies: list[Any]) -> str | None:
+        old = replies[0]
+        if old is None:
+            return None
+        held, stored = _record(old)
+        if held != digest:
+            raise KeyError(job_id)
+        return stored
+
+    return Queued(queue, parse)
+
+
+def queue_drop_spec(prefix: str, job_id: str) -> Queued[None]:
+    """Delete a job's spec: an entry answered from the cache needs none (it sends no task)."""
+    key = spec_key(prefix, job_id)
+
+    def queue(pipe: Any) -> int:
+        pipe.delete(key)
+        return 1
+
+    return Queued(queue, lambda replies: None)
 
 
 def held_by_other(redis: Any, prefix: str, job_id: str, digest: str) -> bool:

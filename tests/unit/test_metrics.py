@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestration.breaker import RedisBreaker
 from orchestration.config import Settings, default_providers, load_settings
 from orchestration.state import cache, record_call, record_cost, record_job
+from orchestration.state.scripts import execute_queued
 from orchestration.status import fleet_status
 from workers.metrics import registry_for
 
@@ -42,7 +43,8 @@ def test_metrics_agree_with_status_and_follow_redis_at_each_scrape(valkey_redis)
                 micro_usd=250_000, now=now)  # fmt: skip
     record_job(r, prefix, "j1", 250_000, strategy="failover", outcome="ok")
     record_job(r, prefix, "j2", 0, strategy="consensus", outcome="failed")
-    cache.lookup(r, prefix, cache.cache_key(prefix, "extract", "x", {}, "failover", [], []))
+    missed = cache.cache_key(prefix, "extract", "x", {}, "failover", [], [])
+    assert execute_queued(r, [cache.queue_lookup(prefix, missed)]) == [None]
     RedisBreaker(r, prefix, settings.breaker).force_open("claude", now, 60)
 
     got = scrape(registry)  # the same registry: read afresh, nothing cached from the first scrape

@@ -1,14 +1,15 @@
 """Steps that share one Redis round trip (``scripts.Queued``): the entry's reads (job-id check,
-fleet setting, breakers), a failover hop's post-call records with its publication guard, an
-early-quorum chord call's records with its answer, a job's answer with its count, and the count
-of the call that completes a chord with the chord's results and claim. Each test
-counts the round trips on a real Valkey (one write of commands to the socket is one round trip)
-and checks that every step of the shared trip took effect, so a step dropped from the pipeline
-fails here."""
+fleet setting, breakers), the entry's spec store with its cache lookup, a failover hop's
+post-call records with its publication guard, an early-quorum chord call's records with its
+answer, a job's answer with its count, and the count of the call that completes a chord with
+the chord's results and claim. Each test counts the round trips on a real Valkey (one write of
+commands to the socket is one round trip) and checks that every step of the shared trip took
+effect, so a step dropped from the pipeline fails here."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -95,6 +96,59 @@ def test_the_entrys_reads_take_one_round_trip_and_each_answers(counted: redis.Re
         ],
     )
     assert trips() == 1 and held is False and snaps == {}  # the same request: a redelivery
+
+
+def _entry_spec(job_id: str, settings: Settings) -> Any:
+    from orchestration.extraction import parse_request, prepare_extract
+
+    request = parse_request((), {"text": "Dana from Northwind signs on 2025-03-14."})
+    return prepare_extract(request, job_id=job_id, settings=settings, fleet=FleetSetting())
+
+
+def test_the_entry_stores_its_spec_and_looks_up_the_cache_in_one_round_trip(counted: redis.Redis) -> None:
+    """A miss: one round trip stores the spec and counts the miss; the job goes on (``start``).
+    A hit: one more round trip claims it, counts it a hit and drops the spec this run stored."""
+    from celery.exceptions import Ignore
+
+    from workers import publication
+
+    settings = Settings()
+    rt = SimpleNamespace(redis=counted, prefix=PX, settings=settings)
+    started: list[str] = []
+
+    def enter(job_id: str) -> Any:
+        spec = _entry_spec(job_id, settings)
+        return publication.enter(rt, job_id, spec, f"digest-{job_id}", cached=lambda hit, s: {"hit": hit},  # type: ignore[arg-type]
+                                 start=lambda rt, s: started.append(s.job_id))  # fmt: skip
+
+    trips()
+    with pytest.raises(Ignore):  # started: its last task answers
+        enter("job-a")
+    assert trips() == 1 and started == ["job-a"]
+    assert counted.exists(jobs.spec_key(PX, "job-a")) and cache.hit_rate(counted, PX) == (0, 1)
+
+    key = _entry_spec("job-b", settings).cache_key(PX, settings)  # the same request: the same key
+    counted.set(key, json.dumps({"answer": 1}))
+    trips()
+    assert enter("job-b") == {"hit": {"answer": 1}}
+    assert trips() == 2 and started == ["job-a"]
+    assert jobs.published_by(counted, PX, "job-b") == "cache"
+    assert not counted.exists(jobs.spec_key(PX, "job-b"))  # no task of job-b will read it
+    assert cache.hit_rate(counted, PX) == (1, 1)
+
+    # an entry that is not an answer is a miss, not a failed job
+    for junk in ("{", "[1, 2]"):
+        counted.set(f"{PX}cache:junk", junk)
+        assert execute_queued(counted, [cache.queue_lookup(PX, f"{PX}cache:junk")]) == [None]
+    trips()
+
+    # a redelivered entry whose first run stored the spec (and sent its calls) keeps that spec
+    jobs.store_spec(
+        counted, PX, "job-c", "digest-job-c", _entry_spec("job-c", settings).model_dump_json(), 600
+    )
+    trips()
+    assert enter("job-c") == {"hit": {"answer": 1}}
+    assert trips() == 2 and counted.exists(jobs.spec_key(PX, "job-c"))
 
 
 def test_a_degraded_breaker_not_yet_due_reads_nothing_from_redis(counted: redis.Redis) -> None:
@@ -215,7 +269,8 @@ def test_an_answer_its_count_and_its_cache_entry_share_one_round_trip(valkey_url
     results.client = redis.Redis(connection_pool=pool)
     try:
         results.client.ping()
-        results.store_result("job-6", {"warm": 1}, states.SUCCESS)  # loads the store script
+        warm = queue_record_job(PX, "job-6", 1)
+        results.store_result("job-6", {"warm": 1}, states.SUCCESS, also=warm)  # loads both scripts
         trips()
         count = queue_record_job(PX, "job-7", 1000, kind="extract", strategy="consensus", outcome="ok")
         also = queued_all(count, None, cache.queue_store(f"{PX}cache:k", {"answer": 7}, 60))
@@ -224,7 +279,7 @@ def test_an_answer_its_count_and_its_cache_entry_share_one_round_trip(valkey_url
     finally:
         results.client = client
     assert results.get_task_meta("job-7", cache=False)["result"] == {"answer": 7}
-    assert client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"1"
+    assert client.hgetall(f"{PX}{{fleet}}:jobs")[b"jobs"] == b"2"  # the warm-up's and job-7's
     assert json.loads(client.get(f"{PX}cache:k")) == {"answer": 7} and 0 < client.ttl(f"{PX}cache:k") <= 60
 
 
