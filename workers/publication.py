@@ -295,14 +295,26 @@ def publish_success(
 ) -> bool:
     """Store the job's answer under its id (first publisher only); True when this one did.
     ``claimed``: the guard's answer when the caller took it already (:func:`claim_along`);
-    ``also``: a write to send with the answer in its round trip (e.g. the job's count), only
-    when this publisher stores it."""
+    ``also``: a write to the state Redis (e.g. the job's count), made only when this publisher
+    stores the answer: in the answer's round trip when the backend is the state's server, right
+    after it on the state Redis when they are two servers."""
     if not (claim(rt, job_id, by) if claimed is None else claimed):
         return False
-    app.backend.store_result(job_id, result, states.SUCCESS, also=also)
+    app.backend.store_result(job_id, result, states.SUCCESS, also=also if rt.state_on_backend else None)
+    if also is not None and not rt.state_on_backend:
+        _state_write(rt, job_id, also)
     runtime = float(result.get("latency_ms") or 0.0) / 1000
     _event(app, hostname, "task-succeeded", job_id, result=preview(result, RESULT_REPR_MAX), runtime=runtime)
     return True
+
+
+def _state_write(rt: Runtime, job_id: str, write: Queued[Any]) -> None:
+    """``write`` on the state Redis; a failure is logged, as when it rides with the answer (the
+    answer is stored already)."""
+    try:
+        execute_queued(rt.redis, [write])
+    except Exception:
+        log.warning("job %s: a record after the answer failed", job_id, exc_info=True)
 
 
 def publish_failure(

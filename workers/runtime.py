@@ -204,6 +204,9 @@ class Runtime:
     limits: RateLimitGate
     quality: QualityGate
     gates: list[Gate] = field(default_factory=list)
+    #: The state Redis is the result backend's server (one URL for both, the default): a write
+    #: to the state may then ride in the round trip that stores an answer.
+    state_on_backend: bool = True
 
     @property
     def prefix(self) -> str:
@@ -318,6 +321,7 @@ def build_runtime(settings: Settings) -> Runtime:
         budget=BudgetGate(fast, settings.key_prefix, settings),
         limits=RateLimitGate(fast, settings.key_prefix, settings),
         quality=QualityGate(fast, settings.key_prefix, settings.breaker),
+        state_on_backend=url == urls[1],
     )
     # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe
     # (the breaker's gate comes last, one per attempt: see PostCall).

@@ -103,3 +103,16 @@ def test_a_worker_at_info_does_not_log_each_sdk_http_request() -> None:
     finally:
         for n, level in saved.items():
             logging.getLogger(n).setLevel(level)
+
+
+@pytest.mark.parametrize(
+    ("backend", "shared"),
+    [(None, True), ("redis://127.0.0.1:1/0", True), ("redis://127.0.0.1:2/0", False)],
+)
+def test_state_writes_share_the_answers_round_trip_only_on_the_backends_server(
+    backend: str | None, shared: bool
+) -> None:
+    from workers.runtime import build_runtime
+
+    rt = build_runtime(Settings(redis_url="redis://127.0.0.1:1/0", result_backend=backend))
+    assert rt.state_on_backend is shared
