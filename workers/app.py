@@ -13,6 +13,7 @@ JSON is the only accepted codec, so a pickled message is refused, never executed
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from celery import Celery
 from celery.app import trace
@@ -117,13 +118,20 @@ def _quorum_app(sender: object) -> Celery | None:
     return started if isinstance(started, Celery) and "quorum_settings" in started.conf else None
 
 
-class QuietSuccess(logging.Filter):
-    """Worker logs say that a task succeeded and how fast, not what it returned (extracted
-    personal data): Celery's tracer logs its ``LOG_SUCCESS`` line with the return value."""
+class TracerLines(logging.Filter):
+    """Celery's tracer lines as Quorum's operators read them. A success says that a task
+    succeeded and how fast, not what it returned (extracted personal data: Celery's
+    ``LOG_SUCCESS`` line has the return value). A Quorum task's ``Ignore`` is not logged again as
+    "Task … ignored": the task said why itself (an entry that handed its job on logs the plan; a
+    refused or dropped task logs its reason), and every job's entry raises one."""
+
+    IGNORED = trace.LOG_IGNORED.strip()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == trace.LOG_SUCCESS:
             record.msg = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+        elif record.msg == self.IGNORED and isinstance(record.args, Mapping):
+            return not str(record.args.get("name", "")).startswith("quorum.")
         return True
 
 
@@ -147,14 +155,15 @@ def quiet_http_clients(worker_level: object) -> None:
 @worker_init.connect
 def _worker_process(sender: object = None, **_: object) -> None:
     """Worker processes only (producers keep stock Celery and billiard): success lines without
-    the return value, no INFO line per HTTP request of the SDKs, exceptions that cost no copy
-    of the tracer's code positions (and no formatted stack for an ``Ignore``), and result
-    previews built in C, on the billiard and Celery versions the speed-ups were written against."""
+    the return value, no "ignored" line for a Quorum task, no INFO line per HTTP request of the
+    SDKs, exceptions that cost no copy of the tracer's code positions (and no formatted stack
+    for an ``Ignore``), and result previews built in C, on the billiard and Celery versions the
+    speed-ups were written against."""
     if _quorum_app(sender) is None:
         return
     tracer_log = logging.getLogger(trace.logger.name)
-    if not any(isinstance(f, QuietSuccess) for f in tracer_log.filters):
-        tracer_log.addFilter(QuietSuccess())
+    if not any(isinstance(f, TracerLines) for f in tracer_log.filters):
+        tracer_log.addFilter(TracerLines())
     quiet_http_clients(getattr(sender, "loglevel", None))
     einfo_speedup.install()
     previews.install()

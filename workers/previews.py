@@ -2,7 +2,7 @@
 
 Celery's tracer turns every task's return value into a preview of at most 1024 characters with
 ``celery.utils.saferepr`` (for the ``task-succeeded`` event Flower reads, and the success log
-line, which ``workers.app.QuietSuccess`` strips anyway); Quorum's publisher does the same for a
+line, which ``workers.app.TracerLines`` strips anyway); Quorum's publisher does the same for a
 job's answer. ``saferepr`` walks the value token by token in Python: ~0.1–0.15 ms and ~2,800
 ``isinstance`` calls for one provider call's outcome, the largest piece of Celery's own Python
 work in a job's profile (``bench/profile.py``). A task's result here is JSON data (a pydantic

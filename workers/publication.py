@@ -112,6 +112,7 @@ def refuse(rt: Runtime, job_id: str, error: QuorumError) -> NoReturn:
     was answered already, in which case nothing is stored."""
     if jobs.claim_publication(rt.redis, rt.prefix, job_id, "entry", rt.settings.result_expires_s):
         raise error
+    log.info("job %s: answered already; this run of its entry stores nothing (%s)", job_id, error)
     raise Ignore()
 
 
@@ -207,6 +208,7 @@ def enter(
         if isinstance(claimed, Exception):
             raise claimed
         if not claimed:
+            log.info("job %s: answered already; its cached answer is not stored again", job_id)
             raise Ignore()
         return cached(hit, spec)
     _specs.put(job_id, spec, _spec_expiry(spec), time.time())

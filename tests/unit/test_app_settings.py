@@ -80,8 +80,21 @@ def test_a_worker_logs_success_without_the_return_value() -> None:
     record = logging.LogRecord(
         "celery.app.trace", logging.INFO, __file__, 1, trace.LOG_SUCCESS, (context,), None
     )
-    assert app_module.QuietSuccess().filter(record)
+    assert app_module.TracerLines().filter(record)
     assert record.getMessage() == "Task quorum.call[t1] succeeded in 0.1s"
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"), [("quorum.extract", False), ("quorum.call", False), ("other.task", True)]
+)
+def test_a_worker_does_not_log_a_quorum_tasks_ignore_again(name: str, kept: bool) -> None:
+    """Every job's entry ends in ``Ignore`` (it handed the job on) and says so itself: Celery's
+    "Task … ignored" line is left out for Quorum's tasks, kept for any other app's."""
+    context = {"id": "t1", "name": name, "description": "ignored"}
+    record = logging.LogRecord(
+        "celery.app.trace", logging.INFO, __file__, 1, trace.LOG_IGNORED.strip(), (context,), None
+    )
+    assert app_module.TracerLines().filter(record) is kept
 
 
 def test_a_worker_at_info_does_not_log_each_sdk_http_request() -> None:
