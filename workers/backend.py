@@ -65,6 +65,18 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
 
+#: :data:`STORE_LUA` behind a job's publication guard, for a backend on the state's server: the
+#: guard is claimed (``SET NX GET``: the first publisher, or that same one again) and the result
+#: stored only when it is this publisher's. KEYS: the result, the guard; ARGV: the result and its
+#: expiry (as STORE_LUA's), the publisher, the guard's TTL. Reply: STORE_LUA's (1 stored, 0 a
+#: SUCCESS was there), or -1 when another publisher holds the guard (nothing stored).
+GUARDED_STORE_LUA = (
+    "local function store(KEYS, ARGV)\n" + STORE_LUA + "end\n"
+    "local held = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'GET', 'EX', ARGV[4])\n"
+    "if held and held ~= ARGV[3] then return -1 end\n"
+    "return store({KEYS[1]}, {ARGV[1], ARGV[2]})\n"
+)
+
 #: Celery 5.7's ``CHORD_PART_RETURN_LUA`` (celery/backends/redis.py), one step changed and one
 #: added. The claim: the member that wins it is also recorded in the chord's ``.d`` set (as
 #: ``claim:`` + member, where Celery keeps the members already counted), and a later run of that
@@ -179,6 +191,25 @@ class ResultBackend(RedisBackend):
     @cached_property
     def _store_script(self) -> Any:
         return self.client.register_script(STORE_LUA)
+
+    @cached_property
+    def _guarded_store_script(self) -> Any:
+        return self.client.register_script(GUARDED_STORE_LUA)
+
+    def queue_store_guarded(self, task_id: str, result: Any, guard: tuple[str, int], by: str) -> Queued[bool]:
+        """A SUCCESS ``result`` stored under ``task_id`` behind the publication guard ``guard``
+        (its key and TTL) claimed for ``by``, as a step for a round trip of the state's (the
+        caller checks that this backend is the state's server): True when the guard is ``by``'s,
+        the result then stored (or a SUCCESS already there kept). Safe to repeat."""
+        keys, args = self._store_call(task_id, result, states.SUCCESS, None, None)
+        guard_key, ttl = guard
+        sha = self._guarded_store_script.sha
+
+        def queue(pipe: Any) -> int:
+            pipe.evalsha(sha, 2, keys[0], guard_key, *args, by, ttl)
+            return 1
+
+        return Queued(queue, lambda replies: replies[0] != -1, (GUARDED_STORE_LUA,))
 
     def on_chord_part_return(
         self, request: Any, state: str, result: Any, propagate: Any = None, **kwargs: Any

@@ -26,7 +26,7 @@ from orchestration.errors import QuorumError
 from orchestration.state import FleetSetting, cache
 from orchestration.state import job_records as jobs
 from orchestration.state.fleet import queue_read_fleet
-from orchestration.state.scripts import Queued, execute_queued
+from orchestration.state.scripts import Queued, execute_queued, queued_all
 from workers.events import send_job_event
 from workers.job_errors import REDIS_DOWN, as_job_error, store_error
 from workers.previews import preview
@@ -305,9 +305,35 @@ def publish_success(
     app.backend.store_result(job_id, result, states.SUCCESS, also=also if rt.state_on_backend else None)
     if also is not None and not rt.state_on_backend:
         _state_write(rt, job_id, also)
+    announce_success(app, hostname, job_id, result)
+    return True
+
+
+def publish_along(
+    app: Celery, rt: Runtime, job_id: str, result: dict[str, Any], *, by: str, also: Queued[Any] | None = None
+) -> Queued[bool] | None:
+    """:func:`publish_success` as one step for the round trip of the state's records (a call's
+    post-call records): the guard claimed and the answer stored in one script, ``also`` behind
+    it; True when the guard is ``by``'s (then :func:`announce_success`). None when the result
+    backend is not the state's server: the caller claims with the records and publishes after.
+
+    ``also`` goes with the answer unconditionally here: only a run whose guard another publisher
+    holds (two runs of one job racing after a crash) sends it in vain, and its writes (the job's
+    count, once per job id; the cache entry, an answer to the same request) are safe to repeat."""
+    if not rt.state_on_backend:
+        return None
+    guard = jobs.publication_guard(rt.prefix, job_id, rt.settings.result_expires_s)
+    store = app.backend.queue_store_guarded(job_id, result, guard, by)
+    both = queued_all(store, also)
+    if both is None or also is None:
+        return store
+    return Queued(both.queue, lambda replies: both.parse(replies)[0], both.scripts)
+
+
+def announce_success(app: Celery, hostname: str | None, job_id: str, result: dict[str, Any]) -> None:
+    """The job's ``task-succeeded`` event, once its answer is stored (Flower shows the job done)."""
     runtime = float(result.get("latency_ms") or 0.0) / 1000
     _event(app, hostname, "task-succeeded", job_id, result=preview(result, RESULT_REPR_MAX), runtime=runtime)
-    return True
 
 
 def _state_write(rt: Runtime, job_id: str, write: Queued[Any]) -> None:

@@ -47,12 +47,14 @@ from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, mer
 from workers.events import BufferTaskEvents
 from workers.job_errors import as_job_error
 from workers.publication import (
+    announce_success,
     cache_along,
     claim_along,
     ending_typed,
     enter,
     load_spec,
     open_job,
+    publish_along,
     publish_failure,
     publish_success,
 )
@@ -204,13 +206,21 @@ def call(
 
 def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any, post: PostCall) -> None:
     """A failover hop succeeded: publish its answer under the job id (once), count the job, cache
-    the answer. The guard rides with the call's post-call records, the job's count and cache entry
-    with its answer (one round trip each); a hop whose guard another run holds stores nothing."""
+    the answer. With the result backend on the state's server (the default) all of it rides with
+    the call's post-call records, one round trip; else the guard rides with them and the answer,
+    count and cache entry follow in one more. A hop whose guard another run holds stores nothing."""
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
     by = f"call:{request.id}"
     also = queued_all(rt.job_count(job.job_id, history, strategy=job.strategy), cache_along(rt, job, result))
-    ran = post.flush(claim_along(rt, job.job_id, by))
+    along = publish_along(app, rt, job.job_id, result, by=by, also=also)
+    ran = post.flush(along or claim_along(rt, job.job_id, by))
+    if along is not None and ran and isinstance(ran[0], bool):
+        if ran[0]:
+            announce_success(app, request.hostname, job.job_id, result)
+        return
+    if along is not None:
+        ran = []  # the answer did not ride with the records: publish it on its own
     publish_success(
         app,
         rt,

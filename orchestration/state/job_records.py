@@ -137,7 +137,8 @@ def claim_publication(redis: Any, prefix: str, job_id: str, by: str, ttl_s: int 
     """True for the first publisher, and again for that same publisher when its task is
     redelivered (so a crash between claiming and writing cannot lose the result). Keep the
     claim as long as the result (``ttl_s``): a re-sent job id must not overwrite it."""
-    old = redis.set(_key(prefix, job_id, "published"), by, nx=True, ex=max(ttl_s, JOB_KEY_TTL_S), get=True)
+    key, ttl = publication_guard(prefix, job_id, ttl_s)
+    old = redis.set(key, by, nx=True, ex=ttl, get=True)
     return _claimed(old, by)
 
 
@@ -148,10 +149,16 @@ def _claimed(old: bytes | str | None, by: str) -> bool:
     return old is None or old == by
 
 
+def publication_guard(prefix: str, job_id: str, ttl_s: int = JOB_KEY_TTL_S) -> tuple[str, int]:
+    """The key and TTL of a job's publication guard, for a script that claims it together with
+    another write (e.g. the answer's, where the result backend is the state's server)."""
+    return _key(prefix, job_id, "published"), max(ttl_s, JOB_KEY_TTL_S)
+
+
 def queue_claim_publication(prefix: str, job_id: str, by: str, ttl_s: int = JOB_KEY_TTL_S) -> Queued[bool]:
     """:func:`claim_publication` as one command for a round trip shared with other steps (it is
     safe to repeat: the same publisher claims again)."""
-    key, ttl = _key(prefix, job_id, "published"), max(ttl_s, JOB_KEY_TTL_S)
+    key, ttl = publication_guard(prefix, job_id, ttl_s)
 
     def queue(pipe: Any) -> int:
         pipe.set(key, by, nx=True, ex=ttl, get=True)

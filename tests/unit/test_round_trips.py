@@ -1,6 +1,7 @@
 """Steps that share one Redis round trip (``scripts.Queued``): the entry's reads (job-id check,
 fleet setting, breakers), the entry's spec store with its cache lookup, a failover hop's
-post-call records with its publication guard, an early-quorum chord call's records with its
+post-call records with its publication guard (and its answer, count and cache entry when the
+result backend is the state's server), an early-quorum chord call's records with its
 answer, a job's answer with its count, and the count of the call that completes a chord with
 the chord's results and claim. Each test counts the round trips on a real Valkey (one write of
 commands to the socket is one round trip) and checks that every step of the shared trip took
@@ -228,6 +229,54 @@ def test_with_redis_gone_the_records_degrade_and_the_guard_is_left_to_the_caller
     _attempt(gone, breaker, post, "job-3.h0")
     assert post.flush(jobs.queue_claim_publication(PX, "job-3", "call:job-3.h0")) == []
     assert breaker.degraded  # per-process breakers, as without the guard
+
+
+def test_a_failover_hops_records_guard_answer_count_and_cache_entry_share_one_round_trip(
+    counted: redis.Redis, valkey_url: str
+) -> None:
+    from workers.publication import publish_along
+
+    app = app_module.create_app(Settings(redis_url=valkey_url))
+    rt = SimpleNamespace(prefix=PX, settings=Settings(redis_url=valkey_url), state_on_backend=True)
+
+    def along(job_id: str, by: str, answer: int) -> Any:
+        count = queue_record_job(PX, job_id, 500, kind="extract", strategy="failover", outcome="ok")
+        also = queued_all(count, cache.queue_store(f"{PX}cache:{job_id}", {"answer": answer}, 60))
+        return publish_along(app, rt, job_id, {"answer": answer}, by=by, also=also)  # type: ignore[arg-type]
+
+    breaker = ResilientBreaker(counted, PX, STRICT)
+    warm = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, warm, "warm.h0")
+    counted.script_flush()  # a Redis that lost its scripts: loaded, and the round trip runs again
+    assert warm.flush(along("warm", "call:warm.h0", 0)) == [True]
+    post = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, post, "job-12.h0")
+    trips()
+
+    assert post.flush(along("job-12", "call:job-12.h0", 12)) == [True]
+    assert trips() == 1
+    meta = app.backend.get_task_meta("job-12", cache=False)
+    assert (meta["status"], meta["result"]) == (states.SUCCESS, {"answer": 12})
+    assert jobs.published_by(counted, PX, "job-12") == "call:job-12.h0"
+    assert counted.hget(f"{PX}{{fleet}}:jobs", "jobs") == b"2"  # the warm-up's and job-12's
+    assert json.loads(counted.get(f"{PX}cache:job-12")) == {"answer": 12}
+    assert read_health(counted, PX, "openai").successes == 2
+
+    # another run of the job holds the guard: its answer is not stored, its records still land
+    other = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, other, "job-12.h1")
+    assert other.flush(along("job-12", "call:job-12.h1", 99)) == [False]
+    assert app.backend.get_task_meta("job-12", cache=False)["result"] == {"answer": 12}
+    assert counted.hget(f"{PX}{{fleet}}:jobs", "jobs") == b"2"  # the job is counted once
+    assert read_health(counted, PX, "openai").successes == 3
+    # a redelivered hop claims again (the same publisher); the stored answer is kept
+    again = PostCall(counted, PX, breaker, defer=True)
+    _attempt(counted, breaker, again, "job-12.h0")
+    assert again.flush(along("job-12", "call:job-12.h0", 13)) == [True]
+    assert app.backend.get_task_meta("job-12", cache=False)["result"] == {"answer": 12}
+
+    rt.state_on_backend = False  # the backend is another server: the answer cannot ride along
+    assert along("job-13", "call:job-13.h0", 13) is None
 
 
 # --------------------------------------------------------------------------- answer and count
