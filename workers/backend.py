@@ -42,6 +42,7 @@ from celery.utils.functional import _regen
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
+from orchestration.state.cache import CacheEntry
 from orchestration.state.scripts import Queued, execute_queued
 
 log = logging.getLogger("quorum.backend")
@@ -67,13 +68,16 @@ return 1
 
 #: :data:`STORE_LUA` behind a job's publication guard, for a backend on the state's server: the
 #: guard is claimed (``SET NX GET``: the first publisher, or that same one again) and the result
-#: stored only when it is this publisher's. KEYS: the result, the guard; ARGV: the result and its
-#: expiry (as STORE_LUA's), the publisher, the guard's TTL. Reply: STORE_LUA's (1 stored, 0 a
-#: SUCCESS was there), or -1 when another publisher holds the guard (nothing stored).
+#: stored, and the answer's cache entry written, only when it is this publisher's. KEYS: the
+#: result, the guard, the cache entry (optional); ARGV: the result and its expiry (as
+#: STORE_LUA's), the publisher, the guard's TTL, the cache entry's value and TTL. Reply:
+#: STORE_LUA's (1 stored, 0 a SUCCESS was there), or -1 when another publisher holds the guard
+#: (nothing written).
 GUARDED_STORE_LUA = (
     "local function store(KEYS, ARGV)\n" + STORE_LUA + "end\n"
     "local held = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'GET', 'EX', ARGV[4])\n"
     "if held and held ~= ARGV[3] then return -1 end\n"
+    "if KEYS[3] then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end\n"
     "return store({KEYS[1]}, {ARGV[1], ARGV[2]})\n"
 )
 
@@ -196,17 +200,22 @@ class ResultBackend(RedisBackend):
     def _guarded_store_script(self) -> Any:
         return self.client.register_script(GUARDED_STORE_LUA)
 
-    def queue_store_guarded(self, task_id: str, result: Any, guard: tuple[str, int], by: str) -> Queued[bool]:
+    def queue_store_guarded(
+        self, task_id: str, result: Any, guard: tuple[str, int], by: str, cache: CacheEntry | None = None
+    ) -> Queued[bool]:
         """A SUCCESS ``result`` stored under ``task_id`` behind the publication guard ``guard``
-        (its key and TTL) claimed for ``by``, as a step for a round trip of the state's (the
-        caller checks that this backend is the state's server): True when the guard is ``by``'s,
-        the result then stored (or a SUCCESS already there kept). Safe to repeat."""
+        (its key and TTL) claimed for ``by``, with the answer's ``cache`` entry, as a step for a
+        round trip of the state's (the caller checks that this backend is the state's server):
+        True when the guard is ``by``'s, the result then stored (or a SUCCESS already there
+        kept) and the entry written. Safe to repeat."""
         keys, args = self._store_call(task_id, result, states.SUCCESS, None, None)
         guard_key, ttl = guard
+        keys += [guard_key] + ([cache.key] if cache else [])
+        args += [by, ttl] + ([cache.value, cache.ttl_s] if cache else [])
         sha = self._guarded_store_script.sha
 
         def queue(pipe: Any) -> int:
-            pipe.evalsha(sha, 2, keys[0], guard_key, *args, by, ttl)
+            pipe.evalsha(sha, len(keys), *keys, *args)
             return 1
 
         return Queued(queue, lambda replies: replies[0] != -1, (GUARDED_STORE_LUA,))

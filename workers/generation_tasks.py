@@ -54,7 +54,6 @@ from orchestration.generation import (
     require_answers,
 )
 from orchestration.models import Attempt
-from orchestration.state.scripts import queued_all
 from workers.app import app
 from workers.canvas import FlatChord, candidate_id, inline_body
 from workers.publication import (
@@ -141,8 +140,8 @@ def _carry_on(
     result = step.result.model_dump(mode="json")
     attempts = progress.attempts + progress.extra
     count = rt.job_count(spec.job_id, attempts, kind="generate", strategy=spec.selector, outcome="ok")
-    also = queued_all(count, cache_along(rt, spec, result))
-    if publish_success(app, rt, spec.job_id, result, by=by, hostname=hostname, also=also):
+    entry = cache_along(rt, spec, result)
+    if publish_success(app, rt, spec.job_id, result, by=by, hostname=hostname, also=count, cache_entry=entry):
         log.info("job %s: %s chose %s", spec.job_id, spec.selector, step.result.chosen)
 
 

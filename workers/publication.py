@@ -25,6 +25,7 @@ from orchestration.breaker import BreakerSnapshot
 from orchestration.errors import QuorumError
 from orchestration.state import FleetSetting, cache
 from orchestration.state import job_records as jobs
+from orchestration.state.cache import CacheEntry
 from orchestration.state.fleet import queue_read_fleet
 from orchestration.state.scripts import Queued, execute_queued, queued_all
 from workers.events import send_job_event
@@ -274,14 +275,14 @@ def claim_along(rt: Runtime, job_id: str, by: str) -> Queued[bool]:
     return jobs.queue_claim_publication(rt.prefix, job_id, by, rt.settings.result_expires_s)
 
 
-def cache_along(rt: Runtime, spec: Any, result: dict[str, Any]) -> Queued[None] | None:
-    """The job's answer for the result cache, as a write that rides with the answer itself
-    (``publish_success(..., also=...)``: cached by the publisher only, in the same round trip);
-    None when the job or the fleet does not cache."""
-    ttl = rt.settings.orchestration.cache_ttl_s
-    if not spec.use_cache or ttl <= 0:
-        return None
-    return cache.queue_store(spec.cache_key(rt.prefix, rt.settings), result, ttl)
+def cache_along(rt: Runtime, spec: Any, result: dict[str, Any]) -> CacheEntry | None:
+    """The job's answer for the result cache, written with the answer by its publisher only
+    (``publish_success(..., cache_entry=...)``); None when the job or the fleet does not cache."""
+    return (
+        cache.entry(spec.cache_key(rt.prefix, rt.settings), result, rt.settings.orchestration.cache_ttl_s)
+        if spec.use_cache
+        else None
+    )
 
 
 def publish_success(
@@ -294,39 +295,84 @@ def publish_success(
     hostname: str | None,
     claimed: bool | None = None,
     also: Queued[Any] | None = None,
+    cache_entry: CacheEntry | None = None,
 ) -> bool:
     """Store the job's answer under its id (first publisher only); True when this one did.
     ``claimed``: the guard's answer when the caller took it already (:func:`claim_along`);
-    ``also``: a write to the state Redis (e.g. the job's count), made only when this publisher
-    stores the answer: in the answer's round trip when the backend is the state's server, right
-    after it on the state Redis when they are two servers."""
+    ``also``: a write to the state Redis made with the answer (the job's count: safe to repeat);
+    ``cache_entry``: the answer's cache entry, written only by the run that stores the answer. Where
+    the result backend is the state's server (the default), the guard, the answer and the rest
+    take one round trip (:func:`publish_along`); with two servers, the guard one, the answer one,
+    and ``also`` and the entry follow on the state Redis."""
+    if (
+        claimed is None
+        and (stored := _publish_in_one(app, rt, job_id, result, by, also, cache_entry)) is not None
+    ):
+        if stored:
+            announce_success(app, hostname, job_id, result)
+        return stored
     if not (claim(rt, job_id, by) if claimed is None else claimed):
         return False
-    app.backend.store_result(job_id, result, states.SUCCESS, also=also if rt.state_on_backend else None)
-    if also is not None and not rt.state_on_backend:
-        _state_write(rt, job_id, also)
+    after = queued_all(also, cache_entry.queued() if cache_entry else None)
+    app.backend.store_result(job_id, result, states.SUCCESS, also=after if rt.state_on_backend else None)
+    if after is not None and not rt.state_on_backend:
+        _state_write(rt, job_id, after)
     announce_success(app, hostname, job_id, result)
     return True
 
 
+def _publish_in_one(
+    app: Celery,
+    rt: Runtime,
+    job_id: str,
+    result: dict[str, Any],
+    by: str,
+    also: Queued[Any] | None,
+    cache_entry: CacheEntry | None,
+) -> bool | None:
+    """:func:`publish_along` sent on its own: whether the guard is ``by``'s (the answer then
+    stored); None when the backend is another server, or when the round trip failed: the caller
+    then publishes step by step, each step with its own retries (all are safe to repeat)."""
+    along = publish_along(app, rt, job_id, result, by=by, also=also, cache_entry=cache_entry)
+    if along is None:
+        return None
+    try:
+        (stored,) = execute_queued(rt.redis, [along], raise_on_error=False)
+    except Exception as e:
+        stored = e
+    if isinstance(stored, bool):
+        return stored
+    log.warning("job %s: publishing in one round trip failed (%s); publishing step by step", job_id, stored)
+    return None
+
+
 def publish_along(
-    app: Celery, rt: Runtime, job_id: str, result: dict[str, Any], *, by: str, also: Queued[Any] | None = None
+    app: Celery,
+    rt: Runtime,
+    job_id: str,
+    result: dict[str, Any],
+    *,
+    by: str,
+    also: Queued[Any] | None = None,
+    cache_entry: CacheEntry | None = None,
 ) -> Queued[bool] | None:
     """:func:`publish_success` as one step for the round trip of the state's records (a call's
-    post-call records): the guard claimed and the answer stored in one script, ``also`` behind
-    it; True when the guard is ``by``'s (then :func:`announce_success`). None when the result
-    backend is not the state's server: the caller claims with the records and publishes after.
+    post-call records): one script claims the guard and, when it is ``by``'s, stores the answer
+    and its cache entry; ``also`` rides behind it. True when the guard is ``by``'s (then
+    :func:`announce_success`). None when the result backend is not the state's server: the
+    caller claims with the records and publishes after.
 
-    ``also`` goes with the answer unconditionally here: only a run whose guard another publisher
-    holds (two runs of one job racing after a crash) sends it in vain, and its writes (the job's
-    count, once per job id; the cache entry, an answer to the same request) are safe to repeat."""
+    ``also`` is sent whoever holds the guard: it must be safe to repeat and to send in vain (the
+    job's count is taken once per job id; a run that loses the guard is one of two runs of a
+    job racing after a crash)."""
     if not rt.state_on_backend:
         return None
     guard = jobs.publication_guard(rt.prefix, job_id, rt.settings.result_expires_s)
-    store = app.backend.queue_store_guarded(job_id, result, guard, by)
-    both = queued_all(store, also)
-    if both is None or also is None:
+    store = app.backend.queue_store_guarded(job_id, result, guard, by, cache_entry)
+    if also is None:
         return store
+    both = queued_all(store, also)
+    assert both is not None
     return Queued(both.queue, lambda replies: both.parse(replies)[0], both.scripts)
 
 

@@ -41,7 +41,7 @@ from orchestration.providers import preload
 from orchestration.state import RecentWeights
 from orchestration.state.accuracy import queue_grades
 from orchestration.state.job_records import JOB_KEY_TTL_S, queue_add_answer, spec_ttl_s
-from orchestration.state.scripts import Queued, execute_queued, queued_all
+from orchestration.state.scripts import Queued, execute_queued
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
 from workers.events import BufferTaskEvents
@@ -212,8 +212,8 @@ def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: A
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
     by = f"call:{request.id}"
-    also = queued_all(rt.job_count(job.job_id, history, strategy=job.strategy), cache_along(rt, job, result))
-    along = publish_along(app, rt, job.job_id, result, by=by, also=also)
+    count, entry = rt.job_count(job.job_id, history, strategy=job.strategy), cache_along(rt, job, result)
+    along = publish_along(app, rt, job.job_id, result, by=by, also=count, cache_entry=entry)
     ran = post.flush(along or claim_along(rt, job.job_id, by))
     if along is not None and ran and isinstance(ran[0], bool):
         if ran[0]:
@@ -229,7 +229,8 @@ def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: A
         by=by,
         hostname=request.hostname,
         claimed=ran[0] if ran else None,  # None: the records went without it; claim on its own
-        also=also,
+        also=count,
+        cache_entry=entry,
     )
 
 
@@ -261,8 +262,8 @@ def _maybe_publish_early(
         history = [Attempt.model_validate(a) for a in skipped] + so_far
         fields, chosen = merge_answer(job, history, accuracy=accuracy, priors=priors)
         result = build_result(job, history, fields, chosen=chosen, early=True).model_dump(mode="json")
-        also = cache_along(rt, job, result)
-        if publish_success(app, rt, job.job_id, result, by="early", hostname=hostname, also=also):
+        entry = cache_along(rt, job, result)
+        if publish_success(app, rt, job.job_id, result, by="early", hostname=hostname, cache_entry=entry):
             log.info("job %s: early quorum after %d answers", job.job_id, len(so_far))
     except Exception:  # early quorum is an optimisation: the chord body still answers
         log.warning("job %s: early quorum check failed", job.job_id, exc_info=True)
@@ -333,8 +334,8 @@ def _merge(
         claimed = None  # claim on its own (and raise there)
     if claimed is not False:  # answered early (or by an earlier run): no answer to build or cache
         result = build_result(job, history, fields, chosen=chosen).model_dump(mode="json")
-        also = cache_along(rt, job, result)
-        publish_success(app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, also=also)
+        entry = cache_along(rt, job, result)
+        publish_success(app, rt, job_id, result, by=by, hostname=hostname, claimed=claimed, cache_entry=entry)
 
 
 # --------------------------------------------------------------------------- failover hops

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -82,18 +83,38 @@ def queue_count_hit(prefix: str) -> Queued[None]:
     return Queued(queue, lambda replies: None)
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """An answer to keep under ``key`` for ``ttl_s`` seconds, as stored (``value``, JSON): a
+    write to send with the job's answer, as a step of its own (:meth:`queued`) or inside the
+    script that publishes the answer (then only by the run that publishes it)."""
+
+    key: str
+    value: str
+    ttl_s: int
+
+    def queued(self) -> Queued[None]:
+        """The write as a step for a shared round trip; safe to repeat."""
+
+        def queue(pipe: Any) -> int:
+            pipe.set(self.key, self.value, ex=self.ttl_s)
+            return 1
+
+        return Queued(queue, lambda replies: None)
+
+
+def entry(key: str, result: dict[str, Any], ttl_s: int) -> CacheEntry | None:
+    """``result`` as an entry under ``key``; None when caching is off (``ttl_s`` 0)."""
+    if ttl_s <= 0:
+        return None
+    return CacheEntry(key, json.dumps(result, separators=(",", ":")), ttl_s)
+
+
 def queue_store(key: str, result: dict[str, Any], ttl_s: int) -> Queued[None] | None:
     """Keep an answer for ``ttl_s`` seconds, as a write that rides in another step's round trip
     (with the job's answer); None when caching is off (``ttl_s`` 0). Safe to repeat."""
-    if ttl_s <= 0:
-        return None
-    value = json.dumps(result, separators=(",", ":"))
-
-    def queue(pipe: Any) -> int:
-        pipe.set(key, value, ex=ttl_s)
-        return 1
-
-    return Queued(queue, lambda replies: None)
+    kept = entry(key, result, ttl_s)
+    return kept.queued() if kept else None
 
 
 def hit_rate(redis: Redis, prefix: str) -> tuple[int, int]:

@@ -241,8 +241,8 @@ def test_a_failover_hops_records_guard_answer_count_and_cache_entry_share_one_ro
 
     def along(job_id: str, by: str, answer: int) -> Any:
         count = queue_record_job(PX, job_id, 500, kind="extract", strategy="failover", outcome="ok")
-        also = queued_all(count, cache.queue_store(f"{PX}cache:{job_id}", {"answer": answer}, 60))
-        return publish_along(app, rt, job_id, {"answer": answer}, by=by, also=also)  # type: ignore[arg-type]
+        entry = cache.entry(f"{PX}cache:{job_id}", {"answer": answer}, 60)
+        return publish_along(app, rt, job_id, {"answer": answer}, by=by, also=count, cache_entry=entry)  # type: ignore[arg-type]
 
     breaker = ResilientBreaker(counted, PX, STRICT)
     warm = PostCall(counted, PX, breaker, defer=True)
@@ -267,6 +267,7 @@ def test_a_failover_hops_records_guard_answer_count_and_cache_entry_share_one_ro
     _attempt(counted, breaker, other, "job-12.h1")
     assert other.flush(along("job-12", "call:job-12.h1", 99)) == [False]
     assert app.backend.get_task_meta("job-12", cache=False)["result"] == {"answer": 12}
+    assert json.loads(counted.get(f"{PX}cache:job-12")) == {"answer": 12}  # the publisher's answer
     assert counted.hget(f"{PX}{{fleet}}:jobs", "jobs") == b"2"  # the job is counted once
     assert read_health(counted, PX, "openai").successes == 3
     # a redelivered hop claims again (the same publisher); the stored answer is kept
@@ -277,6 +278,31 @@ def test_a_failover_hops_records_guard_answer_count_and_cache_entry_share_one_ro
 
     rt.state_on_backend = False  # the backend is another server: the answer cannot ride along
     assert along("job-13", "call:job-13.h0", 13) is None
+
+
+def test_a_publisher_without_records_claims_and_stores_in_one_round_trip(
+    counted: redis.Redis, valkey_url: str
+) -> None:
+    from workers.publication import publish_success
+
+    app = app_module.create_app(Settings(redis_url=valkey_url))
+    rt = SimpleNamespace(
+        prefix=PX, settings=Settings(redis_url=valkey_url), state_on_backend=True, redis=counted
+    )
+
+    def publish(job_id: str, by: str, answer: int) -> bool:
+        entry = cache.entry(f"{PX}cache:{job_id}", {"answer": answer}, 60)
+        return publish_success(app, rt, job_id, {"answer": answer}, by=by, hostname=None, cache_entry=entry)  # type: ignore[arg-type]
+
+    assert publish("warm", "early", 0)  # loads the script
+    trips()
+    assert publish("job-14", "early", 14)
+    assert trips() == 1  # the guard, the answer and its cache entry (the event is batched)
+    assert app.backend.get_task_meta("job-14", cache=False)["result"] == {"answer": 14}
+    assert jobs.published_by(counted, PX, "job-14") == "early"
+    assert not publish("job-14", "body:job-14", 15)  # the chord body came second: nothing written
+    assert app.backend.get_task_meta("job-14", cache=False)["result"] == {"answer": 14}
+    assert json.loads(counted.get(f"{PX}cache:job-14")) == {"answer": 14}
 
 
 # --------------------------------------------------------------------------- answer and count
