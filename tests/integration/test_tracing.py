@@ -192,7 +192,9 @@ def test_quorum_extract_starts_the_trace_at_its_send(fresh, tmp_path):
     assert tasks["quorum.extract"]["parent_id"] == send["context"]["span_id"]
 
 
-def test_generation_job_is_one_trace_without_the_prompt(fresh):
+def test_generation_job_is_one_trace_without_the_prompt(fresh, emulator):
+    for name in ("claude", "openai"):  # an empty answer (a drawn defect) would fail the job
+        emulator.configure(name, defects={"syntax": 0, "missing_requirement": 0, "refusal": 0, "empty": 0})
     prompt = f"Write a function that adds two integers for {SECRET_LINE}"
     job = fresh.send(
         "quorum.generate", prompt=prompt, providers=["claude", "openai"], selector="majority", use_cache=False
