@@ -20,7 +20,11 @@ outcome goes into the chord's results only), and the call that completes the cho
 header results and its claim back in the round trip that counts it (Celery read the saved
 group, the results and extended the claim in three more).
 A job's count can ride with its answer (``store_result(..., also=...)``), and a chord's size
-goes out in one round trip. A worker sending a chord no longer subscribes to its header tasks'
+goes out in one round trip. Where the backend is the state's server, two writes can ride in a
+task's round trip of the state's: a job's answer behind its publication guard
+(:data:`GUARDED_STORE_LUA`), and a chord call's count (:meth:`ResultBackend.queue_chord_part`:
+the tracer then completes the chord from its reply, without counting again).
+A worker sending a chord no longer subscribes to its header tasks'
 results (Celery did, for a barrier no worker waits on: 3 channels per consensus job, never
 read, never left).
 """
@@ -28,6 +32,7 @@ read, never left).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -153,6 +158,24 @@ return {readycount, totaldiff, size, claimed}
 """
 
 
+#: Where a header task that counted itself keeps its :class:`ChordPart` (on its request).
+COUNTED_PART = "quorum_chord_part"
+
+
+@dataclass
+class ChordPart:
+    """One header task's count of its chord: the script's keys and arguments, and what completing
+    the chord needs (the body, the claim's token and expiry); ``reply`` once counted."""
+
+    gid: str
+    keys: list[str]
+    args: list[Any]
+    callback: Any
+    token: str
+    claim_expires: int
+    reply: Any = None
+
+
 class ResultBackend(RedisBackend):
     """Celery's Redis result backend; a chord header task that claimed the body's dispatch and
     runs again (its worker died) takes the claim over instead of leaving the body unsent; the
@@ -220,19 +243,12 @@ class ResultBackend(RedisBackend):
 
         return Queued(queue, lambda replies: replies[0] != -1, (GUARDED_STORE_LUA,))
 
-    def on_chord_part_return(
-        self, request: Any, state: str, result: Any, propagate: Any = None, **kwargs: Any
-    ) -> None:
-        """Celery's, with the completing member's reads in the round trip that counts it: once
-        the script claims the body, it also returns the header results and whether the header's
-        group was saved, where Celery read the group (``GroupResult.restore``), then the results,
-        then extended the claim for the publish, three more round trips per chord. There is no
-        join to wait for, so the claim is taken for the publish at once. A header whose group was
-        saved (nested groups; Quorum sends none) is left to Celery's method, which counts the
-        member again (a no-op) and takes the claim over (:data:`CHORD_PART_RETURN_LUA`)."""
+    def chord_part(self, request: Any, state: str, result: Any) -> ChordPart | None:
+        """The chord count of header task ``request`` ending in ``state`` with ``result`` (None
+        when it is no chord's member), to run now or in a round trip the task chooses."""
         tid, gid, group_index = request.id, request.group, request.group_index
         if not gid or not tid:
-            return
+            return None
         jkey, tkey, skey, dkey, ckey = (
             self.get_key_for_group(gid, s) for s in (".j", ".t", ".s", ".d", ".c")
         )
@@ -242,12 +258,57 @@ class ResultBackend(RedisBackend):
             claim_expires = self._chord_publish_claim_expires(claim_expires, callback)
         token = uuid4().hex
         encoded = self.encode([1, tid, state, self.encode_result(result, state)])
-        reply = self._chord_part_return_script(
+        return ChordPart(
+            gid=gid,
             keys=[jkey, tkey, skey, dkey, self.get_key_for_group(gid), ckey],
             args=[tid, encoded, 1 if self._chord_zset else 0, "+inf" if group_index is None else group_index,
                   self.chord_expires or 0, self._chord_result_expires, claim_expires, token, 1],
-            client=self.client,
+            callback=callback,
+            token=token,
+            claim_expires=claim_expires,
         )  # fmt: skip
+
+    def queue_chord_part(self, request: Any, result: Any) -> Queued[Any] | None:
+        """The chord count of header task ``request`` that succeeded with ``result`` (the value
+        it returns), as a step for a round trip of the state's (the caller checks that this
+        backend is the state's server); once it ran, the tracer's :meth:`on_chord_part_return`
+        completes the chord from its reply instead of counting again. None outside a chord."""
+        part = self.chord_part(request, states.SUCCESS, result)
+        if part is None:
+            return None
+        sha = self._chord_part_return_script.sha
+
+        def queue(pipe: Any) -> int:
+            pipe.evalsha(sha, len(part.keys), *part.keys, *part.args)
+            return 1
+
+        def parse(replies: list[Any]) -> Any:
+            part.reply = replies[0]
+            setattr(request, COUNTED_PART, part)
+            return part.reply
+
+        return Queued(queue, parse, (CHORD_PART_RETURN_LUA,))
+
+    def on_chord_part_return(
+        self, request: Any, state: str, result: Any, propagate: Any = None, **kwargs: Any
+    ) -> None:
+        """Celery's, with the completing member's reads in the round trip that counts it: once
+        the script claims the body, it also returns the header results and whether the header's
+        group was saved, where Celery read the group (``GroupResult.restore``), then the results,
+        then extended the claim for the publish, three more round trips per chord. There is no
+        join to wait for, so the claim is taken for the publish at once. A member that counted
+        itself in a round trip of its own (:meth:`queue_chord_part`) is not counted again. A
+        header whose group was saved (nested groups; Quorum sends none) is left to Celery's
+        method, which counts the member again (a no-op) and takes the claim over
+        (:data:`CHORD_PART_RETURN_LUA`)."""
+        part = getattr(request, COUNTED_PART, None)
+        if not isinstance(part, ChordPart):
+            part = self.chord_part(request, state, result)
+            if part is None:
+                return
+            part.reply = self._chord_part_return_script(keys=part.keys, args=part.args, client=self.client)
+        reply, callback, gid = part.reply, part.callback, part.gid
+        jkey, tkey, skey, dkey, _, ckey = part.keys
         if reply[0] == -1 or not reply[3] or callback is None:
             return  # the chord is done, or incomplete, or this member did not claim its body
         if reply[4]:
@@ -269,9 +330,9 @@ class ResultBackend(RedisBackend):
             log.exception("Chord callback for %r raised: %r", gid, exc)
             self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
         finally:
-            done_expires = int(max(claim_expires * 2, 300))
+            done_expires = int(max(part.claim_expires * 2, 300))
             keys = [ckey, jkey, tkey, skey, dkey]
-            if not self._chord_cleanup_script(keys=keys, args=[token, done_expires], client=self.client):
+            if not self._chord_cleanup_script(keys=keys, args=[part.token, done_expires], client=self.client):
                 log.warning("Chord callback claim for %r was lost before cleanup; left for expiry", gid)
 
     def _store_call(

@@ -41,7 +41,7 @@ from orchestration.providers import preload
 from orchestration.state import RecentWeights
 from orchestration.state.accuracy import queue_grades
 from orchestration.state.job_records import JOB_KEY_TTL_S, queue_add_answer, spec_ttl_s
-from orchestration.state.scripts import Queued, execute_queued
+from orchestration.state.scripts import Queued, execute_queued, queued_all
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
 from workers.events import BufferTaskEvents
@@ -177,9 +177,11 @@ def call(
     candidate = job.candidates[index]
     label = candidate.label() if mode == MODE_FAILOVER else chord_labels(job.candidates)[index]
     early = mode != MODE_FAILOVER and job.strategy == "consensus" and job.early_quorum
-    # A failover hop's post-call records wait for its publication guard, an early-quorum chord
-    # call's for its answer: one round trip for both.
-    post = rt.post_call(defer=mode == MODE_FAILOVER or early, closed_at=closed_at)
+    # A failover hop's post-call records wait for its answer (or its publication guard), an
+    # early-quorum chord call's for its answer, a chord call's for its chord count (where the
+    # result backend is the state's server): one round trip for all.
+    counts = mode != MODE_FAILOVER and rt.state_on_backend and bool(self.request.chord)
+    post = rt.post_call(defer=mode == MODE_FAILOVER or early or counts, closed_at=closed_at)
     try:
         attempt = rt.attempt(
             candidate,
@@ -197,11 +199,16 @@ def call(
                 raise error
             history = [Attempt.model_validate(a) for a in attempts or []] + [attempt]
             _finish(rt, job, history, self.request, post)
-        elif early:
-            _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname, post)
+            return attempt.model_dump(mode="json")
+        outcome = attempt.model_dump(mode="json")
+        count = app.backend.queue_chord_part(self.request, outcome) if counts else None
+        if early:
+            _maybe_publish_early(rt, job, attempt, skipped or [], self.request.hostname, post, count)
+        elif count is not None:
+            post.flush(count)  # not sent (the breaker degraded): Celery's tracer counts the call
+        return outcome
     finally:
         post.flush()  # the records go out whatever happened (nothing left once flushed)
-    return attempt.model_dump(mode="json")
 
 
 def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any, post: PostCall) -> None:
@@ -241,13 +248,17 @@ def _maybe_publish_early(
     skipped: list[dict[str, Any]],
     hostname: str | None,
     post: PostCall,
+    count: Queued[Any] | None = None,
 ) -> None:
     """Early quorum: publish the job's answer as soon as the outstanding answers cannot change it.
-    The call's answer rides with its post-call records (one round trip), or goes alone when they
-    went without it (e.g. the breaker degraded)."""
+    The call's answer (and its chord ``count``, when given) rides with its post-call records (one
+    round trip), or goes alone when they went without it (e.g. the breaker degraded; Celery's
+    tracer then counts the call)."""
     try:
         step = queue_add_answer(rt.prefix, job.job_id, attempt, ttl_s=rt.settings.result_expires_s)
-        ran = post.flush(step)
+        ran = post.flush(step if count is None else queued_all(step, count))
+        if ran and count is not None:
+            ran = [ran[0][0]]
         answers, published = ran[0] if ran else execute_queued(rt.redis, [step])[0]
         if published is not None:
             return  # answered already: nothing to merge early

@@ -1,9 +1,10 @@
 """Steps that share one Redis round trip (``scripts.Queued``): the entry's reads (job-id check,
 fleet setting, breakers), the entry's spec store with its cache lookup, a failover hop's
 post-call records with its publication guard (and its answer, count and cache entry when the
-result backend is the state's server), an early-quorum chord call's records with its
-answer, a job's answer with its count, and the count of the call that completes a chord with
-the chord's results and claim. Each test counts the round trips on a real Valkey (one write of
+result backend is the state's server), an early-quorum chord call's records with its answer
+(and its chord count), a job's guard with its answer, a job's answer with its count, and the
+count of the call that completes a chord with the chord's results and claim.
+Each test counts the round trips on a real Valkey (one write of
 commands to the socket is one round trip) and checks that every step of the shared trip took
 effect, so a step dropped from the pipeline fails here."""
 
@@ -429,6 +430,46 @@ def test_the_call_that_completes_a_chord_reads_its_results_with_its_count(valkey
     assert len(_Recorded.calls) == 1
 
 
+def test_a_chord_call_that_counted_itself_is_not_counted_again_by_the_tracer(valkey_url: str) -> None:
+    """A chord call counts itself in its own round trip (``queue_chord_part``, with its post-call
+    records); Celery's tracer then completes the chord from that reply: no count of its own, the
+    body run and the clean-up only. A call whose count did not run is counted by the tracer."""
+    from celery.app.task import Context
+
+    results = app_module.create_app(Settings(redis_url=valkey_url)).backend
+    results.client.flushall()
+    body = {"task": "quorum.merge", "args": [], "kwargs": {}, "options": {}, "subtask_type": "test_recorded"}
+    group = "job-15-grp"
+
+    def request(i: int, group: str = group) -> Any:
+        return Context(id=f"job-15.c{i}", group=group, group_index=i, chord=body, ignore_result=True)
+
+    results.set_chord_size("warm-15", 1)
+    warm = request(0, "warm-15")
+    execute_queued(results.client, [results.queue_chord_part(warm, {"answer": 0})])  # loads the script
+    results.mark_as_done("job-15.c0", {"answer": 0}, request=warm)
+    results.set_chord_size(group, 3)
+    _Recorded.calls = []
+    results.mark_as_done("job-15.c0", {"answer": 0}, request=request(0))  # the tracer counts it
+    client = results.client
+    results.client = counted = redis.Redis(
+        connection_pool=ConnectionPool.from_url(valkey_url, connection_class=CountingConnection)
+    )
+    try:
+        counted.ping()
+        for i in (1, 2):
+            member = request(i)
+            trips()
+            assert execute_queued(counted, [results.queue_chord_part(member, {"answer": i})])[0][0] == i + 1
+            assert trips() == 1
+            results.mark_as_done(f"job-15.c{i}", {"answer": i}, request=member)
+            assert trips() == (0 if i == 1 else 1)  # the last: the clean-up after the body, only
+    finally:
+        results.client = client
+    assert _Recorded.calls == [([{"answer": 0}, {"answer": 1}, {"answer": 2}],)]
+    assert client.get(results.get_key_for_group(group, ".c")) == b"done"
+
+
 def test_a_chord_whose_group_was_saved_completes_celerys_way(valkey_url: str) -> None:
     """A header with a saved group (nested groups: Quorum sends none) is joined by Celery's own
     method: the member is counted once, the claim taken over, the body sent once."""
@@ -557,6 +598,37 @@ def test_an_early_quorum_chord_call_sends_its_records_with_its_answer(
     assert read_health(counted, PX, "openai").successes == 2
     trips()
     assert post.flush() == [] and trips() == 0  # the call's own flush finds nothing left
+
+
+def test_an_early_quorum_chord_call_sends_its_chord_count_with_its_records_and_answer(
+    counted: redis.Redis, valkey_url: str
+) -> None:
+    from celery.app.task import Context
+
+    from workers.tasks import _maybe_publish_early
+
+    rt, job = _chord_job(valkey_url, "job-16")
+    rt.redis = rt.fast_redis = counted
+    results = app_module.create_app(Settings(redis_url=valkey_url)).backend
+    breaker = ResilientBreaker(counted, PX, STRICT)
+    body = {"task": "quorum.merge", "args": [], "kwargs": {}, "options": {}, "subtask_type": "test_recorded"}
+    warm_request = Context(id="warm16.c0", group="warm16-grp", group_index=0, chord=body, ignore_result=True)
+    warm = PostCall(counted, PX, breaker, defer=True)
+    answer = _attempt(counted, breaker, warm, "warm16.c0")
+    results.set_chord_size("job-16-grp", 3)
+    warm.flush(
+        queued_all(jobs.queue_add_answer(PX, "warm16", answer), results.queue_chord_part(warm_request, {}))
+    )
+    request = Context(id="job-16.c0", group="job-16-grp", group_index=0, chord=body, ignore_result=True)
+    post = PostCall(counted, PX, breaker, defer=True)
+    attempt = _attempt(counted, breaker, post, "job-16.c0")
+    trips()
+    count = results.queue_chord_part(request, attempt.model_dump(mode="json"))
+    _maybe_publish_early(rt, job, attempt, [], "w1", post, count)
+    assert trips() == 1  # the records, the answer and the chord count
+    assert _answers(counted, "job-16") == ["job-16.c0"]
+    assert counted.zcard(results.get_key_for_group("job-16-grp", ".j")) == 1
+    assert request.quorum_chord_part.reply[0] == 1  # the tracer completes from this reply
 
 
 def test_an_early_quorum_chord_call_whose_records_went_alone_sends_its_answer_itself(valkey_url: str) -> None:
