@@ -183,7 +183,7 @@ def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     def start(rt: Runtime, spec: GenerationSpec) -> None:
         _start(rt, spec, entry.breakers, entry.read_at)
 
-    return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start)
+    return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start, stored=entry.stored)
 
 
 def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapshot], read_at: float) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
 
 from celery import Celery, Task, states
@@ -54,6 +54,19 @@ class Entry:
     fleet: FleetSetting
     breakers: dict[str, BreakerSnapshot]
     read_at: float = 0.0
+    #: The spec store's outcome (:func:`store_spec`'s) when it rode with these reads.
+    stored: tuple[Any, dict[str, Any] | None, bool] | None = None
+
+
+class LastFleet:
+    """The fleet setting this process read last: an entry prepares its spec on it and stores the
+    spec with its reads, one round trip; the fleet setting read there confirms it (a changed one
+    costs that entry one more round trip, to store the spec prepared on it)."""
+
+    value: FleetSetting | None = None
+
+
+_last_fleet = LastFleet()
 
 
 def open_entry(task: Task, rt: Runtime, args: Any, kwargs: Any, providers: Sequence[str] = ()) -> Entry:
@@ -75,6 +88,7 @@ def open_entry(task: Task, rt: Runtime, args: Any, kwargs: Any, providers: Seque
     if held:
         log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
         raise Ignore()
+    _last_fleet.value = fleet
     return Entry(job_id, digest, fleet, breakers, read_at)
 
 
@@ -98,6 +112,8 @@ def open_job(
         request = parse(args, kwargs)
     except QuorumError as e:
         invalid = e
+    if request is not None and (opened := _open_in_one(task, rt, args, kwargs, request, providers, prepare)):
+        return opened
     entry = open_entry(task, rt, args, kwargs, providers(request) if request is not None else ())
     try:
         if invalid is not None:
@@ -106,6 +122,79 @@ def open_job(
         return entry, prepare(request, entry)
     except QuorumError as e:
         refuse(rt, entry.job_id, e)
+
+
+def _open_in_one(
+    task: Task,
+    rt: Runtime,
+    args: Any,
+    kwargs: Any,
+    request: R,
+    providers: Callable[[R], Sequence[str]],
+    prepare: Callable[[R, Entry], S],
+) -> tuple[Entry, S] | None:
+    """:func:`open_job` and the spec store in one round trip, for a request prepared on the fleet
+    setting this process read last: the spec is stored only if the id is free (``SET NX GET``: a
+    spec of another request is left alone and the task refused, as on the checked path), and the
+    fleet setting, the breakers, whether the job was answered and the cached answer are read
+    with it. None (the caller takes the checked path) when no fleet setting was read yet, the id
+    is not a job id, or the request does not prepare: its refusal waits for the id's check."""
+    guess, job_id = _last_fleet.value, task.request.id
+    if guess is None or not jobs.valid_job_id(job_id):
+        return None
+    digest, read_at = jobs.request_digest(args, kwargs), time.time()
+    try:
+        spec: Any = prepare(request, Entry(job_id, digest, guess, {}, read_at))
+    except QuorumError:
+        return None
+    key = _cache_key(rt, spec)
+    ttl = jobs.spec_ttl_s(spec.deadline, read_at)
+    steps: list[Queued[Any]] = [
+        jobs.queue_store_spec(rt.prefix, job_id, digest, spec.model_dump_json(), ttl),
+        jobs.queue_published(rt.prefix, job_id),
+        queue_read_fleet(rt.prefix),
+        rt.breaker.queue_states(providers(request), read_at),
+    ]
+    if key is not None:
+        steps.append(cache.queue_lookup(rt.prefix, key))
+    try:
+        held, published, fleet, breakers, *looked = execute_queued(rt.redis, steps, raise_on_error=False)
+    except KeyError:
+        log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
+        raise Ignore() from None
+    for value in (held, published, fleet, breakers):
+        if isinstance(value, Exception):
+            raise value
+    fresh = held is None
+    if fresh and published:  # answered long ago (its spec expired): this spec must not stay
+        execute_queued(rt.redis, [jobs.queue_drop_spec(rt.prefix, job_id)])
+        log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
+        raise Ignore()
+    _last_fleet.value = fleet
+    entry = Entry(job_id, digest, fleet, breakers, read_at)
+    hit = looked[0] if looked and not isinstance(looked[0], Exception) else None
+    if not fresh:
+        return replace(entry, stored=(type(spec).model_validate_json(held), hit, False)), spec
+    if fleet != guess:  # set-strategy ran since this process last read it: prepare on the new one
+        try:
+            spec = prepare(request, entry)
+        except QuorumError as e:
+            execute_queued(rt.redis, [jobs.queue_drop_spec(rt.prefix, job_id)])  # no task reads it
+            refuse(rt, job_id, e)
+        key = _cache_key(rt, spec)
+        redo = [jobs.queue_replace_spec(rt.prefix, job_id, digest, spec.model_dump_json(), ttl)]
+        if key is not None:  # the first lookup was for the other spec (counted as a miss too)
+            redo.append(cache.queue_lookup(rt.prefix, key))
+        _, *looked = execute_queued(rt.redis, redo, raise_on_error=False)
+        hit = looked[0] if looked and not isinstance(looked[0], Exception) else None
+    return replace(entry, stored=(spec, hit, True)), spec
+
+
+def _cache_key(rt: Runtime, spec: Any) -> str | None:
+    """Where the job's answer is cached, or None when the job or the fleet does not cache."""
+    if spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0:
+        return str(spec.cache_key(rt.prefix, rt.settings))
+    return None
 
 
 def refuse(rt: Runtime, job_id: str, error: QuorumError) -> NoReturn:
@@ -191,16 +280,16 @@ def enter(
     *,
     cached: Callable[[dict[str, Any], M], dict[str, Any]],
     start: Callable[[Runtime, M], None],
+    stored: tuple[M, dict[str, Any] | None, bool] | None = None,
 ) -> dict[str, Any]:
     """The tail of a public entry, whatever the job's kind: store the spec and look the answer up
-    in the cache (one round trip). A hit is claimed, counted and the spec this run stored
-    dropped (one more); ``cached`` re-issues it for this job. Otherwise ``start`` the job, whose
-    last task publishes the answer under the job id (``Ignore`` here); a typed error on the way
-    fails the job, and so does a send that Redis did not take within the workers' outage grace
-    (as ``RedisUnavailableError``, once: some of the job's tasks may have gone out)."""
-    caching = spec.use_cache and rt.settings.orchestration.cache_ttl_s > 0  # type: ignore[attr-defined]
-    key = spec.cache_key(rt.prefix, rt.settings) if caching else None  # type: ignore[attr-defined]
-    spec, hit, fresh = store_spec(rt, spec, digest, key)
+    in the cache (one round trip; none when they rode with the entry's reads: ``stored``). A hit
+    is claimed, counted and the spec this run stored dropped (one more); ``cached`` re-issues it
+    for this job. Otherwise ``start`` the job, whose last task publishes the answer under the job
+    id (``Ignore`` here); a typed error on the way fails the job, and so does a send that Redis
+    did not take within the workers' outage grace (as ``RedisUnavailableError``, once: some of
+    the job's tasks may have gone out)."""
+    spec, hit, fresh = stored if stored is not None else store_spec(rt, spec, digest, _cache_key(rt, spec))
     if hit is not None:
         steps: list[Queued[Any]] = [claim_along(rt, job_id, "cache"), cache.queue_count_hit(rt.prefix)]
         if fresh:

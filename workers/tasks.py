@@ -108,7 +108,7 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     def start(rt: Runtime, spec: ExtractionSpec) -> None:
         _start(rt, spec, entry.breakers, entry.read_at)
 
-    return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start)
+    return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start, stored=entry.stored)
 
 
 def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot], read_at: float) -> None:

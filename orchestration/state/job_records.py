@@ -45,6 +45,11 @@ def request_digest(args: Any, kwargs: Any) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _packed(digest: str, spec: str) -> bytes:
+    """A spec as stored: its request's digest, a newline, the spec's JSON compressed."""
+    return digest.encode() + b"\n" + zlib.compress(spec.encode("utf-8", "surrogatepass"), 1)
+
+
 def _record(raw: bytes) -> tuple[str, str]:
     """``(digest, spec JSON)`` of a stored spec record (``<digest>\n<zlib of the spec JSON>``)."""
     digest, _, packed = raw.partition(b"\n")
@@ -64,7 +69,7 @@ def queue_store_spec(prefix: str, job_id: str, digest: str, spec: str, ttl_s: in
     """:func:`store_spec` as one command for a round trip shared with other steps (the entry's
     cache lookup); its result raises ``KeyError`` as :func:`store_spec` does."""
     key = spec_key(prefix, job_id)
-    record = digest.encode() + b"\n" + zlib.compress(spec.encode("utf-8", "surrogatepass"), 1)
+    record = _packed(digest, spec)
 
     def queue(pipe: Any) -> int:
         pipe.set(key, record, nx=True, ex=max(ttl_s, 1), get=True)
@@ -80,6 +85,30 @@ def queue_store_spec(prefix: str, job_id: str, digest: str, spec: str, ttl_s: in
         return stored
 
     return Queued(queue, parse)
+
+
+def queue_replace_spec(prefix: str, job_id: str, digest: str, spec: str, ttl_s: int) -> Queued[None]:
+    """Replace the spec this run of the entry stored (prepared on a fleet setting that changed
+    before it was stored; no task has read it yet), as a step for a shared round trip."""
+    key = spec_key(prefix, job_id)
+    record = _packed(digest, spec)
+
+    def queue(pipe: Any) -> int:
+        pipe.set(key, record, xx=True, ex=max(ttl_s, 1))
+        return 1
+
+    return Queued(queue, lambda replies: None)
+
+
+def queue_published(prefix: str, job_id: str) -> Queued[bool]:
+    """Whether the job's answer was published (its guard taken), as a read for a shared round trip."""
+    key = _key(prefix, job_id, "published")
+
+    def queue(pipe: Any) -> int:
+        pipe.exists(key)
+        return 1
+
+    return Queued(queue, lambda replies: bool(replies[0]))
 
 
 def queue_drop_spec(prefix: str, job_id: str) -> Queued[None]:

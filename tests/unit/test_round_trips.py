@@ -153,6 +153,63 @@ def test_the_entry_stores_its_spec_and_looks_up_the_cache_in_one_round_trip(coun
     assert trips() == 2 and counted.exists(jobs.spec_key(PX, "job-c"))
 
 
+def test_an_entry_opens_and_stores_its_spec_in_one_round_trip_once_it_knows_the_fleet_setting(
+    counted: redis.Redis,
+) -> None:
+    """The first entry of a process reads the fleet setting (checked path: reads, then the spec
+    store); later ones prepare on it and store the spec with their reads. Another request's id,
+    a job answered long ago, and a fleet setting changed meanwhile are handled as on the checked
+    path: refused with nothing stored, refused with the spec dropped, the spec prepared again."""
+    from celery.exceptions import Ignore
+
+    from orchestration.extraction import parse_request, prepare_extract
+    from workers import publication
+
+    settings = Settings(orchestration={"cache_ttl_s": 0})
+    rt = SimpleNamespace(
+        redis=counted, prefix=PX, settings=settings, breaker=ResilientBreaker(counted, PX, STRICT)
+    )
+    publication._last_fleet.value = None
+    kwargs = {"text": "Dana from Northwind signs on 2025-03-14.", "providers": ["openai", "claude"]}
+
+    def open_job(job_id: str, **extra: Any) -> tuple[Any, Any]:
+        task = SimpleNamespace(name="quorum.extract", request=SimpleNamespace(id=job_id))
+        return publication.open_job(
+            task, rt, (), {**kwargs, **extra},  # type: ignore[arg-type]
+            parse=parse_request,
+            providers=lambda r: ["openai"],
+            prepare=lambda r, e: prepare_extract(r, job_id=e.job_id, settings=settings, fleet=e.fleet),
+        )  # fmt: skip
+
+    trips()
+    entry, spec = open_job("job-o1")
+    assert entry.stored is None and trips() == 1  # the checked path's reads; its spec goes in enter
+    entry, spec = open_job("job-o2")
+    assert trips() == 1  # reads and spec store together
+    assert entry.stored is not None and entry.stored[2] is True and entry.stored[0] == spec
+    assert "openai" in entry.breakers and spec.strategy == settings.orchestration.strategy
+    assert jobs.load_spec(counted, PX, "job-o2") == spec.model_dump_json()
+    again, _ = open_job("job-o2")  # a redelivered entry gets the spec stored the first time
+    assert again.stored is not None and again.stored[2] is False and again.stored[0] == spec
+
+    with pytest.raises(Ignore):  # another request with this id: refused, its spec left alone
+        open_job("job-o2", text="another email")
+    assert jobs.load_spec(counted, PX, "job-o2") == spec.model_dump_json()
+    jobs.claim_publication(counted, PX, "job-o3", "call:job-o3.h0")
+    with pytest.raises(Ignore):  # answered long ago (its spec expired): no spec left behind
+        open_job("job-o3")
+    assert jobs.load_spec(counted, PX, "job-o3") is None
+
+    write_fleet(counted, PX, FleetSetting(strategy="consensus"))  # set-strategy, meanwhile
+    trips()
+    entry, spec = open_job("job-o4")
+    assert trips() == 2 and spec.strategy == "consensus"  # prepared again on it, stored again
+    assert json.loads(jobs.load_spec(counted, PX, "job-o4") or "{}")["strategy"] == "consensus"
+    trips()
+    entry, spec = open_job("job-o5")
+    assert trips() == 1 and spec.strategy == "consensus"
+
+
 def test_a_degraded_breaker_not_yet_due_reads_nothing_from_redis(counted: redis.Redis) -> None:
     clock = [0.0]
     gone = fast_fail_client("redis://127.0.0.1:1/0", timeout_s=0.1)
