@@ -86,8 +86,7 @@ def open_entry(task: Task, rt: Runtime, args: Any, kwargs: Any, providers: Seque
     ]
     held, fleet, breakers = execute_queued(rt.redis, reads)
     if held:
-        log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
-        raise Ignore()
+        _taken(task, job_id)
     _last_fleet.value = fleet
     return Entry(job_id, digest, fleet, breakers, read_at)
 
@@ -160,19 +159,17 @@ def _open_in_one(
     try:
         held, published, fleet, breakers, *looked = execute_queued(rt.redis, steps, raise_on_error=False)
     except KeyError:
-        log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
-        raise Ignore() from None
+        _taken(task, job_id)
     for value in (held, published, fleet, breakers):
         if isinstance(value, Exception):
             raise value
     fresh = held is None
     if fresh and published:  # answered long ago (its spec expired): this spec must not stay
         execute_queued(rt.redis, [jobs.queue_drop_spec(rt.prefix, job_id)])
-        log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
-        raise Ignore()
+        _taken(task, job_id)
     _last_fleet.value = fleet
     entry = Entry(job_id, digest, fleet, breakers, read_at)
-    hit = looked[0] if looked and not isinstance(looked[0], Exception) else None
+    hit = _hit(looked)
     if not fresh:
         return replace(entry, stored=(type(spec).model_validate_json(held), hit, False)), spec
     if fleet != guess:  # set-strategy ran since this process last read it: prepare on the new one
@@ -186,8 +183,20 @@ def _open_in_one(
         if key is not None:  # the first lookup was for the other spec (counted as a miss too)
             redo.append(cache.queue_lookup(rt.prefix, key))
         _, *looked = execute_queued(rt.redis, redo, raise_on_error=False)
-        hit = looked[0] if looked and not isinstance(looked[0], Exception) else None
+        hit = _hit(looked)
     return replace(entry, stored=(spec, hit, True)), spec
+
+
+def _taken(task: Task, job_id: str) -> NoReturn:
+    """Refuse an entry whose job id another request holds: logged, nothing stored."""
+    log.error("refused %s[%s]: the job id is already used by another request", task.name, job_id)
+    raise Ignore()
+
+
+def _hit(looked: list[Any]) -> dict[str, Any] | None:
+    """The cached answer among a round trip's replies after its spec store (None: a miss, no
+    lookup, or a lookup that failed: the job then runs)."""
+    return looked[0] if looked and not isinstance(looked[0], Exception) else None
 
 
 def _cache_key(rt: Runtime, spec: Any) -> str | None:
@@ -266,7 +275,7 @@ def store_spec(
         raise Ignore() from None
     if isinstance(held, Exception):
         raise held
-    hit = looked[0] if looked and not isinstance(looked[0], Exception) else None
+    hit = _hit(looked)
     if held is None:
         return spec, hit, True
     return type(spec).model_validate_json(held), hit, False
@@ -367,11 +376,8 @@ def claim_along(rt: Runtime, job_id: str, by: str) -> Queued[bool]:
 def cache_along(rt: Runtime, spec: Any, result: dict[str, Any]) -> CacheEntry | None:
     """The job's answer for the result cache, written with the answer by its publisher only
     (``publish_success(..., cache_entry=...)``); None when the job or the fleet does not cache."""
-    return (
-        cache.entry(spec.cache_key(rt.prefix, rt.settings), result, rt.settings.orchestration.cache_ttl_s)
-        if spec.use_cache
-        else None
-    )
+    key = _cache_key(rt, spec)
+    return cache.entry(key, result, rt.settings.orchestration.cache_ttl_s) if key else None
 
 
 def publish_success(

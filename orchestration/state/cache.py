@@ -110,13 +110,6 @@ def entry(key: str, result: dict[str, Any], ttl_s: int) -> CacheEntry | None:
     return CacheEntry(key, json.dumps(result, separators=(",", ":")), ttl_s)
 
 
-def queue_store(key: str, result: dict[str, Any], ttl_s: int) -> Queued[None] | None:
-    """Keep an answer for ``ttl_s`` seconds, as a write that rides in another step's round trip
-    (with the job's answer); None when caching is off (``ttl_s`` 0). Safe to repeat."""
-    kept = entry(key, result, ttl_s)
-    return kept.queued() if kept else None
-
-
 def hit_rate(redis: Redis, prefix: str) -> tuple[int, int]:
     """``(hits, misses)`` since the counters were last cleared."""
     raw = redis.hgetall(_stats(prefix))

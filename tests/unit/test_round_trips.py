@@ -406,7 +406,7 @@ def test_an_answer_its_count_and_its_cache_entry_share_one_round_trip(valkey_url
         results.store_result("job-6", {"warm": 1}, states.SUCCESS, also=warm)  # loads both scripts
         trips()
         count = queue_record_job(PX, "job-7", 1000, kind="extract", strategy="consensus", outcome="ok")
-        also = queued_all(count, None, cache.queue_store(f"{PX}cache:k", {"answer": 7}, 60))
+        also = queued_all(count, None, cache.entry(f"{PX}cache:k", {"answer": 7}, 60).queued())
         results.store_result("job-7", {"answer": 7}, states.SUCCESS, also=also)
         assert trips() == 1
     finally:
@@ -418,9 +418,9 @@ def test_an_answer_its_count_and_its_cache_entry_share_one_round_trip(valkey_url
 
 def test_queued_steps_combined_keep_their_own_results_in_order(counted: redis.Redis) -> None:
     assert queued_all(None, None) is None
-    assert cache.queue_store(f"{PX}cache:off", {"a": 1}, 0) is None  # caching off: nothing to send
+    assert cache.entry(f"{PX}cache:off", {"a": 1}, 0) is None  # caching off: nothing to send
     first = jobs.queue_claim_publication(PX, "job-8", "early")
-    both = queued_all(first, cache.queue_store(f"{PX}cache:k2", {"b": 2}, 30), queue_read_fleet(PX))
+    both = queued_all(first, cache.entry(f"{PX}cache:k2", {"b": 2}, 30).queued(), queue_read_fleet(PX))
     assert both is not None
     claimed, stored, fleet = execute_queued(counted, [both])[0]
     assert claimed is True and stored is None and isinstance(fleet, FleetSetting)
