@@ -54,6 +54,7 @@ from orchestration.generation import (
     require_answers,
 )
 from orchestration.models import Attempt
+from workers import ack_along
 from workers.app import app
 from workers.canvas import FlatChord, candidate_id, inline_body
 from workers.publication import (
@@ -181,18 +182,23 @@ def generate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     log.info("job %s: %s over %s", job_id, spec.selector, spec.labels())
 
     def start(rt: Runtime, spec: GenerationSpec) -> None:
-        _start(rt, spec, entry.breakers, entry.read_at)
+        _start(rt, spec, entry.breakers, entry.read_at, self.request)
 
     return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start, stored=entry.stored)
 
 
-def _start(rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapshot], read_at: float) -> None:
-    """Send the candidates' chord, or the first early-stop candidate; ``breakers`` are the
-    snapshots the entry read at ``read_at`` with its other reads (any provider missing there is
-    read now). A candidate read CLOSED carries the read's time (it may skip ``acquire``)."""
+def _start(
+    rt: Runtime, spec: GenerationSpec, breakers: dict[str, BreakerSnapshot], read_at: float, request: Any
+) -> None:
+    """Send the candidates' chord, or the first early-stop candidate (one message: the entry's
+    ``request`` is acked with it); ``breakers`` are the snapshots the entry read at ``read_at``
+    with its other reads (any provider missing there is read now). A candidate read CLOSED
+    carries the read's time (it may skip ``acquire``)."""
     key = worker_key(app)
     if spec.quality_threshold is not None:  # early stop: one candidate at a time
-        step_canvas(key, spec, Progress(), NextCandidate(0)).apply_async()
+        first = step_canvas(key, spec, Progress(), NextCandidate(0))
+        with ack_along.sending(request):
+            first.apply_async()
         return
     now = time.time()
     missing = {c.provider for c in spec.candidates} - breakers.keys()

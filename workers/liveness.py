@@ -89,16 +89,22 @@ end
 return {claimed, names, mine}
 """
 
-#: KEYS: unacked index, unacked, owners. ARGV: tag, me. kombu's ack, unless another holder has
-#: the message now (it was restored while this worker was frozen, and taken again).
-ACK_LUA = """
-local owner = redis.call('HGET', KEYS[3], ARGV[1])
-if owner and owner ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
+#: kombu's ack of ``tag`` (its un-acked index, hash and holder entries), unless another holder
+#: has the message now (it was restored while this worker was frozen, and taken again): 1 acked,
+#: 0 another's. A Lua function, so that scripts acking along with another write share it.
+ACK_FUNCTION_LUA = """
+local function ack(index, unacked, owners, tag, me)
+  local owner = redis.call('HGET', owners, tag)
+  if owner and owner ~= me then return 0 end
+  redis.call('ZREM', index, tag)
+  redis.call('HDEL', unacked, tag)
+  redis.call('HDEL', owners, tag)
+  return 1
+end
 """
+
+#: KEYS: unacked index, unacked, owners. ARGV: tag, me. The ack on its own.
+ACK_LUA = ACK_FUNCTION_LUA + "return ack(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])\n"
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class Liveness:
 
     def __init__(self, connparams: dict[str, Any], me: Holder, window: float) -> None:
         self.me, self.window = me, window
+        self.server = server_of(connparams)
         self.interval = window / 4
         timeout = max(1.0, self.interval)
         base = {**connparams, "socket_timeout": timeout, "socket_connect_timeout": timeout}
@@ -174,6 +181,11 @@ class Liveness:
         self._heartbeat = self._beat.register_script(HEARTBEAT_LUA)
         self.ack_script = self.client.register_script(ACK_LUA)
         self.held: set[str] = set()
+        #: Held messages a task acked in the round trip of its last write (``workers.ack_along``):
+        #: Celery's own ack of them then takes no round trip.
+        self.acked_along: set[str] = set()
+        #: kombu's un-acked index and hash keys, from the first channel attached.
+        self.unacked_keys: tuple[str, str] | None = None
         self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
         self._claimed: set[str] = set()
         #: Held messages of closed channels whose tasks were running: tag -> [when to hand it
@@ -199,6 +211,8 @@ class Liveness:
         """A channel consumes with acks: be registered before it takes its first message."""
         with self._lock:
             self.channels.add(channel)
+            if self.unacked_keys is None:
+                self.unacked_keys = (channel.unacked_index_key, channel.unacked_key)
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stop.clear()
@@ -372,23 +386,27 @@ _registry: dict[tuple[Any, ...], Liveness] = {}
 _registry_lock = threading.Lock()
 
 
+def server_of(connparams: dict[str, Any]) -> tuple[Any, ...]:
+    """Which server and database a kombu channel's connection parameters name."""
+    return (connparams.get("host"), connparams.get("port"), connparams.get("path"), connparams.get("db"))
+
+
 def for_channel(connparams: dict[str, Any], name: str | None, window: float) -> Liveness:
     """This process's liveness on the channel's Redis (one per server and database)."""
     me = this_process(name)
-    key = (
-        connparams.get("host"),
-        connparams.get("port"),
-        connparams.get("path"),
-        connparams.get("db"),
-        connparams.get("username"),
-        me,
-        window,
-    )
+    key = (*server_of(connparams), connparams.get("username"), me, window)
     with _registry_lock:
         found = _registry.get(key)
         if found is None:
             found = _registry[key] = Liveness(connparams, me, window)
         return found
+
+
+def holding(tag: str) -> Liveness | None:
+    """The liveness of this process that holds the message ``tag`` (None: none holds it)."""
+    with _registry_lock:
+        found = list(_registry.values())
+    return next((lv for lv in found if tag in lv.held), None)
 
 
 def holders(client: redis.Redis) -> Iterable[tuple[str, float]]:

@@ -207,6 +207,9 @@ class Runtime:
     #: The state Redis is the result backend's server (one URL for both, the default): a write
     #: to the state may then ride in the round trip that stores an answer.
     state_on_backend: bool = True
+    #: The state Redis is the broker's server too (the default): a task's ack may then ride in
+    #: the round trip that stores its job's answer (``workers.ack_along``).
+    broker_on_state: bool = True
 
     @property
     def prefix(self) -> str:
@@ -322,6 +325,7 @@ def build_runtime(settings: Settings) -> Runtime:
         limits=RateLimitGate(fast, settings.key_prefix, settings),
         quality=QualityGate(fast, settings.key_prefix, settings.breaker),
         state_on_backend=url == urls[1],
+        broker_on_state=url == urls[0],
     )
     # Cheap refusals first: a spent budget or an empty bucket must not take the breaker's probe
     # (the breaker's gate comes last, one per attempt: see PostCall).

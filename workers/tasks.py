@@ -42,6 +42,7 @@ from orchestration.state import RecentWeights
 from orchestration.state.accuracy import queue_grades
 from orchestration.state.job_records import JOB_KEY_TTL_S, queue_add_answer, spec_ttl_s
 from orchestration.state.scripts import Queued, execute_queued, queued_all
+from workers import ack_along
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
 from workers.events import BufferTaskEvents
@@ -106,17 +107,19 @@ def extract(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     log.info("job %s: %s over %s", job_id, spec.strategy, [c.label() for c in spec.candidates])
 
     def start(rt: Runtime, spec: ExtractionSpec) -> None:
-        _start(rt, spec, entry.breakers, entry.read_at)
+        _start(rt, spec, entry.breakers, entry.read_at, self.request)
 
     return enter(rt, job_id, spec, entry.digest, cached=cached_result, start=start, stored=entry.stored)
 
 
-def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot], read_at: float) -> None:
-    """Send the first failover hop, or the chord over the candidates worth sending; ``breakers``
-    are the snapshots the entry read at ``read_at`` with its other reads (a provider missing
-    there is read when planning needs it: a failover hop's one by one, a chord's together).
-    Each call sent on a snapshot read CLOSED carries the time of that read (it may then start
-    without acquiring its breaker: :mod:`orchestration.breaker.admission`)."""
+def _start(
+    rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapshot], read_at: float, request: Any
+) -> None:
+    """Send the first failover hop (the entry's ``request`` acked with it), or the chord over the
+    candidates worth sending; ``breakers`` are the snapshots the entry read at ``read_at`` with
+    its other reads (a provider missing there is read when planning needs it: a failover hop's
+    one by one, a chord's together). Each call sent on a snapshot read CLOSED carries the time of
+    that read (it may then start without acquiring its breaker: :mod:`orchestration.breaker.admission`)."""
     key = worker_key(app)
     if spec.strategy == "failover":
         step = _plan(rt, spec, [], 0, breakers)
@@ -125,9 +128,11 @@ def _start(rt: Runtime, spec: ExtractionSpec, breakers: dict[str, BreakerSnapsho
         skipped = [a.model_dump(mode="json") for a in step.skipped]
         label = spec.candidates[step.index].label()
         closed = admission.closed_at(breakers.get(spec.candidates[step.index].provider), read_at)
-        failover_attempt(
+        hop = failover_attempt(
             app, key, spec.job_id, step.index, label, 0, skipped, step.countdown, closed_at=closed
-        ).apply_async()
+        )
+        with ack_along.sending(request):
+            hop.apply_async()
         return
     now = time.time()
     missing = {c.provider for c in spec.candidates} - breakers.keys()
@@ -214,13 +219,18 @@ def call(
 def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: Any, post: PostCall) -> None:
     """A failover hop succeeded: publish its answer under the job id (once), count the job, cache
     the answer. With the result backend on the state's server (the default) all of it rides with
-    the call's post-call records, one round trip; else the guard rides with them and the answer,
-    count and cache entry follow in one more. A hop whose guard another run holds stores nothing."""
+    the call's post-call records, one round trip, and so does the call's ack when the broker is
+    that server too (``workers.ack_along``: only once the answer is stored); else the guard rides
+    with them and the answer, count and cache entry follow in one more. A hop whose guard another
+    run holds stores nothing."""
     winner = history[-1]
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
     by = f"call:{request.id}"
     count, entry = rt.job_count(job.job_id, history, strategy=job.strategy), cache_along(rt, job, result)
-    along = publish_along(app, rt, job.job_id, result, by=by, also=count, cache_entry=entry)
+    answer_key = app.backend.get_key_for_task(job.job_id)
+    acked = ack_along.if_answered(request, answer_key) if rt.broker_on_state else None
+    also = queued_all(count, acked)
+    along = publish_along(app, rt, job.job_id, result, by=by, also=also, cache_entry=entry)
     ran = post.flush(along or claim_along(rt, job.job_id, by))
     if along is not None and ran and isinstance(ran[0], bool):
         if ran[0]:
@@ -377,9 +387,11 @@ def failover_next(
         if isinstance(step, Send):
             label = job.candidates[step.index].label()
             dumped = [a.model_dump(mode="json") for a in history]
-            failover_attempt(
+            next_hop = failover_attempt(
                 app, worker_key(app), job_id, step.index, label, hop + 1, dumped, step.countdown
-            ).apply_async()
+            )
+            with ack_along.sending(request):  # the failed call's message goes with its next hop
+                next_hop.apply_async()
             return
         error = step.error
     except Exception as e:  # an errback that raises is only logged by Celery: never hang the job

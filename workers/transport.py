@@ -57,7 +57,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from orchestration.errors import ConfigError
-from workers import liveness
+from workers import ack_along, liveness
 from workers.liveness import LIVENESS_KEY, OWNER_KEY
 
 logger = logging.getLogger(__name__)
@@ -138,6 +138,11 @@ class QoS(kombu_redis.QoS):
         if lv is None:
             super().ack(delivery_tag)
             return
+        if delivery_tag in lv.acked_along:  # its task acked it with its last write
+            lv.acked_along.discard(delivery_tag)
+            lv.held.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+            return
         lv.ack_script(
             keys=[self.unacked_index_key, self.unacked_key, OWNER_KEY],
             args=[delivery_tag, lv.me.member],
@@ -151,6 +156,9 @@ class QoS(kombu_redis.QoS):
         lv = self._liveness()
         if lv is None:
             super().reject(delivery_tag, requeue=requeue)
+            return
+        if delivery_tag in lv.acked_along:  # acked with its task's last write: nothing to hand back
+            self.ack(delivery_tag)
             return
         if requeue:
             self.restore_by_tag(delivery_tag, client=lv.client, leftmost=True)
@@ -198,6 +206,10 @@ class Channel(kombu_redis.Channel):
     #: The synchronous client every publish, ack and event batch of this channel uses (see
     #: :meth:`conn_or_acquire`); rebuilt when kombu replaces the channel's connection pool.
     _shared_client: Any = None
+    #: The push-and-ack script (``workers.ack_along``), registered on first use.
+    _push_ack_script: Any = None
+    #: This channel's server and database (``liveness.server_of``), computed on first use.
+    _server_id: tuple[Any, ...] | None = None
 
     #: Seconds without a liveness refresh after which a worker is dead (transport option).
     liveness_window = liveness.DEFAULT_WINDOW_S
@@ -290,6 +302,29 @@ class Channel(kombu_redis.Channel):
         except Exception:
             self._end_receive()  # never read: whatever the server took is a lost reply
             raise
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's push; a task's last send (``workers.ack_along.sending``) acks the task's own
+        message in the same script, so the hop is queued if and only if the ack happened."""
+        along = ack_along.pending()
+        if along is not None and along.held_by.server != self._server():
+            along = None  # sent to another broker than the one holding the task's message
+        if along is None or kwargs.get("_publish_batch") is not None or queue in (self._expires or {}):
+            super()._put(queue, message, **kwargs)
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client:
+            script = self._push_ack_script
+            if script is None:
+                script = self._push_ack_script = client.register_script(ack_along.PUSH_ACK_LUA)
+            keys, args = [key, *along.keys], [dumps(message), along.tag, along.holder]
+            reply = script(keys=keys, args=args, client=client)
+        along.done(reply)
+
+    def _server(self) -> tuple[Any, ...]:
+        if self._server_id is None:
+            self._server_id = liveness.server_of(self._connparams())
+        return self._server_id
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         """kombu's client pool; on a closed channel (a reconnect closed it while a producer still

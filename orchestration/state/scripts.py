@@ -142,7 +142,8 @@ class Queued(Generic[T]):
 
 
 @cache
-def _sha(source: str) -> str:
+def sha_of(source: str) -> str:
+    """The SHA1 ``EVALSHA`` names ``source`` by (cached)."""
     return hashlib.sha1(source.encode("utf-8")).hexdigest()
 
 
@@ -159,7 +160,7 @@ def script_queued(calls: Sequence[ScriptCall]) -> Queued[list[Any]]:
     keys, argv = _packed(calls)
 
     def queue(pipe: Any) -> int:
-        pipe.evalsha(_sha(source), len(keys), *keys, *argv)
+        pipe.evalsha(sha_of(source), len(keys), *keys, *argv)
         return 1
 
     def parse(replies: list[Any]) -> list[Any]:
