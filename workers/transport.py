@@ -10,8 +10,10 @@ producer or any other app in the same process keeps stock kombu. Four changes:
   waits with ``BLMOVE q q RIGHT RIGHT`` (the message stays where it is), then one Lua script pops
   it and records it as un-acked *with its holder*. The script is sent right behind the wait, on
   the same connection, so the server runs it the moment the wait ends: one round trip per
-  message, as kombu's ``BRPOP``, not two. A channel consuming several queues keeps kombu's
-  ``BRPOP`` (``BLMOVE`` watches one list) and records the holder with the un-acked entry.
+  receive, as kombu's ``BRPOP``, not two. And one receive takes every waiting message up to
+  ``receive_batch`` (default 8) within the prefetch credit: under load, messages no longer
+  queue behind the event loop's one round trip each. A channel consuming several queues keeps
+  kombu's ``BRPOP`` (``BLMOVE`` watches one list) and records the holder with the un-acked entry.
 - **Crash recovery by liveness** (``workers.liveness``): live workers hand back the messages of a
   worker whose liveness record lapsed, within seconds, and each hands back what Redis says it
   holds but it never got (a receive whose reply was lost); the visibility timeout is a fallback
@@ -63,34 +65,47 @@ from workers.liveness import LIVENESS_KEY, OWNER_KEY
 logger = logging.getLogger(__name__)
 
 #: KEYS: the queue's lists in priority order, then the un-acked index, the un-acked hash, the
-#: holders and the liveness set. ARGV: the holder. Pops the first message found and records it
-#: as kombu's ``QoS.append`` would, with its holder, in one step. The record names the queue the
-#: message was taken from (anonymous exchange, routing key = the queue), never the routing fields
-#: the sender wrote in the message: a restore puts it back where it was. Replies ``{list, message,
-#: recorded}``; ``recorded`` is "0" for a message without a delivery tag (not kombu's JSON):
+#: holders and the liveness set. ARGV: the holder, how many messages to take at most. Pops up to
+#: that many messages, in priority order, and records each as kombu's ``QoS.append`` would, with
+#: its holder, in one step. The record names the queue the message was taken from (anonymous
+#: exchange, routing key = the queue), never the routing fields the sender wrote in the message: a
+#: restore puts it back where it was. Replies ``{list, message, recorded}`` for each message taken
+#: (one flat list); ``recorded`` is "0" for a message without a delivery tag (not kombu's JSON):
 #: kombu then handles it as it always has.
 RECEIVE_LUA = """
 local lists = #KEYS - 4
+local want = tonumber(ARGV[2]) or 1
+local out, now = {}, nil
 for i = 1, lists do
-  local item = redis.call('RPOP', KEYS[i])
-  if item then
+  while #out < 3 * want do
+    local item = redis.call('RPOP', KEYS[i])
+    if not item then break end
     local ok, msg = pcall(cjson.decode, item)
     local props = ok and type(msg) == 'table' and msg['properties']
     local tag = type(props) == 'table' and props['delivery_tag']
     if type(tag) ~= 'string' then
-      return {KEYS[i], item, '0'}
+      out[#out + 1], out[#out + 2], out[#out + 3] = KEYS[i], item, '0'
+    else
+      if not now then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+        redis.call('ZADD', KEYS[lists + 4], now, ARGV[1])
+      end
+      redis.call('ZADD', KEYS[lists + 1], now, tag)
+      redis.call('HSET', KEYS[lists + 2], tag, '[' .. item .. ',"",' .. cjson.encode(KEYS[1]) .. ']')
+      redis.call('HSET', KEYS[lists + 3], tag, ARGV[1])
+      out[#out + 1], out[#out + 2], out[#out + 3] = KEYS[i], item, '1'
     end
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-    redis.call('ZADD', KEYS[lists + 1], now, tag)
-    redis.call('HSET', KEYS[lists + 2], tag, '[' .. item .. ',"",' .. cjson.encode(KEYS[1]) .. ']')
-    redis.call('HSET', KEYS[lists + 3], tag, ARGV[1])
-    redis.call('ZADD', KEYS[lists + 4], now, ARGV[1])
-    return {KEYS[i], item, '1'}
   end
 end
-return false
+if #out == 0 then return false end
+return out
 """
+
+#: How many waiting messages one receive takes at most (transport option ``receive_batch``),
+#: within the channel's prefetch credit: under load a worker's event loop takes what is queued
+#: in one round trip instead of one round trip per message (each of which a message waited for).
+DEFAULT_RECEIVE_BATCH = 8
 
 
 def _holder_alive(pipe: Any, holder: str, window: float) -> bool:
@@ -219,12 +234,15 @@ class Channel(kombu_redis.Channel):
     #: Dotted path of a function giving the delivery tags this process still works on (transport
     #: option; the Celery layer's view): after a lost connection, the others are handed back.
     running_tags: str | None = None
+    #: How many waiting messages one receive takes at most (transport option).
+    receive_batch = DEFAULT_RECEIVE_BATCH
 
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
         "liveness_window",
         "consumer_name",
         "running_tags",
+        "receive_batch",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -241,6 +259,8 @@ class Channel(kombu_redis.Channel):
         self._receive_client: Any = None
         self._receive_script: Any = None
         self._receipt: int | None = None
+        #: How many messages the pending receive may take (its script's ARGV).
+        self._receive_want = 1
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -290,12 +310,14 @@ class Channel(kombu_redis.Channel):
         self._brpop_sent_at = monotonic()
         self._receipt = lv.begin_receive()  # from now on the server may take a message for it
         head, take_keys = keys[0], self._take_keys(keys)
+        credit = self.qos.can_consume_max_estimate()
+        want = self._receive_want = max(1, min(int(self.receive_batch), credit if credit is not None else 1))
         try:
             connection.send_packed_command(
                 connection.pack_commands(
                     [
                         ("BLMOVE", head, head, "RIGHT", "RIGHT", timeout or 0),
-                        ("EVALSHA", script.sha, len(take_keys), *take_keys, lv.me.member),
+                        ("EVALSHA", script.sha, len(take_keys), *take_keys, lv.me.member, want),
                     ]
                 )
             )
@@ -358,14 +380,14 @@ class Channel(kombu_redis.Channel):
             return super()._brpop_read(**options)  # type: ignore[no-any-return]
         self._atomic_keys = None
         try:
-            return self._take_one(keys, lv, options)
+            return self._take(keys, lv, options)
         finally:
             self._end_receive()  # delivered by now, or never: the reconcile may judge its tag
             self._in_poll = None
             self._flush_brpop_reauth()
 
-    def _take_one(self, keys: list[str], lv: liveness.Liveness, options: dict[str, Any]) -> bool:
-        """Read the wait's answer and the take's, then deliver the message taken (if any)."""
+    def _take(self, keys: list[str], lv: liveness.Liveness, options: dict[str, Any]) -> bool:
+        """Read the wait's answer and the take's, then deliver the messages taken (if any)."""
         connection = self.client.connection
         try:
             self.client.parse_response(connection, "BLMOVE", **options)
@@ -373,26 +395,41 @@ class Channel(kombu_redis.Channel):
                 reply = self.client.parse_response(connection, "EVALSHA")
             except NoScriptError:  # Redis restarted or its scripts were flushed: take it now
                 reply = self._receive_script(
-                    keys=self._take_keys(keys), args=[lv.me.member], client=self._receive_client
+                    keys=self._take_keys(keys),
+                    args=[lv.me.member, self._receive_want],
+                    client=self._receive_client,
                 )
         except self.connection_errors:
             connection.disconnect()  # reconnect on the next round
             raise
         if not reply:
             raise Empty()
-        key, item, recorded = (bytes_to_str(v) for v in reply)
-        payload = loads(item)
-        tag = payload["properties"]["delivery_tag"] if recorded == "1" else None
+        values = [bytes_to_str(v) for v in reply]
+        taken = []
+        for i in range(0, len(values), 3):
+            key, item, payload = values[i], values[i + 1], loads(values[i + 1])
+            tag = payload["properties"]["delivery_tag"] if values[i + 2] == "1" else None
+            taken.append((key, item, payload, tag))
         if self._closing or self.connection is None:
-            self._hand_back(key, item, tag, lv)  # closing: the message goes back to its queue
+            self._hand_back_all(taken, lv)  # closing: each message goes back to its queue
             raise Empty()
-        if tag is not None:
-            self._recorded.add(tag)
-            lv.held.add(tag)
-        dest = key.rsplit(self.sep, 1)[0]
-        self._queue_cycle.rotate(dest)
-        self.connection._deliver(payload, dest)
+        for n, (key, _, payload, tag) in enumerate(taken):
+            if tag is not None:
+                self._recorded.add(tag)
+                lv.held.add(tag)
+            dest = key.rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            try:
+                self.connection._deliver(payload, dest)
+            except BaseException:
+                self._hand_back_all(taken[n + 1 :], lv)  # never delivered: not this worker's
+                raise
         return True
+
+    def _hand_back_all(self, taken: list[tuple[str, str, Any, str | None]], lv: liveness.Liveness) -> None:
+        """Hand back messages a receive took, the last first: each goes back in its place."""
+        for key, item, _, tag in reversed(taken):
+            self._hand_back(key, item, tag, lv)
 
     def _hand_back(self, key: str, item: str, tag: str | None, lv: liveness.Liveness) -> None:
         """Put a message taken for a closing channel back at the head of its list, where it was."""

@@ -54,6 +54,33 @@ def test_a_message_is_taken_and_recorded_as_unacked_in_one_step(redis_url: str, 
     assert client.zscore(LIVENESS_KEY, holder) is None, "a clean close holding nothing deregisters"
 
 
+def test_one_receive_takes_the_waiting_messages_within_the_prefetch_credit(redis_url: str, queue) -> None:
+    """Five messages waiting, a credit of three: one receive (one round trip) takes and records
+    three, in their order, each un-acked with its holder; the other two stay queued."""
+    q, client = queue
+    got = []
+    for n in range(5):
+        _publish(redis_url, q, {"n": n})
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        channel = conn.channel()
+        consumer = Consumer(channel, [q], callbacks=[lambda body, message: got.append(message)])
+        consumer.qos(prefetch_count=3)
+        consumer.consume()
+        conn.drain_events(timeout=5)  # one wait answered, one take
+        assert [m.payload for m in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert client.llen(q.name) == 2
+        holders = {client.hget(OWNER_KEY, m.delivery_tag) for m in got}
+        assert len(holders) == 1 and None not in holders and client.hlen("unacked") >= 3
+        for message in got:
+            message.ack()
+        conn.drain_events(timeout=5)  # credit back: the other two, in one take
+        assert [m.payload["n"] for m in got] == [0, 1, 2, 3, 4] and client.llen(q.name) == 0
+        for message in got[3:]:
+            message.ack()
+        assert not any(client.hexists("unacked", m.delivery_tag) for m in got)
+        channel.close()
+
+
 def test_a_receive_still_takes_its_message_after_redis_lost_its_scripts(redis_url: str, queue) -> None:
     """The take is sent behind the wait as ``EVALSHA``; a Redis that forgot the script (restarted,
     ``SCRIPT FLUSH``) answers ``NOSCRIPT`` and the take runs again, loading it."""
