@@ -227,8 +227,9 @@ def _finish(rt: Runtime, job: ExtractionSpec, history: list[Attempt], request: A
     result = build_result(job, history, single_answer(winner), chosen=winner.label).model_dump(mode="json")
     by = f"call:{request.id}"
     count, entry = rt.job_count(job.job_id, history, strategy=job.strategy), cache_along(rt, job, result)
-    answer_key = app.backend.get_key_for_task(job.job_id)
-    acked = ack_along.if_answered(request, answer_key) if rt.broker_on_state else None
+    acked = None  # the ack rides behind the answer's store: both on the broker's server only
+    if rt.broker_on_state and rt.state_on_backend:
+        acked = ack_along.if_answered(request, app.backend.get_key_for_task(job.job_id))
     also = queued_all(count, acked)
     along = publish_along(app, rt, job.job_id, result, by=by, also=also, cache_entry=entry)
     ran = post.flush(along or claim_along(rt, job.job_id, by))

@@ -148,21 +148,20 @@ class QoS(kombu_redis.QoS):
         return routing_key if routing_key in queues else queues[0]
 
     def ack(self, delivery_tag: str) -> None:
-        """kombu's ack through this process's own client, unless another worker holds it now."""
+        """kombu's ack through this process's own client, unless another worker holds it now, or
+        the task acked it with its last write (``workers.ack_along``: nothing left to send)."""
         lv = self._liveness()
         if lv is None:
             super().ack(delivery_tag)
             return
-        if delivery_tag in lv.acked_along:  # its task acked it with its last write
+        if delivery_tag in lv.acked_along:
             lv.acked_along.discard(delivery_tag)
-            lv.held.discard(delivery_tag)
-            virtual.QoS.ack(self, delivery_tag)
-            return
-        lv.ack_script(
-            keys=[self.unacked_index_key, self.unacked_key, OWNER_KEY],
-            args=[delivery_tag, lv.me.member],
-            client=lv.client,
-        )
+        else:
+            lv.ack_script(
+                keys=[self.unacked_index_key, self.unacked_key, OWNER_KEY],
+                args=[delivery_tag, lv.me.member],
+                client=lv.client,
+            )
         lv.held.discard(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
