@@ -41,6 +41,11 @@ OpenAIKind = Literal["openai", "openai_compatible"]
 log = logging.getLogger("quorum.providers.openai")
 
 
+def _options(timeout: float) -> openai.RequestOptions:
+    """The request options ``chat.completions.create`` sends: this call's timeout, bearer auth."""
+    return {"timeout": timeout, "security": {"bearer_auth": True}}
+
+
 def status_error_of(provider: str, e: openai.APIStatusError) -> ProviderError:
     """The mapped error of an HTTP error status (overloaded bodies included)."""
     body = e.body if isinstance(e.body, dict) else {}
@@ -88,7 +93,7 @@ class OpenAIProvider(Provider):
     def _complete(self, request: ProviderRequest, timeout: float) -> Completion:
         """One ``POST /v1/chat/completions`` per mode tried; free text when there is no schema."""
         if request.output_schema is None:
-            return self._chat(self._base_kwargs(request, request.system, timeout), None)
+            return self._chat(self._base_body(request, request.system), timeout, None)
         auto = self.structured_output == "auto"
         remembered = self._modes.recall(self.name, self.server) if auto else None
         deadline = time.monotonic() + timeout
@@ -117,23 +122,22 @@ class OpenAIProvider(Provider):
             provider=self.name, status=last.status_code, modes=[m for m, _ in refused],
         ) from last  # fmt: skip
 
-    def _base_kwargs(self, request: ProviderRequest, system: str, timeout: float) -> dict[str, Any]:
-        """Model, messages, timeout and sampling parameters of one request."""
+    def _base_body(self, request: ProviderRequest, system: str) -> dict[str, Any]:
+        """Model, messages and sampling parameters of one request body."""
         params = request.params
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": request.prompt}],
-            "timeout": timeout,
         }
         if params.temperature is not None:
-            kwargs["temperature"] = params.temperature
+            body["temperature"] = params.temperature
         if params.top_p is not None:
-            kwargs["top_p"] = params.top_p
+            body["top_p"] = params.top_p
         if params.max_tokens is not None:
             # OpenAI deprecated max_tokens (reasoning models reject it); local servers know max_tokens.
             key = "max_completion_tokens" if self.kind == "openai" else "max_tokens"
-            kwargs[key] = params.max_tokens
-        return kwargs
+            body[key] = params.max_tokens
+        return body
 
     def _structured(self, request: ProviderRequest, mode: OutputMode, timeout: float) -> Completion:
         """Ask for ``request.output_schema`` in ``mode``; the answer's JSON text as content."""
@@ -142,12 +146,20 @@ class OpenAIProvider(Provider):
         # Modes whose server may not enforce the schema carry it in the system message too.
         enforced = mode in ("json_schema", "tools")
         system = request.system if enforced else with_schema_instruction(request.system, schema)
-        kwargs = self._base_kwargs(request, system, timeout) | request_fields(mode, schema, request.tool_name)
-        return self._chat(kwargs, mode)
+        body = self._base_body(request, system) | request_fields(mode, schema, request.tool_name)
+        return self._chat(body, timeout, mode)
 
-    def _chat(self, kwargs: dict[str, Any], mode: OutputMode | None) -> Completion:
-        """Send one request; check the answer; read its content (or tool arguments) and usage."""
-        completion = self._client.chat.completions.create(**kwargs)
+    def _chat(self, body: dict[str, Any], timeout: float, mode: OutputMode | None) -> Completion:
+        """Send one request; check the answer; read its content (or tool arguments) and usage.
+
+        Sent with the client's ``post`` (its documented way to send a body as is): the body is
+        plain JSON built here, and ``chat.completions.create`` would walk it against the SDK's
+        TypedDict annotations (``maybe_transform``: half a millisecond per call, a sixth of the
+        call's CPU) only to rename no key. Auth, headers, timeout, error mapping and the
+        ``ChatCompletion`` parsing are the SDK's own, as with ``create``."""
+        completion = self._client.post(
+            "/chat/completions", body=body, cast_to=ChatCompletion, options=_options(timeout)
+        )
         if not isinstance(completion, ChatCompletion):
             raise invalid_output(self.name, f"unexpected response type {type(completion).__name__}")
         usage = completion.usage  # billed even when the answer below turns out unusable

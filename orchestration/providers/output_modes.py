@@ -62,17 +62,17 @@ def schema_from_system(system: str) -> dict[str, Any] | None:
 
 
 def request_fields(mode: OutputMode, schema: dict[str, Any], name: str) -> dict[str, Any]:
-    """The ``chat.completions.create`` arguments that ask for ``schema`` in ``mode``.
+    """The members of a Chat Completions request body that ask for ``schema`` in ``mode``.
 
     ``json_object`` attaches the schema inside ``response_format`` the way llama.cpp and
-    llama-cpp-python read it (``{"type": "json_object", "schema": ...}``); the SDK's
-    ``extra_body`` carries it since it is not part of OpenAI's API.
+    llama-cpp-python read it (``{"type": "json_object", "schema": ...}``), though it is not
+    part of OpenAI's API.
     """
     if mode == "json_schema":
         spec = {"name": name, "schema": schema, "strict": True}
         return {"response_format": {"type": "json_schema", "json_schema": spec}}
     if mode == "json_object":
-        return {"extra_body": {"response_format": {"type": "json_object", "schema": schema}}}
+        return {"response_format": {"type": "json_object", "schema": schema}}
     if mode == "tools":
         tool = {"type": "function", "function": {"name": name, "parameters": schema,
                                                  "description": "Record the extracted fields."}}  # fmt: skip

@@ -46,9 +46,9 @@ def test_what_counts_as_a_refused_mode(mode: str, status: int, body: str, refuse
     assert is_mode_rejection(mode, status, body) is refused  # type: ignore[arg-type]
 
 
-def test_json_object_carries_the_schema_in_extra_body_and_tools_name_the_function() -> None:
+def test_json_object_carries_the_schema_in_response_format_and_tools_name_the_function() -> None:
     assert request_fields("json_object", SCHEMA, "t") == {
-        "extra_body": {"response_format": {"type": "json_object", "schema": SCHEMA}}
+        "response_format": {"type": "json_object", "schema": SCHEMA}
     }
     tools = request_fields("tools", SCHEMA, "t")
     assert tools["tool_choice"] == {"type": "function", "function": {"name": "t"}}
