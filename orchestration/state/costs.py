@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from redis import Redis
@@ -45,8 +46,15 @@ DAY_TOTAL = "micro_usd"
 
 
 def utc_day(now: float) -> str:
-    """The UTC day ``YYYY-MM-DD`` of a Unix time (the ledger's day boundary)."""
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    """The UTC day ``YYYY-MM-DD`` of a Unix time (the ledger's day boundary); Unix time has
+    86,400 seconds in every day, so the day number names it."""
+    return _day_name(int(now // 86400))
+
+
+@lru_cache(maxsize=8)
+def _day_name(day: int) -> str:
+    """``YYYY-MM-DD`` of a day number (days since 1970-01-01, UTC): once per day, not per call."""
+    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
 
 
 def day_key(prefix: str, provider: str, day: str) -> str:

@@ -79,6 +79,8 @@ def test_a_signed_signature_carries_its_mac_and_shows_no_arguments() -> None:
     sig = signed(None, KEY, "quorum.merge", {"job_id": "j", "skipped": []}, task_id="j.m")  # type: ignore[arg-type]
     assert sig.options["task_id"] == "j.m" and sig.options["kwargsrepr"] == "{}"
     assert valid(KEY, "quorum.merge", "j.m", sig.kwargs)
+    # sent to the queue the workers consume, without Celery's per-send declaration of it
+    assert sig.options["declare"] == []
 
 
 def test_fleet_secret_sources(tmp_path: Path) -> None:
