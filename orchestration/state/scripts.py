@@ -172,32 +172,38 @@ def script_queued(calls: Sequence[ScriptCall]) -> Queued[list[Any]]:
 def execute_queued(redis: Redis, items: Sequence[Queued[Any]], *, raise_on_error: bool = True) -> list[Any]:
     """Send ``items`` in one pipelined round trip (no transaction: their keys may live in
     different slots) and return each one's parsed result, in order. A Redis that lost its scripts
-    (restarted, flushed) answers NOSCRIPT: the scripts are loaded and the round trip runs again,
-    so every item must be safe to repeat. With ``raise_on_error`` False, an item whose replies
-    hold an error gets that exception as its result (the others are still parsed); connection
-    errors always raise."""
-    for first in (True, False):
-        pipe = redis.pipeline(transaction=False)
-        counts = [item.queue(pipe) for item in items]
-        replies = pipe.execute(raise_on_error=False) if sum(counts) else []
-        if first and any(isinstance(r, NoScriptError) for r in replies):
-            for source in dict.fromkeys(s for item in items for s in item.scripts):
-                redis.script_load(source)
-            continue
-        out: list[Any] = []
-        at = 0
-        for item, count in zip(items, counts, strict=True):
-            part = replies[at : at + count]
-            at += count
-            error = next((r for r in part if isinstance(r, Exception)), None)
-            if error is not None:
-                if raise_on_error:
-                    raise error
-                out.append(error)
-            else:
-                out.append(item.parse(part))
-        return out
-    raise AssertionError("unreachable")
+    (restarted, flushed) answers NOSCRIPT to the scripts it does not have, and runs the others:
+    the missing scripts are loaded and only the commands that answered NOSCRIPT are sent again
+    (a breaker's or a ledger's record that ran must not run twice). With ``raise_on_error``
+    False, an item whose replies hold an error gets that exception as its result (the others are
+    still parsed); connection errors always raise."""
+    pipe = redis.pipeline(transaction=False)
+    counts = [item.queue(pipe) for item in items]
+    commands = list(pipe.command_stack)
+    replies = pipe.execute(raise_on_error=False) if sum(counts) else []
+    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+    if missing:
+        for source in dict.fromkeys(s for item in items for s in item.scripts):
+            redis.script_load(source)
+        again = redis.pipeline(transaction=False)
+        for i in missing:
+            args, options = commands[i]
+            again.execute_command(*args, **options)
+        for i, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    out: list[Any] = []
+    at = 0
+    for item, count in zip(items, counts, strict=True):
+        part = replies[at : at + count]
+        at += count
+        error = next((r for r in part if isinstance(r, Exception)), None)
+        if error is not None:
+            if raise_on_error:
+                raise error
+            out.append(error)
+        else:
+            out.append(item.parse(part))
+    return out
 
 
 def queued_all(*items: Queued[Any] | None) -> Queued[list[Any]] | None:
