@@ -180,8 +180,9 @@ def failover_attempt(
     closed_at: float | None = None,
 ) -> Signature:
     """Attempt ``hop`` (candidate ``index``): success publishes the answer, failure runs the
-    errback inline, which sends the next hop or fails the job. ``closed_at``: when the entry read
-    this candidate's breaker CLOSED (the call's only; the errback does not carry it)."""
+    errback inline, which sends the next hop or fails the job. ``closed_at``: when the hop's
+    sender (the entry, or the errback of the hop before) read this candidate's breaker CLOSED
+    (the call's only; the errback does not carry it)."""
     state = {"hop": hop, "attempts": attempts}
     sig = call_sig(app, key, job_id, index, label, mode=MODE_FAILOVER, closed_at=closed_at, **state)
     sig.link_error(signed(app, key, "quorum.failover_next", {"job_id": job_id, "index": index, **state}))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Task
@@ -122,12 +123,11 @@ def _start(
     that read (it may then start without acquiring its breaker: :mod:`orchestration.breaker.admission`)."""
     key = worker_key(app)
     if spec.strategy == "failover":
-        step = _plan(rt, spec, [], 0, breakers)
+        step, closed = _plan(rt, spec, [], 0, breakers, read_at)
         if isinstance(step, Fail):
             raise step.error
         skipped = [a.model_dump(mode="json") for a in step.skipped]
         label = spec.candidates[step.index].label()
-        closed = admission.closed_at(breakers.get(spec.candidates[step.index].provider), read_at)
         hop = failover_attempt(
             app, key, spec.job_id, step.index, label, 0, skipped, step.countdown, closed_at=closed
         )
@@ -383,14 +383,15 @@ def failover_next(
         return
     try:
         history = [Attempt.model_validate(a) for a in attempts] + [_failed_attempt(job, index, request, exc)]
-        step = _plan(rt, job, history, index + 1)
+        step, closed = _plan(rt, job, history, index + 1)
         history += step.skipped
         if isinstance(step, Send):
             label = job.candidates[step.index].label()
             dumped = [a.model_dump(mode="json") for a in history]
             next_hop = failover_attempt(
-                app, worker_key(app), job_id, step.index, label, hop + 1, dumped, step.countdown
-            )
+                app, worker_key(app), job_id, step.index, label, hop + 1, dumped, step.countdown,
+                closed_at=closed,
+            )  # fmt: skip
             with ack_along.sending(request):  # the failed call's message goes with its next hop
                 next_hop.apply_async()
             return
@@ -420,7 +421,25 @@ def _plan(
     job: ExtractionSpec,
     history: list[Attempt],
     start: int,
-    breakers: dict[str, BreakerSnapshot] | None = None,
-) -> Send | Fail:
+    breakers: Mapping[str, BreakerSnapshot] | None = None,
+    read_at: float | None = None,
+) -> tuple[Send | Fail, float | None]:
+    """The next failover step from candidate ``start`` on, and when the breaker of the candidate
+    it sends to was read CLOSED (None: its call acquires). ``breakers``: snapshots read at
+    ``read_at`` already; any other breaker planning needs is read here, one at a time, and its
+    snapshot serves the hop's admission too (no second read by the call)."""
     now = time.time()
-    return next_step(job, history, start, now, lambda provider: rt.unavailable(provider, now, breakers))
+    known = dict(breakers or {})
+    read = dict.fromkeys(known, now if read_at is None else read_at)
+
+    def unavailable(provider: str) -> str | None:
+        if provider not in known:
+            known.update(rt.breaker.states([provider], now))
+            read[provider] = now
+        return rt.unavailable(provider, now, known)
+
+    step = next_step(job, history, start, now, unavailable)
+    if isinstance(step, Fail):
+        return step, None
+    provider = job.candidates[step.index].provider
+    return step, admission.closed_at(known.get(provider), read.get(provider, now))

@@ -1,8 +1,9 @@
-"""Admitting a call on the breaker snapshot its job's entry just read, without ``acquire``.
+"""Admitting a call on the breaker snapshot its sender just read, without ``acquire``.
 
 In CLOSED state ``acquire`` is a pure read that answers ALLOWED. A job's entry reads the
 breakers of the providers it may call anyway (to plan), a few milliseconds before the first
-call(s) start; when it read a breaker CLOSED, the call it sends carries the time of that read
+call(s) start, and so does a failed failover hop's errback for the next hop; when it read a
+breaker CLOSED, the call it sends carries the time of that read
 (``closed_at``, inside the signed message) and the call admits itself on it, saving one Redis
 round trip, as long as the read is fresh (:data:`CLOSED_SNAPSHOT_MAX_AGE_S`). Anything else
 (no time, an unusable one, a stale read, a breaker that was not CLOSED or was read from a

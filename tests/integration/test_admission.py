@@ -85,17 +85,30 @@ def test_the_first_calls_on_a_fresh_closed_read_do_not_acquire(clean: Fleet, emu
     three = ["claude", "openai", "gemini"]
     consensus = extract(clean, strategy="consensus", providers=three, early_quorum=False).get(timeout=30)
     assert {a["provider"] for a in consensus["attempts"] if a["ok"]} == set(three)
-    emulator.set_down("claude")  # the next job's second hop was not read by its entry: it acquires
+    emulator.set_down("claude")  # the next job's second hop: read CLOSED by the errback that plans it
     moved = extract(clean, strategy="failover", providers=["claude", "gemini"]).get(timeout=30)
     assert moved["chosen"] == "gemini"
     time.sleep(0.2)  # MONITOR lags the replies a little
     assert acquires.of("claude") == 0  # three calls, each on its entry's fresh CLOSED read
     assert acquires.of("openai") == 0
-    assert acquires.of("gemini") == 1  # the later hop only
+    assert acquires.of("gemini") == 0  # the later hop: on the errback's fresh CLOSED read
     # the calls admitted on the read were recorded as ordinary calls
     client = redis.Redis.from_url(clean.redis_url)
     assert client.zcard("quorum:{claude}:breaker:calls") == 3
     assert client.zcard("quorum:{claude}:breaker:failures") == 1
+
+
+def test_a_hop_past_an_open_breaker_starts_on_the_entrys_read(clean: Fleet, emulator, acquires) -> None:
+    client = redis.Redis.from_url(clean.redis_url)
+    RedisBreaker(client, "quorum:", BreakerConfig()).force_open("claude", time.time(), cooldown_s=60)
+    before = emulator.requests("claude")
+    moved = extract(clean, strategy="failover", providers=["claude", "openai"]).get(timeout=30)
+    assert moved["chosen"] == "openai"
+    assert [a["provider"] for a in moved["attempts"]] == ["claude", "openai"]  # claude skipped
+    time.sleep(0.2)  # MONITOR lags the replies a little
+    assert emulator.requests("claude") == before
+    assert acquires.of("openai") == 0  # the entry read it CLOSED when it planned past claude
+    assert acquires.of("claude") == 0
 
 
 def test_a_breaker_opened_after_the_entry_refuses_a_call_on_a_stale_read(
