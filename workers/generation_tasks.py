@@ -201,15 +201,13 @@ def _start(
             first.apply_async()
         return
     now = time.time()
-    missing = {c.provider for c in spec.candidates} - breakers.keys()
-    read = dict.fromkeys(breakers, read_at)
-    if missing:  # e.g. a redelivered entry whose stored spec names other providers
-        breakers = {**breakers, **rt.breaker.states(sorted(missing), now)}
-        read.update(dict.fromkeys(missing, now))
+    reads = admission.BreakerReads(rt.breaker.states, breakers, read_at)
+    # a provider the entry did not read: e.g. a redelivered entry whose stored spec names others
+    snapshots = reads.ensure((c.provider for c in spec.candidates), now)
     progress, send = Progress(), []
     labels = spec.labels()
     for i, candidate in enumerate(spec.candidates):
-        reason = rt.unavailable(candidate.provider, now, breakers)
+        reason = rt.unavailable(candidate.provider, now, snapshots)
         if reason is None:
             send.append(i)
         else:
@@ -223,7 +221,7 @@ def _start(
             spec,
             candidate_call(spec, i),
             candidate_id(job, i),
-            admission.closed_at(breakers.get(spec.candidates[i].provider), read[spec.candidates[i].provider]),
+            reads.closed_at(spec.candidates[i].provider),
         )
         for i in send
     ]

@@ -135,21 +135,17 @@ def _start(
             hop.apply_async()
         return
     now = time.time()
-    missing = {c.provider for c in spec.candidates} - breakers.keys()
-    read = dict.fromkeys(breakers, read_at)
-    if missing:  # e.g. a redelivered entry whose stored spec names other providers
-        breakers = {**breakers, **rt.breaker.states(sorted(missing), now)}
-        read.update(dict.fromkeys(missing, now))
+    reads = admission.BreakerReads(rt.breaker.states, breakers, read_at)
+    # a provider the entry did not read: e.g. a redelivered entry whose stored spec names others
+    snapshots = reads.ensure((c.provider for c in spec.candidates), now)
     labels = chord_labels(spec.candidates)
     send, skipped = [], []
     closed_by_index: dict[int, float | None] = {}
     for i, candidate in enumerate(spec.candidates):
-        reason = rt.unavailable(candidate.provider, now, breakers)
+        reason = rt.unavailable(candidate.provider, now, snapshots)
         if reason is None:
             send.append((i, labels[i]))
-            closed_by_index[i] = admission.closed_at(
-                breakers.get(candidate.provider), read[candidate.provider]
-            )
+            closed_by_index[i] = reads.closed_at(candidate.provider)
         else:
             skipped.append(skipped_attempt(candidate, labels[i], reason))
     if len(send) < spec.min_responses:
@@ -429,17 +425,12 @@ def _plan(
     ``read_at`` already; any other breaker planning needs is read here, one at a time, and its
     snapshot serves the hop's admission too (no second read by the call)."""
     now = time.time()
-    known = dict(breakers or {})
-    read = dict.fromkeys(known, now if read_at is None else read_at)
+    reads = admission.BreakerReads(rt.breaker.states, breakers or {}, now if read_at is None else read_at)
 
     def unavailable(provider: str) -> str | None:
-        if provider not in known:
-            known.update(rt.breaker.states([provider], now))
-            read[provider] = now
-        return rt.unavailable(provider, now, known)
+        return rt.unavailable(provider, now, reads.ensure([provider], now))
 
     step = next_step(job, history, start, now, unavailable)
     if isinstance(step, Fail):
         return step, None
-    provider = job.candidates[step.index].provider
-    return step, admission.closed_at(known.get(provider), read.get(provider, now))
+    return step, reads.closed_at(job.candidates[step.index].provider)

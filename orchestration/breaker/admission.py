@@ -13,10 +13,11 @@ degraded per-process breaker) means: acquire as before.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 
 from orchestration.breaker.machine import BreakerSnapshot, BreakerState, Permit
 
-__all__ = ["CLOSED_SNAPSHOT_MAX_AGE_S", "admits_on_snapshot", "closed_at", "closed_permit"]
+__all__ = ["CLOSED_SNAPSHOT_MAX_AGE_S", "BreakerReads", "admits_on_snapshot", "closed_at", "closed_permit"]
 
 #: How old (seconds, either way: the reading and the calling worker's clocks may differ a little)
 #: a CLOSED breaker read by the job's entry may be for its call to skip ``acquire``. The trade: a
@@ -51,3 +52,32 @@ def closed_permit(provider: str) -> Permit:
     """The permit ``acquire`` gives in CLOSED state: allowed, not a probe, no lease (its outcome
     is recorded as an ordinary call's)."""
     return Permit(provider=provider, allowed=True, state=BreakerState.CLOSED)
+
+
+class BreakerReads:
+    """The breaker snapshots a sender has read, each with when it was read: planning reads the
+    ones it still lacks (``read``: e.g. ``ResilientBreaker.states``), and a call sent on a
+    snapshot read CLOSED carries that time (:meth:`closed_at`)."""
+
+    def __init__(
+        self,
+        read: Callable[[list[str], float], dict[str, BreakerSnapshot]],
+        snapshots: Mapping[str, BreakerSnapshot],
+        read_at: float,
+    ) -> None:
+        self._read = read
+        self.snapshots = dict(snapshots)
+        self._read_at = dict.fromkeys(self.snapshots, read_at)
+
+    def ensure(self, providers: Iterable[str], now: float) -> dict[str, BreakerSnapshot]:
+        """Read the breakers of ``providers`` not read yet (together, at ``now``); every snapshot."""
+        missing = sorted(set(providers) - self.snapshots.keys())
+        if missing:
+            self.snapshots.update(self._read(missing, now))
+            self._read_at.update(dict.fromkeys(missing, now))
+        return self.snapshots
+
+    def closed_at(self, provider: str) -> float | None:
+        """When ``provider``'s breaker was read CLOSED from Redis (None: its call acquires)."""
+        snapshot = self.snapshots.get(provider)
+        return None if snapshot is None else closed_at(snapshot, self._read_at[provider])

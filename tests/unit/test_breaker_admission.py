@@ -12,6 +12,7 @@ from orchestration.attempts import AttemptDeps, run_attempt
 from orchestration.breaker import BreakerSnapshot, BreakerState, ResilientBreaker
 from orchestration.breaker.admission import (
     CLOSED_SNAPSHOT_MAX_AGE_S,
+    BreakerReads,
     admits_on_snapshot,
     closed_at,
     closed_permit,
@@ -141,3 +142,23 @@ def test_the_read_time_is_signed_and_left_out_when_none() -> None:
     assert "closed_at" not in without and valid(key, "quorum.call", "job-1.h0", without)
     assert "closed_at" not in sig.options["link_error"][0]["kwargs"]  # the errback does not carry it
     assert MAC_FIELD in kwargs
+
+
+def test_breaker_reads_read_what_is_missing_once_and_date_each_read() -> None:
+    reads_made: list[list[str]] = []
+
+    def read(providers: list[str], now: float) -> dict[str, BreakerSnapshot]:
+        reads_made.append(providers)
+        states = {"openai": BreakerState.CLOSED, "gemini": BreakerState.OPEN, "local": BreakerState.CLOSED}
+        return {p: snap(states[p], source="local" if p == "local" else "redis") for p in providers}
+
+    reads = BreakerReads(read, {"claude": snap(BreakerState.CLOSED)}, read_at=NOW - 0.5)
+    assert set(reads.ensure(["claude", "openai", "gemini"], NOW)) == {"claude", "openai", "gemini"}
+    reads.ensure(["openai", "claude"], NOW + 1)  # all read already: no read
+    reads.ensure(["local"], NOW + 2)
+    assert reads_made == [["gemini", "openai"], ["local"]]  # the missing ones, together, once
+    assert reads.closed_at("claude") == NOW - 0.5  # the sender's own read, at its time
+    assert reads.closed_at("openai") == NOW  # read here, at the time of that read
+    assert reads.closed_at("gemini") is None  # not CLOSED
+    assert reads.closed_at("local") is None  # a per-process (degraded) snapshot
+    assert reads.closed_at("never-read") is None
