@@ -6,6 +6,7 @@ this module only moves messages. A job's spec lives in Redis; messages carry the
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ from orchestration.state import RecentWeights
 from orchestration.state.accuracy import queue_grades
 from orchestration.state.job_records import JOB_KEY_TTL_S, queue_add_answer, spec_ttl_s
 from orchestration.state.scripts import Queued, execute_queued, queued_all
-from workers import ack_along
+from workers import ack_along, gc_tuning
 from workers.app import app
 from workers.canvas import MODE_FAILOVER, consensus_chord, failover_attempt, merge_id
 from workers.events import BufferTaskEvents
@@ -72,20 +73,26 @@ app.steps["consumer"].add(BufferTaskEvents)
 
 @worker_init.connect
 def _preload_sdks(**_: Any) -> None:
-    """Import the enabled providers' SDKs before the pool starts (prefork children inherit them)."""
+    """Import the enabled providers' SDKs before the pool starts, then freeze what is imported out
+    of the garbage collector's way (prefork children inherit both)."""
     settings = app.conf.quorum_settings
     preload({settings.providers[name].kind for name in settings.enabled_providers()})
+    gc_tuning.tune()
 
 
 @worker_ready.connect
 def _warm_up(**_: Any) -> None:
-    """Build the runtime and every enabled provider's SDK client before the first job arrives."""
+    """Build the runtime and every enabled provider's SDK client before the first job arrives,
+    then freeze what start-up built out of the garbage collector's way (``workers.gc_tuning``)."""
     rt = runtime()
     for name in rt.settings.enabled_providers():
         try:
             rt.providers.get(name)
         except QuorumError as e:
             log.warning("provider %s unavailable on this worker: %s", name, e)
+    frozen = gc_tuning.tune()
+    log.info("garbage collector: %d start-up objects frozen, young collections every %d allocations",
+             frozen, gc.get_threshold()[0])  # fmt: skip
 
 
 # --------------------------------------------------------------------------- public entry

@@ -137,3 +137,13 @@ def test_llama_cpp_python_server_answers_in_the_mode_it_accepts(clean, emulator)
     assert emulator.requests("local") == 5 and emulator.errors("local") == {"refused": 1}
     assert clean.redis.hget("quorum:{local}:output_mode", "mode") == b"json_object"
     assert clean.redis.hget("quorum:{local}:breaker", "consecutive") in (None, b"0")
+
+
+def test_a_warm_worker_has_frozen_its_start_up_objects(clean):
+    """``workers.gc_tuning`` ran once the worker was warm: its collector no longer walks the
+    hundreds of thousands of objects start-up built (a full collection took 100-240 ms)."""
+    log = (clean.logdir / "w1.log").read_text(errors="replace")
+    line = next(x for x in log.splitlines() if "start-up objects frozen" in x)
+    frozen = int(line.split("garbage collector: ", 1)[1].split()[0])
+    assert frozen > 100_000
+    assert "young collections every 10000 allocations" in line
