@@ -141,4 +141,15 @@ def test_a_generation_chords_candidates_do_not_acquire(clean: Fleet, emulator, a
     time.sleep(0.2)  # MONITOR lags the replies a little
     assert sum(acquires.of(p) for p in three) == 0
     client = redis.Redis.from_url(clean.redis_url)
-    assert [client.zcard(f"quorum:{{{p}}}:breaker:calls") for p in three] == [1, 1, 1]  # recorded
+    recorded = [client.zcard(f"quorum:{{{p}}}:breaker:calls") for p in three]
+    assert recorded == [1, 1, 1], f"breaker calls {recorded}; workers' warnings:\n{warnings(clean)}"
+
+
+def warnings(fleet: Fleet) -> str:
+    """The WARNING and worse lines of every worker's log (e.g. a breaker degraded to per-process
+    state, whose outcomes stay in the worker), for an assertion's message."""
+    lines = []
+    for path in sorted(fleet.logdir.glob("*.log")):
+        text = path.read_text(errors="replace")
+        lines += [f"{path.stem}: {x}" for x in text.splitlines() if "WARNING/" in x or "ERROR/" in x]
+    return "\n".join(lines[-40:]) or "(none)"
