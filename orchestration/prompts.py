@@ -22,10 +22,20 @@ EXTRACTION_SYSTEM = (
 def extraction_prompt(text: str, schema: dict[str, Any]) -> str:
     """The user message: the field descriptions, then the email between markers."""
     fields = {name: prop.get("description", "") for name, prop in schema.get("properties", {}).items()}
-    return (
-        f"Fields to extract:\n{json.dumps(fields, ensure_ascii=False, indent=1)}\n\n"
-        f"{EMAIL_OPEN}\n{text}\n{EMAIL_CLOSE}"
-    )
+    return f"Fields to extract:\n{fields_json(fields)}\n\n{EMAIL_OPEN}\n{text}\n{EMAIL_CLOSE}"
+
+
+def fields_json(fields: dict[str, Any]) -> str:
+    """``json.dumps(fields, ensure_ascii=False, indent=1)``, the same text. With ``indent`` the
+    json module encodes in Python, with closures that refer to each other (a cycle left for the
+    garbage collector on every call); a flat object of strings, the usual case, is written
+    here from the C encoder's strings instead."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items()):
+        return json.dumps(fields, ensure_ascii=False, indent=1)
+    if not fields:
+        return "{}"
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    return "{\n" + ",\n".join(f" {encode(k)}: {encode(v)}" for k, v in fields.items()) + "\n}"
 
 
 # --------------------------------------------------------------------------- generation

@@ -11,11 +11,22 @@ rather than with how often they run, come in fewer, larger batches. The worker r
 starts (before a prefork pool forks: the children inherit the frozen objects) and again once it
 is warm (the runtime and the SDK clients). Unreachable cycles are still collected; a frozen
 object that later becomes garbage is not, and start-up objects live as long as the process.
+
+Most of the cycles a job left came from one place: the exception a task ends with (every
+public entry ends with ``Ignore``: the job's last task publishes its answer). Celery's tracer
+keeps it in its frame's locals while the exception's traceback holds that frame, so the frame,
+its locals and the request behind them stayed until a collection found them: about 130
+objects of garbage per job, three quarters of it this cycle. :func:`drop_traceback` (a
+``task_postrun`` receiver) lets the exception forget its traceback once the tracer has
+recorded what it needs (the log line, the stored failure, the copy ``ExceptionInfo`` makes).
 """
 
 from __future__ import annotations
 
 import gc
+from typing import Any
+
+from celery.signals import task_postrun
 
 #: Allocations (net of deallocations) between two collections of the youngest generation.
 GEN0_THRESHOLD = 10_000
@@ -29,3 +40,12 @@ def tune() -> int:
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(GEN0_THRESHOLD, gen0), gen1, gen2)  # an operator's higher one stays
     return gc.get_freeze_count()
+
+
+@task_postrun.connect
+def drop_traceback(retval: Any = None, **_: Any) -> None:
+    """After a task ended with an exception (``retval`` is it: ``Ignore``, a failure, a retry),
+    drop its traceback: Celery's tracer has logged, stored and copied what it needed, and the
+    traceback is what ties the tracer's frame to the exception in a cycle."""
+    if isinstance(retval, BaseException):
+        retval.__traceback__ = None

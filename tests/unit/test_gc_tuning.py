@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from celery import Celery, states
+from celery.app.trace import build_tracer
+from celery.exceptions import Ignore
+from celery.signals import task_postrun
 
 from workers import gc_tuning
 
@@ -54,3 +58,41 @@ def test_tune_again_freezes_what_was_built_since(restored_gc: None) -> None:
     first = gc_tuning.tune()
     kept = [Node() for _ in range(100)]  # e.g. the SDK clients, built once the worker is ready
     assert gc_tuning.tune() >= first + len(kept)
+
+
+def _garbage_after(run: Callable[[], object]) -> list[object]:
+    """What a collection finds unreachable (kept, not freed) after ``run``."""
+    gc.collect()
+    run()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return list(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+def test_a_task_ending_with_ignore_leaves_no_cycle_for_the_collector() -> None:
+    """Celery's own tracer (the worker's, not eager mode) runs a task that raises ``Ignore``, as
+    every job's entry does: without ``drop_traceback`` the exception, the tracer's frame and
+    its locals are left in a cycle for the collector."""
+    app = Celery("gc-test", set_as_current=False)
+
+    @app.task(name="gc_test.ignored", bind=True)
+    def ignored(self: object, payload: str) -> None:
+        raise Ignore()
+
+    tracer = build_tracer(ignored.name, ignored, app=app, hostname="gc-test@host")
+
+    def run() -> None:
+        out = tracer("job-1", (), {"payload": "x" * 100}, {"id": "job-1", "delivery_info": {}})
+        assert out.info is not None and out.info.state == states.IGNORED
+
+    task_postrun.disconnect(gc_tuning.drop_traceback)
+    try:
+        stock = _garbage_after(run)
+    finally:
+        task_postrun.connect(gc_tuning.drop_traceback)
+    assert any(isinstance(o, Ignore) for o in stock)  # the cycle this guards against
+    assert not any(isinstance(o, Ignore) for o in _garbage_after(run))
