@@ -16,9 +16,10 @@ Most of the cycles a job left came from one place: the exception a task ends wit
 public entry ends with ``Ignore``: the job's last task publishes its answer). Celery's tracer
 keeps it in its frame's locals while the exception's traceback holds that frame, so the frame,
 its locals and the request behind them stayed until a collection found them: about 130
-objects of garbage per job, three quarters of it this cycle. :func:`drop_traceback` (a
-``task_postrun`` receiver) lets the exception forget its traceback once the tracer has
-recorded what it needs (the log line, the stored failure, the copy ``ExceptionInfo`` makes).
+objects of garbage per job, three quarters of it this cycle (the rest came from the prompt's
+JSON: ``orchestration.prompts.fields_json``). :func:`drop_traceback` (a ``task_postrun``
+receiver) lets the exception forget its traceback once the tracer has recorded what it needs
+(the log line, the stored failure, the copy ``ExceptionInfo`` makes).
 """
 
 from __future__ import annotations
