@@ -70,6 +70,7 @@ def test_quality_weighted_survives_a_failed_and_a_defective_candidate(clean, emu
 
 
 def test_too_few_answers_is_a_typed_error(clean, emulator):
+    clean_answers(emulator, ["claude"])  # the default profile answers empty 1 % of the time
     emulator.configure("openai", error_rate=1.0, errors={"server": 1})
     emulator.set_down("gemini")
     job = gen(clean)
