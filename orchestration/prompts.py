@@ -18,6 +18,9 @@ EXTRACTION_SYSTEM = (
     "from 0 to 1 that the value is exactly right. Dates are ISO 8601 (YYYY-MM-DD)."
 )
 
+#: One JSON string or value, as ``json.dumps(..., ensure_ascii=False)`` writes it (built once).
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
 
 def extraction_prompt(text: str, schema: dict[str, Any]) -> str:
     """The user message: the field descriptions, then the email between markers."""
@@ -34,8 +37,7 @@ def fields_json(fields: dict[str, Any]) -> str:
         return json.dumps(fields, ensure_ascii=False, indent=1)
     if not fields:
         return "{}"
-    encode = json.JSONEncoder(ensure_ascii=False).encode
-    return "{\n" + ",\n".join(f" {encode(k)}: {encode(v)}" for k, v in fields.items()) + "\n}"
+    return "{\n" + ",\n".join(f" {_encode(k)}: {_encode(v)}" for k, v in fields.items()) + "\n}"
 
 
 # --------------------------------------------------------------------------- generation
