@@ -147,6 +147,7 @@ def test_a_job_answered_early_still_grades_every_provider_once(clean, emulator):
     """The chord body grades with all three answers (in the round trip that tries its guard),
     even though the job was answered after two: each provider's field counts go up by one."""
     quiet(emulator)
+    emulator.configure("gemini", latency_median_ms=1500, latency_sigma=0)  # answered after two
     fields = sorted(EMAILS[5].labels)
     job = chord_job(clean, email=EMAILS[5])
     assert job.get(timeout=30)["early"]
